@@ -1,0 +1,142 @@
+"""Dataclass configurations of the KAMP library. Every choice the paper leaves open is a field here.
+
+docs/method.md gives the reason for each default. Configs are plain data: `to_dict`/`from_dict` round-trip
+them through JSON so that a checkpoint carries the exact configuration that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+STRATEGIES = (
+    "finetune",
+    "lwf",
+    "cpr",
+    "kamp",
+    "kamp_ksd_only",
+    "kamp_random",
+    "joint",
+    "joint_partial",
+)
+Strategy = Literal[
+    "finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial"
+]
+
+
+@dataclass(kw_only=True)
+class BackboneConfig:
+    """Which backbone to build (a name in models.backbones.registry) and where its weights come from."""
+
+    name: str = "hrnet_w32"
+    in_channels: int = 1
+    #: Local file with pretrained weights (safetensors or a torch state dict); nothing is ever downloaded.
+    pretrained: str | None = None
+
+
+@dataclass(kw_only=True)
+class CodecConfig:
+    """Geometry of the network input and its heatmaps."""
+
+    #: Network input (width, height) in pixels; images are resized keeping their aspect ratio and padded.
+    input_size: tuple[int, int] = (256, 320)
+    #: Input pixels per heatmap pixel.
+    stride: int = 4
+    #: Standard deviation of the Gaussian targets, in heatmap pixels.
+    sigma: float = 2.0
+
+
+@dataclass(kw_only=True)
+class AugmentConfig:
+    """Random geometric and intensity augmentation; landmarks move with the image."""
+
+    enabled: bool = True
+    #: Isotropic scale drawn uniformly from [1 - scale, 1 + scale].
+    scale: float = 0.1
+    rotation_deg: float = 10.0
+    #: Translation drawn uniformly within +- this fraction of the input size, per axis.
+    translate: float = 0.05
+    brightness: float = 0.1
+    contrast: float = 0.15
+    #: Gamma drawn log-uniformly from [exp(-gamma), exp(gamma)].
+    gamma: float = 0.25
+
+
+@dataclass(kw_only=True)
+class KANetConfig:
+    """The knowledge-association network of KAMP's stage I and its triplets."""
+
+    hidden: int = 64
+    iterations: int = 300
+    lr: float = 1e-3
+    #: At most this many (old <- new, new) triplets are chosen automatically per step.
+    max_triplets: int = 2
+    #: Explicit triplets (old code, new code 1, new code 2); None selects them from data.
+    triplets: list[tuple[str, str, str]] | None = None
+    #: Stage-I pseudo-label: the old model's heatmap as it is ("heatmap") or a clean Gaussian rendered at
+    #: its decoded peak ("gaussian").
+    target: Literal["heatmap", "gaussian"] = "heatmap"
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Optimisation and loss settings of one incremental step."""
+
+    #: Optimisation steps (not epochs: an IKL step holds only ~40 images).
+    iterations: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 50
+    #: Start from the previous model ("previous") or from a fresh network ("scratch", for joint baselines).
+    init: Literal["previous", "scratch"] = "previous"
+    #: l_GT is mean squared heatmap error times this factor, which puts it near 1 for unit-peak Gaussians.
+    gt_scale: float = 1000.0
+    #: Weight of the distillation terms (l_KSD + l_KA for KAMP, l_LwF for LwF and CPR).
+    alpha: float = 1.0
+    #: Softmax temperature of every distillation distribution (heatmaps peak at 1; see docs/method.md).
+    temperature: float = 0.1
+    #: "marginal": softmax of the max-profiles along H and along W; "rows": one softmax per column and
+    #: per row of the heatmap.
+    ksd_mode: Literal["marginal", "rows"] = "marginal"
+    #: Weight of the l_KA term relative to l_KSD inside the alpha bracket.
+    ka_weight: float = 1.0
+    #: Weight of CPR's entropy regulariser (added to LwF).
+    cpr_beta: float = 0.1
+    seed: int = 0
+    #: "auto" picks CUDA when available.
+    device: str = "auto"
+    #: bfloat16 autocast and channels_last on CUDA; ignored on the CPU.
+    amp: bool = True
+    #: Write a resumable training-state file every this many iterations (0: never).
+    state_every: int = 100
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    kanet: KANetConfig = field(default_factory=KANetConfig)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build config class `cls` from a (possibly partial) dict; unknown keys raise ValueError."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    nested = {"augment": AugmentConfig, "kanet": KANetConfig}
+    for name, value in data.items():
+        if name in nested and isinstance(value, dict):
+            value = from_dict(nested[name], value)
+        elif name == "input_size" and value is not None:
+            value = tuple(int(v) for v in value)
+        elif name == "triplets" and value is not None:
+            value = [tuple(t) for t in value]
+        kwargs[name] = value
+    return cls(**kwargs)
