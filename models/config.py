@@ -22,9 +22,7 @@ STRATEGIES = (
     "joint",
     "joint_partial",
 )
-Strategy = Literal[
-    "finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial"
-]
+Strategy = Literal["finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial"]
 
 
 @dataclass(kw_only=True)
@@ -70,6 +68,9 @@ class KANetConfig:
     """The knowledge-association network of KAMP's stage I and its triplets."""
 
     hidden: int = 64
+    #: Dilations of its three 3x3 conv layers: a receptive field of 1 + 2 * sum = 15 heatmap pixels reaches an
+    #: old landmark several heatmap pixels away from the two new ones.
+    dilations: tuple[int, int, int] = (1, 2, 4)
     iterations: int = 300
     lr: float = 1e-3
     #: At most this many (old <- new, new) triplets are chosen automatically per step.
@@ -134,7 +135,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     for name, value in data.items():
         if name in nested and isinstance(value, dict):
             value = from_dict(nested[name], value)
-        elif name == "input_size" and value is not None:
+        elif name in ("input_size", "dilations") and value is not None:
             value = tuple(int(v) for v in value)
         elif name == "triplets" and value is not None:
             value = [tuple(t) for t in value]

@@ -1,0 +1,148 @@
+"""Checkpoints: one safetensors file holding the weights and, in its header, JSON metadata that carries
+everything needed to rebuild and use the model (landmarks in head order, backbone, codec, lineage, report)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .config import BackboneConfig, CodecConfig, from_dict, to_dict
+from .network import LandmarkNet
+
+FORMAT = "kamp-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(kw_only=True)
+class LandmarkInfo:
+    """One landmark of the model, in head order."""
+
+    code: str
+    step: int
+    name: str = ""
+
+
+@dataclass(kw_only=True)
+class Checkpoint:
+    """An immutable trained model: weights plus the metadata that defines them."""
+
+    state_dict: dict[str, torch.Tensor]
+    landmarks: list[LandmarkInfo]
+    backbone: BackboneConfig
+    codec: CodecConfig
+    step: int
+    strategy: str
+    parent_sha256: str | None = None
+    train_config: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def codes(self) -> list[str]:
+        return [lm.code for lm in self.landmarks]
+
+    @property
+    def step_sizes(self) -> list[int]:
+        """Head channels per step, in order (a step that added no landmark has no entry)."""
+        sizes: list[int] = []
+        last = None
+        for lm in self.landmarks:
+            if lm.step != last:
+                sizes.append(0)
+                last = lm.step
+            sizes[-1] += 1
+        return sizes
+
+    def build_model(self, device: str | torch.device = "cpu") -> LandmarkNet:
+        """The network with these weights, in eval mode."""
+        model = LandmarkNet(backbone=_without_pretrained(self.backbone), step_sizes=self.step_sizes)
+        model.load_state_dict(self.state_dict)
+        return model.to(device).eval()
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "landmarks": [asdict(lm) for lm in self.landmarks],
+            "backbone": to_dict(self.backbone),
+            "codec": to_dict(self.codec),
+            "step": self.step,
+            "strategy": self.strategy,
+            "parent_sha256": self.parent_sha256,
+            "train_config": self.train_config,
+            "report": self.report,
+            "created_at": self.created_at,
+        }
+
+    def to_bytes(self) -> bytes:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
+        return st_save(tensors, metadata={"kamp": json.dumps(self.metadata(), sort_keys=True)})
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of the serialised file (weights and metadata)."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def save(self, path: str | Path) -> str:
+        """Write atomically (temporary file + rename); returns the sha256 of what was written."""
+        data = self.to_bytes()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return hashlib.sha256(data).hexdigest()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Checkpoint:
+        try:
+            header_len = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8 : 8 + header_len])
+            meta = json.loads(header["__metadata__"]["kamp"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a KAMP checkpoint: {exc}") from exc
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported checkpoint format {meta.get('format')} v{meta.get('format_version')}"
+            )
+        return Checkpoint(
+            state_dict=st_load(data),
+            landmarks=[LandmarkInfo(**lm) for lm in meta["landmarks"]],
+            backbone=from_dict(BackboneConfig, meta["backbone"]),
+            codec=from_dict(CodecConfig, meta["codec"]),
+            step=int(meta["step"]),
+            strategy=meta["strategy"],
+            parent_sha256=meta.get("parent_sha256"),
+            train_config=meta.get("train_config", {}),
+            report=meta.get("report", {}),
+            created_at=meta.get("created_at", ""),
+        )
+
+    @staticmethod
+    def load(path: str | Path) -> Checkpoint:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        return Checkpoint.from_bytes(path.read_bytes())
+
+
+def _without_pretrained(config: BackboneConfig) -> BackboneConfig:
+    # The checkpoint's own weights replace any pretrained file, which need not exist where it is loaded.
+    return BackboneConfig(name=config.name, in_channels=config.in_channels, pretrained=None)

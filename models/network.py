@@ -1,0 +1,83 @@
+"""The landmark network: a backbone at stride 4 and a head that grows by one 1x1 conv per incremental step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+from .config import BackboneConfig
+
+#: Grey-level statistics of ImageNet (mean and std of the RGB means), so ImageNet-pretrained stems see
+#: inputs on the scale they were trained on.
+INPUT_MEAN = 0.449
+INPUT_STD = 0.226
+
+
+class LandmarkHead(nn.Module):
+    """One 1x1 conv per step, outputs concatenated in step order.
+
+    Separate convs (rather than one conv widened in place) keep every old landmark's output computed by the
+    very same weights after growth, so growth cannot perturb them, not even by rounding.
+    """
+
+    def __init__(self, *, in_channels: int, step_sizes: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.convs = nn.ModuleList()
+        for n in step_sizes:
+            self.grow(n)
+
+    @property
+    def step_sizes(self) -> list[int]:
+        return [int(c.out_channels) for c in self.convs]
+
+    @property
+    def num_landmarks(self) -> int:
+        return sum(self.step_sizes)
+
+    def grow(self, num_new: int) -> None:
+        """Append a conv for `num_new` landmarks (initialised as mmpose does: N(0, 0.001), zero bias)."""
+        if num_new < 1:
+            raise ValueError(f"a step must add at least one landmark, got {num_new}")
+        conv = nn.Conv2d(self.in_channels, num_new, kernel_size=1)
+        nn.init.normal_(conv.weight, std=0.001)
+        nn.init.zeros_(conv.bias)
+        if len(self.convs):
+            ref = self.convs[0].weight
+            conv = conv.to(device=ref.device, dtype=ref.dtype)
+        self.convs.append(conv)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) features -> (B, K, h, w) heatmaps, K = num_landmarks."""
+        if not len(self.convs):
+            raise RuntimeError("the head has no landmarks yet: grow() it first")
+        return torch.cat([conv(features) for conv in self.convs], dim=1)
+
+
+class LandmarkNet(nn.Module):
+    """Image (B, 1, H, W) in [0, 1] -> heatmaps (B, K, H/4, W/4); also exposes the stride-4 features F."""
+
+    def __init__(self, *, backbone: BackboneConfig, step_sizes: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.backbone_config = backbone
+        self.backbone = build_backbone(backbone)
+        self.head = LandmarkHead(in_channels=self.backbone.out_channels, step_sizes=step_sizes)
+
+    @property
+    def stride(self) -> int:
+        return int(self.backbone.stride)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1] -> F, (B, C, H/4, W/4): the highest-resolution branch KA-Net reads."""
+        return self.backbone((x - INPUT_MEAN) / INPUT_STD)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmaps (B, K, h, w), features (B, C, h, w))."""
+        f = self.features(x)
+        return self.head(f), f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,88 @@
+"""The loss of each incremental strategy, given the student's and the teachers' outputs on one batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .batches import Batch
+from .config import TrainConfig
+from .losses import cpr_regulariser, heatmap_mse, ksd_loss, lwf_loss
+
+#: Strategies that distil from the previous model (they need a teacher).
+DISTILLING = frozenset({"lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random"})
+#: Strategies with a KA-Net (stage I + the l_KA term).
+ASSOCIATING = frozenset({"kamp", "kamp_random"})
+
+
+@dataclass
+class KAContext:
+    """A trained, frozen KA-Net and its triplets as head channel indices (each (N,) long tensors)."""
+
+    kanet: torch.nn.Module
+    old: torch.Tensor
+    new_a: torch.Tensor
+    new_b: torch.Tensor
+
+
+def ka_prediction(ka: KAContext, features: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """KA-Net's heatmaps of the associated old landmarks, (B, N, h, w), and where they are defined, (B, N):
+    where both new landmarks of the triplet are labelled in this sample."""
+    g1, g2 = batch.targets[:, ka.new_a], batch.targets[:, ka.new_b]
+    mask = batch.mask[:, ka.new_a] & batch.mask[:, ka.new_b]
+    return ka.kanet(features, g1, g2), mask
+
+
+def step_loss(
+    strategy: str,
+    config: TrainConfig,
+    batch: Batch,
+    student: torch.Tensor,
+    num_old: int,
+    teacher: torch.Tensor | None = None,
+    teacher_features: torch.Tensor | None = None,
+    ka: KAContext | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its parts for one batch.
+
+    l_GT on every labelled landmark (new ones in IKL, all in the joint baselines), plus:
+      lwf:            alpha * l_LwF(old)
+      cpr:            alpha * l_LwF(old) + cpr_beta * CPR(all)
+      kamp_ksd_only:  alpha * l_KSD(old)
+      kamp, random:   alpha * (l_KSD(old) + ka_weight * l_KA)
+    Args:
+        student: (B, K, h, w) heatmaps of the model being trained; its first num_old channels are the old
+            landmarks, in the teacher's order.
+        teacher: (B, num_old, h, w) heatmaps of the frozen previous model on the same batch.
+        teacher_features: (B, C, h, w) its features F (for KA-Net).
+    """
+    l_gt = config.gt_scale * heatmap_mse(student, batch.targets, batch.mask)
+    parts = {"gt": float(l_gt)}
+    total = l_gt
+    if strategy not in DISTILLING or num_old == 0:
+        return total, parts
+    if teacher is None:
+        raise ValueError(f"strategy {strategy!r} needs the previous model's heatmaps")
+    old = student[:, :num_old]
+    if strategy in ("lwf", "cpr"):
+        l_kd = lwf_loss(old, teacher, temperature=config.temperature)
+        parts["lwf"] = float(l_kd)
+        total = total + config.alpha * l_kd
+        if strategy == "cpr":
+            l_cpr = cpr_regulariser(student, temperature=config.temperature)
+            parts["cpr"] = float(l_cpr)
+            total = total + config.cpr_beta * l_cpr
+        return total, parts
+    l_ksd = ksd_loss(old, teacher, temperature=config.temperature, mode=config.ksd_mode)
+    parts["ksd"] = float(l_ksd)
+    distil = l_ksd
+    if strategy in ASSOCIATING and ka is not None:
+        if teacher_features is None:
+            raise ValueError("KAMP needs the previous model's features for KA-Net")
+        with torch.no_grad():
+            ka_hm, ka_mask = ka_prediction(ka, teacher_features, batch)
+        l_ka = config.gt_scale * heatmap_mse(student[:, ka.old], ka_hm, ka_mask)
+        parts["ka"] = float(l_ka)
+        distil = distil + config.ka_weight * l_ka
+    return total + config.alpha * distil, parts

@@ -1,0 +1,487 @@
+"""One incremental step: `train_step(previous checkpoint or None, step data, strategy, config)`.
+
+Stage I (KAMP only): train KA-Net on the step's images to map (old features, new labels) to the old model's
+heatmap of an associated old landmark. Stage II: train the new model with the strategy's loss
+(models.strategies). The previous model and KA-Net are frozen teachers in eval mode throughout.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .batches import Batch, BatchSampler, PreparedData
+from .checkpoint import Checkpoint, LandmarkInfo
+from .codec import HeatmapCodec
+from .config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, to_dict
+from .kanet import KANet
+from .losses import heatmap_mse
+from .network import LandmarkNet
+from .step_data import StepData
+from .strategies import ASSOCIATING, DISTILLING, KAContext, step_loss
+from .triplets import Triplet, random_triplets, select_triplets
+
+
+@dataclass
+class Progress:
+    """Reported to the progress callback every few iterations. Raising in the callback stops training
+    (the training-state file, if any, lets a later call resume)."""
+
+    stage: str  # "kanet" or "train"
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    elapsed_s: float
+    eta_s: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class TrainReport:
+    strategy: str
+    step: int
+    new_codes: list[str]
+    old_codes: list[str]
+    images: int
+    iterations: int
+    seconds: float
+    seconds_per_image: float
+    device: str
+    triplets: list[Triplet] = field(default_factory=list)
+    kanet_loss: float | None = None
+    loss_history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(map(list, v)) if k == "triplets" else v) for k, v in self.__dict__.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_step(
+    previous: Checkpoint | None,
+    data: StepData,
+    strategy: str,
+    config: TrainConfig,
+    *,
+    backbone: BackboneConfig | None = None,
+    codec: CodecConfig | None = None,
+    names: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    state_path: str | Path | None = None,
+) -> tuple[Checkpoint, TrainReport]:
+    """Train the model of the next step.
+
+    Args:
+        previous: the last step's checkpoint, or None for step 0 (then `backbone` and `codec` configure the
+            new model; otherwise they are taken from `previous`).
+        data: the step's training images; its codes that `previous` lacks are the new landmarks (appended to
+            the head in data's order). Labels of old codes, if present (joint baselines), are trained on too.
+        strategy: one of models.config.STRATEGIES.
+        names: optional landmark code -> human-readable name, stored in the checkpoint.
+        progress: called with a Progress every few iterations.
+        state_path: training-state file; written every config.state_every iterations and resumed from when
+            it exists and matches this call's inputs. Removed when the step completes.
+    Returns:
+        (the new checkpoint, whose parent_sha256 is previous's hash; a TrainReport).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if len(data) == 0:
+        raise ValueError("a training step needs at least one image")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    old_codes = previous.codes if previous else []
+    new_codes = [c for c in data.codes if c not in old_codes]
+    codes = old_codes + new_codes
+    labelled = data.select(codes).labelled.any(axis=0)
+    if not labelled.any():
+        raise ValueError("the step's data has no labelled landmark")
+    if previous is None and not new_codes:
+        raise ValueError("step 0 needs at least one landmark")
+    step = previous.step + 1 if previous else 0
+    backbone = previous.backbone if previous else (backbone or BackboneConfig())
+    codec_config = previous.codec if previous else (codec or CodecConfig())
+    codec = HeatmapCodec(codec_config)
+    prepared = PreparedData(data, codes, codec)
+
+    teacher = previous.build_model(device) if previous and strategy in DISTILLING else None
+    if teacher is not None:
+        teacher.requires_grad_(False)
+    student = _initial_student(previous, backbone, config, device)
+    if new_codes:
+        student.head.grow(len(new_codes))
+    if device.type == "cuda" and config.amp:
+        student = student.to(memory_format=torch.channels_last)
+
+    fingerprint = _fingerprint(previous, data, strategy, config, codes)
+    state = _load_state(state_path, fingerprint)
+    timer = _Timer(progress)
+    sampler = BatchSampler(len(prepared), config.batch_size, rng)
+    report = TrainReport(
+        strategy=strategy,
+        step=step,
+        new_codes=new_codes,
+        old_codes=old_codes,
+        images=len(data),
+        iterations=config.iterations,
+        seconds=0.0,
+        seconds_per_image=0.0,
+        device=str(device),
+    )
+
+    ka: KAContext | None = None
+    if teacher is not None and strategy in ASSOCIATING and new_codes:
+        ka = _stage_one(
+            teacher,
+            prepared,
+            data,
+            codes,
+            old_codes,
+            new_codes,
+            strategy,
+            config,
+            rng,
+            device,
+            sampler,
+            timer,
+            state,
+            report,
+        )
+
+    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = _lr_lambda(config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    start = 0
+    if state is not None and state.get("stage") == "train":
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.restore(state["sampler"])
+        report.loss_history = state["history"]
+        start = report.resumed_from = int(state["iteration"])
+
+    student.train()
+    num_old = len(old_codes)
+    running: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for it in range(start, config.iterations):
+        batch = prepared.batch(sampler.next(), config.augment, rng, device)
+        x = batch.x.to(memory_format=torch.channels_last) if device.type == "cuda" else batch.x
+        with _autocast(device, config.amp):
+            hm = student(x)
+            t_hm = t_feat = None
+            if teacher is not None and num_old:
+                with torch.no_grad():
+                    t_hm, t_feat = teacher.forward_with_features(x)
+        loss, parts = step_loss(
+            strategy,
+            config,
+            batch,
+            hm.float(),
+            num_old,
+            None if t_hm is None else t_hm.float(),
+            None if t_feat is None else t_feat.float(),
+            ka,
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at iteration {it}: {parts}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + v
+        if (it + 1) % 10 == 0 or it + 1 == config.iterations:
+            n = 10 if (it + 1) % 10 == 0 else (it + 1) % 10
+            means = {k: v / n for k, v in running.items()}
+            report.loss_history.append({"iteration": it + 1, **means})
+            running = {}
+            timer.report("train", it + 1 - start, config.iterations - start, it + 1, means)
+        if (
+            state_path
+            and config.state_every
+            and (it + 1) % config.state_every == 0
+            and it + 1 < config.iterations
+        ):
+            _save_state(
+                state_path,
+                {
+                    "fingerprint": fingerprint,
+                    "stage": "train",
+                    "iteration": it + 1,
+                    "student": student.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.state(),
+                    "history": report.loss_history,
+                    **_ka_state(ka, report),
+                },
+            )
+    seconds = time.perf_counter() - t0
+    done = config.iterations - start
+    report.seconds = seconds
+    report.seconds_per_image = seconds / max(1, done * sampler.batch_size)
+
+    student.eval()
+    prev_info = previous.landmarks if previous else []
+    names = names or {}
+    landmarks = [LandmarkInfo(code=lm.code, step=lm.step, name=lm.name) for lm in prev_info] + [
+        LandmarkInfo(code=c, step=step, name=names.get(c, "")) for c in new_codes
+    ]
+    checkpoint = Checkpoint(
+        state_dict={k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()},
+        landmarks=landmarks,
+        backbone=backbone,
+        codec=codec_config,
+        step=step,
+        strategy=strategy,
+        parent_sha256=previous.sha256 if previous else None,
+        train_config=to_dict(config),
+        report=report.to_dict(),
+    )
+    if state_path:
+        Path(state_path).unlink(missing_ok=True)
+    return checkpoint, report
+
+
+# ---- stage I --------------------------------------------------------------------------------------------
+
+
+def _stage_one(
+    teacher: LandmarkNet,
+    prepared: PreparedData,
+    data: StepData,
+    codes: list[str],
+    old_codes: list[str],
+    new_codes: list[str],
+    strategy: str,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    sampler: BatchSampler,
+    timer: _Timer,
+    state: dict[str, Any] | None,
+    report: TrainReport,
+) -> KAContext:
+    """Choose triplets and train KA-Net (or restore both from a training state)."""
+    kc = config.kanet
+    if state is not None and "triplets" in state:
+        triplets = [tuple(t) for t in state["triplets"]]
+    elif kc.triplets:
+        triplets = [tuple(t) for t in kc.triplets]
+        for o, a, b in triplets:
+            if o not in old_codes or a not in new_codes or b not in new_codes:
+                raise ValueError(f"triplet ({o} <- {a}, {b}) must name an old landmark and two new ones")
+    else:
+        auto = _auto_triplets(teacher, prepared, data, codes, old_codes, new_codes, kc.max_triplets, device)
+        triplets = (
+            random_triplets(old_codes, new_codes, len(auto), rng) if strategy == "kamp_random" else auto
+        )
+    report.triplets = [tuple(t) for t in triplets]  # type: ignore[misc]
+    index = {c: i for i, c in enumerate(codes)}
+
+    def idx(pos: int) -> torch.Tensor:
+        return torch.tensor([index[t[pos]] for t in triplets], device=device)
+
+    kanet = KANet(
+        feature_channels=teacher.backbone.out_channels,
+        num_triplets=len(triplets),
+        hidden=kc.hidden,
+        dilations=kc.dilations,
+    ).to(device)
+    ka = KAContext(kanet=kanet, old=idx(0), new_a=idx(1), new_b=idx(2))
+    if state is not None and "kanet" in state:
+        kanet.load_state_dict(state["kanet"])
+        report.kanet_loss = state.get("kanet_loss")
+    else:
+        report.kanet_loss = _train_kanet(teacher, ka, prepared, config, rng, device, sampler, timer)
+    kanet.eval().requires_grad_(False)
+    return ka
+
+
+def _auto_triplets(
+    teacher: LandmarkNet,
+    prepared: PreparedData,
+    data: StepData,
+    codes: list[str],
+    old_codes: list[str],
+    new_codes: list[str],
+    max_triplets: int,
+    device: torch.device,
+) -> list[Triplet]:
+    """Triplets from the old model's predictions and the new labels on the step's own images (mm if known)."""
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(prepared), 16):
+            hm = teacher(prepared.inputs[i : i + 16].to(device))
+            pts, _ = prepared.codec.decode_to_image(hm, prepared.affines[i : i + 16])
+            preds.append(pts)
+    old_pts = np.concatenate(preds)  # (N, K_old, 2) image pixels
+    spacing = np.where(np.isfinite(data.spacing_mm), data.spacing_mm, 1.0)[:, None, :]
+    new_pts = data.select(new_codes).keypoints * spacing
+    old_pts = old_pts * spacing
+    return select_triplets(
+        {c: old_pts[:, i] for i, c in enumerate(old_codes)},
+        {c: new_pts[:, i] for i, c in enumerate(new_codes)},
+        max_triplets=max_triplets,
+    )
+
+
+def _train_kanet(
+    teacher: LandmarkNet,
+    ka: KAContext,
+    prepared: PreparedData,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    sampler: BatchSampler,
+    timer: _Timer,
+) -> float:
+    kc = config.kanet
+    ka.kanet.train()
+    opt = torch.optim.Adam(ka.kanet.parameters(), lr=kc.lr)
+    codec = prepared.codec
+    last = float("nan")
+    for it in range(kc.iterations):
+        batch: Batch = prepared.batch(sampler.next(), config.augment, rng, device)
+        with torch.no_grad(), _autocast(device, config.amp):
+            t_hm, feats = teacher.forward_with_features(batch.x)
+        t_hm, feats = t_hm.float(), feats.float()
+        target = t_hm[:, ka.old]
+        if config.kanet.target == "gaussian":
+            peaks, _ = codec.decode(target)
+            target = codec.encode(peaks)
+        g1, g2 = batch.targets[:, ka.new_a], batch.targets[:, ka.new_b]
+        mask = batch.mask[:, ka.new_a] & batch.mask[:, ka.new_b]
+        loss = config.gt_scale * heatmap_mse(ka.kanet(feats, g1, g2), target, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last = float(loss)
+        if (it + 1) % 10 == 0 or it + 1 == kc.iterations:
+            timer.report("kanet", it + 1, kc.iterations, it + 1, {"ka_net": last})
+    return last
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _initial_student(
+    previous: Checkpoint | None, backbone: BackboneConfig, config: TrainConfig, device: torch.device
+) -> LandmarkNet:
+    if previous is not None and config.init == "previous":
+        return copy.deepcopy(previous.build_model(device)).train()
+    sizes = previous.step_sizes if previous else []
+    fresh_backbone = backbone
+    if previous is not None and backbone.pretrained and not Path(backbone.pretrained).is_file():
+        fresh_backbone = BackboneConfig(name=backbone.name, in_channels=backbone.in_channels)
+    return LandmarkNet(backbone=fresh_backbone, step_sizes=sizes).to(device).train()
+
+
+def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to 1% of the base rate."""
+
+    def f(it: int) -> float:
+        if it < config.warmup:
+            return (it + 1) / config.warmup
+        span = max(1, config.iterations - config.warmup)
+        progress = min(1.0, (it - config.warmup) / span)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+class _Timer:
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.t0 = time.perf_counter()
+        self.stage_t0: dict[str, float] = {}
+
+    def report(self, stage: str, done: int, todo: int, iteration: int, losses: dict[str, float]) -> None:
+        if self.callback is None:
+            return
+        now = time.perf_counter()
+        t0 = self.stage_t0.setdefault(stage, now)
+        rate = (now - t0) / max(1, done - 10) if done > 10 else 0.0
+        self.callback(
+            Progress(
+                stage,
+                iteration,
+                todo if stage == "kanet" else todo + iteration - done,
+                losses,
+                now - self.t0,
+                rate * (todo - done),
+            )
+        )
+
+
+def _fingerprint(
+    previous: Checkpoint | None, data: StepData, strategy: str, config: TrainConfig, codes: list[str]
+) -> str:
+    h = hashlib.sha256()
+    h.update(
+        json.dumps(
+            [previous.sha256 if previous else None, strategy, to_dict(config), codes, list(data.ids)],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    h.update(np.ascontiguousarray(np.nan_to_num(data.keypoints, nan=-1.0)).tobytes())
+    return h.hexdigest()
+
+
+def _ka_state(ka: KAContext | None, report: TrainReport) -> dict[str, Any]:
+    if ka is None:
+        return {}
+    return {
+        "kanet": ka.kanet.state_dict(),
+        "triplets": [list(t) for t in report.triplets],
+        "kanet_loss": report.kanet_loss,
+    }
+
+
+def _load_state(path: str | Path | None, fingerprint: str) -> dict[str, Any] | None:
+    if not path or not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        return None  # a state of other inputs: start over (and overwrite it at the first save)
+    return state
+
+
+def _save_state(path: str | Path, state: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+__all__ = ["Progress", "TrainReport", "nn", "train_step"]
