@@ -58,7 +58,7 @@ def step_loss(
         teacher_features: (B, C, h, w) its features F (for KA-Net).
     """
     l_gt = config.gt_scale * heatmap_mse(student, batch.targets, batch.mask)
-    parts = {"gt": float(l_gt)}
+    parts = {"gt": l_gt.item()}
     total = l_gt
     if strategy not in DISTILLING or num_old == 0:
         return total, parts
@@ -67,15 +67,15 @@ def step_loss(
     old = student[:, :num_old]
     if strategy in ("lwf", "cpr"):
         l_kd = lwf_loss(old, teacher, temperature=config.temperature)
-        parts["lwf"] = float(l_kd)
+        parts["lwf"] = l_kd.item()
         total = total + config.alpha * l_kd
         if strategy == "cpr":
             l_cpr = cpr_regulariser(student, temperature=config.temperature)
-            parts["cpr"] = float(l_cpr)
+            parts["cpr"] = l_cpr.item()
             total = total + config.cpr_beta * l_cpr
         return total, parts
     l_ksd = ksd_loss(old, teacher, temperature=config.temperature, mode=config.ksd_mode)
-    parts["ksd"] = float(l_ksd)
+    parts["ksd"] = l_ksd.item()
     distil = l_ksd
     if strategy in ASSOCIATING and ka is not None:
         if teacher_features is None:
@@ -83,6 +83,6 @@ def step_loss(
         with torch.no_grad():
             ka_hm, ka_mask = ka_prediction(ka, teacher_features, batch)
         l_ka = config.gt_scale * heatmap_mse(student[:, ka.old], ka_hm, ka_mask)
-        parts["ka"] = float(l_ka)
+        parts["ka"] = l_ka.item()
         distil = distil + config.ka_weight * l_ka
     return total + config.alpha * distil, parts

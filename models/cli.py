@@ -1,0 +1,250 @@
+"""`kamp`: train one incremental step, evaluate a checkpoint, predict landmarks on images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, from_dict, to_dict
+from .step_data import StepData
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"kamp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kamp", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train-step", help="train the model of the next incremental step")
+    _data_args(t)
+    t.add_argument("--previous", type=Path, help="checkpoint of the previous step (omit for step 0)")
+    t.add_argument("--strategy", default="kamp", choices=STRATEGIES)
+    t.add_argument("--out", type=Path, required=True, help="where to write the new checkpoint")
+    t.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a TrainConfig field, e.g. --set iterations=300 --set kanet.iterations=100",
+    )
+    t.add_argument("--backbone", default="hrnet_w32", help="step 0 only: backbone name")
+    t.add_argument("--pretrained", type=Path, help="step 0 only: local pretrained backbone weights")
+    t.add_argument("--input-size", default="256x320", help="step 0 only: network input WxH")
+    t.add_argument("--sigma", type=float, default=2.0, help="step 0 only: target sigma (heatmap px)")
+    t.add_argument("--state", type=Path, help="training-state file to resume from and checkpoint into")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="radial errors, MRE and SDR of a checkpoint on labelled images")
+    _data_args(e)
+    e.add_argument("--checkpoint", type=Path, required=True)
+    e.add_argument("--json", type=Path, help="also write the full report here")
+    e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("predict", help="predict every landmark of a checkpoint on image files")
+    r.add_argument("--checkpoint", type=Path, required=True)
+    r.add_argument("images", nargs="+", type=Path)
+    r.add_argument("--spacing", type=float, help="pixel spacing in mm (all images)")
+    r.set_defaults(func=_predict)
+
+    i = sub.add_parser("info", help="print a checkpoint's metadata")
+    i.add_argument("checkpoint", type=Path)
+    i.set_defaults(func=_info)
+    return p
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data: a protocol step, or a dataset folder with explicit images and codes")
+    g.add_argument(
+        "--data-root",
+        type=Path,
+        help="folder of dataset folders and protocols.json (default: $KAMP_DATA_ROOT or ../shared/data)",
+    )
+    g.add_argument("--protocol", help="IKL protocol name in protocols.json")
+    g.add_argument(
+        "--step", type=int, help="protocol step index (train-step), or landmarks learned up to it (evaluate)"
+    )
+    g.add_argument("--split", default="test", help="evaluate: 'test', 'val' or an extra test name")
+    g.add_argument("--dataset", type=Path, help="a dataset folder (dataset.json + landmarks.csv)")
+    g.add_argument("--annotator", help="annotator of the labels (default: the dataset's first)")
+    g.add_argument("--images", help="comma-separated image ids, or @file with one id per line")
+    g.add_argument("--codes", help="comma-separated landmark codes (default: all of the dataset)")
+
+
+def _load_data(args: argparse.Namespace, *, training: bool) -> StepData:
+    from .datasets import default_data_root, load_dataset, load_protocol
+
+    root = args.data_root or default_data_root()
+    if args.protocol:
+        protocol = load_protocol(root, args.protocol)
+        ds = protocol.load_dataset(root)
+        if args.step is None:
+            raise CliError("--protocol needs --step")
+        if not 0 <= args.step < protocol.num_steps:
+            raise CliError(f"--step must be in 0..{protocol.num_steps - 1}")
+        if training:
+            step = protocol.steps[args.step]
+            return ds.step_data(step.images, step.landmarks, protocol.annotator)
+        images = {"test": protocol.test_images, "val": protocol.val_images, **protocol.extra_tests}
+        if args.split not in images or not images[args.split]:
+            raise CliError(f"protocol {protocol.name} has no split {args.split!r}")
+        return ds.step_data(images[args.split], protocol.landmarks_up_to(args.step), protocol.annotator)
+    if not args.dataset:
+        raise CliError("give --protocol NAME --step K, or --dataset DIR --images IDS")
+    ds = load_dataset(args.dataset)
+    ids = _id_list(args.images) if args.images else list(ds.image_ids)
+    codes = args.codes.split(",") if args.codes else None
+    return ds.step_data(ids, codes, args.annotator)
+
+
+def _id_list(spec: str) -> list[str]:
+    if spec.startswith("@"):
+        return [ln.strip() for ln in Path(spec[1:]).read_text().splitlines() if ln.strip()]
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    data: dict[str, Any] = json.loads(args.config.read_text()) if args.config else {}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise CliError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return from_dict(TrainConfig, data)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .checkpoint import Checkpoint
+    from .trainer import Progress, train_step
+
+    config = _train_config(args)
+    data = _load_data(args, training=True)
+    previous = Checkpoint.load(args.previous) if args.previous else None
+    try:
+        w, h = (int(v) for v in args.input_size.lower().split("x"))
+    except ValueError as exc:
+        raise CliError(f"--input-size must look like 256x320, got {args.input_size!r}") from exc
+    backbone = BackboneConfig(
+        name=args.backbone, pretrained=str(args.pretrained) if args.pretrained else None
+    )
+    codec = CodecConfig(input_size=(w, h), sigma=args.sigma)
+    bars: dict[str, tqdm] = {}
+
+    def progress(p: Progress) -> None:
+        bar = bars.get(p.stage)
+        if bar is None:
+            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit="it", initial=p.iteration - 1)
+        bar.update(p.iteration - bar.n)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()})
+
+    checkpoint, report = train_step(
+        previous,
+        data,
+        args.strategy,
+        config,
+        backbone=backbone,
+        codec=codec,
+        progress=progress,
+        state_path=args.state,
+    )
+    for bar in bars.values():
+        bar.close()
+    sha = checkpoint.save(args.out)
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(args.out),
+                "sha256": sha,
+                "step": checkpoint.step,
+                "landmarks": checkpoint.codes,
+                "triplets": report.triplets,
+                "seconds": round(report.seconds, 1),
+                "seconds_per_image": round(report.seconds_per_image, 4),
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import Checkpoint
+    from .evaluate import evaluate
+
+    checkpoint = Checkpoint.load(args.checkpoint)
+    if args.protocol and args.step is None:
+        args.step = checkpoint.step
+    result = evaluate(checkpoint, _load_data(args, training=False))
+    print(f"{'code':<8} {'MRE':>7} {'SD':>7} {'SDR2':>6} {'SDR4':>6}  ({result.unit})")
+    for code, s in result.landmarks.items():
+        print(f"{code:<8} {s.mre:7.2f} {s.sd:7.2f} {s.sdr[2.0]:6.1%} {s.sdr[4.0]:6.1%}")
+    o = result.overall
+    print(f"{'all':<8} {o.mre:7.2f} {o.sd:7.2f} {o.sdr[2.0]:6.1%} {o.sdr[4.0]:6.1%}  n={o.n}")
+    if args.json:
+        args.json.write_text(json.dumps(result.to_dict(), indent=1))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .checkpoint import Checkpoint
+    from .predictor import Predictor
+
+    predictor = Predictor(Checkpoint.load(args.checkpoint))
+    images = []
+    for path in args.images:
+        try:
+            with Image.open(path) as im:
+                images.append(np.asarray(im.convert("L")))
+        except OSError as exc:
+            raise CliError(f"cannot read image {path}: {exc}") from exc
+    spacing = [args.spacing] * len(images) if args.spacing else None
+    out = [
+        {"image": str(p), **pred.to_dict()}
+        for p, pred in zip(args.images, predictor.predict(images, spacing), strict=True)
+    ]
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .checkpoint import Checkpoint
+
+    ck = Checkpoint.load(args.checkpoint)
+    meta = ck.metadata()
+    meta["sha256"] = ck.sha256
+    meta["backbone"] = to_dict(ck.backbone)
+    print(json.dumps(meta, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

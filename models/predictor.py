@@ -1,0 +1,107 @@
+"""Inference: any-size images (and their pixel spacing) in, every landmark of the model out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint
+from .codec import HeatmapCodec
+from .trainer import resolve_device
+
+
+@dataclass
+class LandmarkPrediction:
+    """One landmark on one image: (x, y) in pixels of the original image (pixel-centre convention);
+    (x_mm, y_mm) the same point in millimetres from the centre of pixel (0, 0), None where the spacing is
+    unknown; confidence in [0, 1] (the heatmap peak)."""
+
+    code: str
+    name: str
+    step: int
+    x: float
+    y: float
+    x_mm: float | None
+    y_mm: float | None
+    confidence: float
+
+
+@dataclass
+class Prediction:
+    image_size: tuple[int, int]  # (W, H) pixels
+    spacing_mm: tuple[float, float] | None  # (x, y) mm per pixel
+    landmarks: list[LandmarkPrediction]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Predictor:
+    """Batched inference with one checkpoint, on the GPU when there is one."""
+
+    def __init__(self, checkpoint: Checkpoint, *, device: str = "auto", batch_size: int = 8) -> None:
+        self.checkpoint = checkpoint
+        self.device = resolve_device(device)
+        self.model = checkpoint.build_model(self.device)
+        self.codec = HeatmapCodec(checkpoint.codec)
+        self.batch_size = batch_size
+
+    @property
+    def codes(self) -> list[str]:
+        return self.checkpoint.codes
+
+    @torch.inference_mode()
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks of N images: ((N, K, 2) float64 image pixels, (N, K) confidence), K in head order."""
+        points, confidence = [], []
+        for i in range(0, len(images), self.batch_size):
+            prepared = [self.codec.to_input(im) for im in images[i : i + self.batch_size]]
+            x = torch.stack([t for t, _ in prepared]).to(self.device)
+            pts, conf = self.codec.decode_to_image(self.model(x).float(), [a for _, a in prepared])
+            points.append(pts)
+            confidence.append(conf)
+        if not points:
+            k = len(self.codes)
+            return np.zeros((0, k, 2)), np.zeros((0, k))
+        return np.concatenate(points), np.concatenate(confidence)
+
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        spacing_mm: Sequence[tuple[float, float] | float | None] | None = None,
+    ) -> list[Prediction]:
+        """Predict every landmark on each (H, W) image; spacing per image in mm/px (x, y), or None."""
+        spacing = list(spacing_mm) if spacing_mm is not None else [None] * len(images)
+        if len(spacing) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(spacing)} spacings")
+        points, confidence = self.predict_arrays(images)
+        out = []
+        for image, sp, pts, conf in zip(images, spacing, points, confidence, strict=True):
+            s = _spacing_pair(sp)
+            landmarks = [
+                LandmarkPrediction(
+                    code=lm.code,
+                    name=lm.name,
+                    step=lm.step,
+                    x=float(p[0]),
+                    y=float(p[1]),
+                    x_mm=None if s is None else float(p[0] * s[0]),
+                    y_mm=None if s is None else float(p[1] * s[1]),
+                    confidence=float(c),
+                )
+                for lm, p, c in zip(self.checkpoint.landmarks, pts, conf, strict=True)
+            ]
+            out.append(Prediction((image.shape[1], image.shape[0]), s, landmarks))
+        return out
+
+
+def _spacing_pair(spacing: tuple[float, float] | float | None) -> tuple[float, float] | None:
+    if spacing is None:
+        return None
+    sx, sy = (spacing, spacing) if np.isscalar(spacing) else spacing  # type: ignore[misc]
+    if not (np.isfinite(sx) and np.isfinite(sy)) or sx <= 0 or sy <= 0:
+        raise ValueError(f"pixel spacing must be positive and finite, got {spacing}")
+    return float(sx), float(sy)
