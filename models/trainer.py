@@ -378,7 +378,7 @@ def _train_kanet(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        last = float(loss)
+        last = loss.item()
         if (it + 1) % 10 == 0 or it + 1 == kc.iterations:
             timer.report("kanet", it + 1, kc.iterations, it + 1, {"ka_net": last})
     return last

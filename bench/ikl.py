@@ -1,0 +1,248 @@
+"""IKL protocol benchmark: every strategy through every step of a protocol, evaluated after each step.
+
+    python -m bench.ikl --protocol cld38-5step --profile cpu --strategies finetune,lwf,cpr,kamp,joint
+
+Writes bench/results/<protocol>-<profile>/: results.json, table.md and PNG plots; checkpoints/ and evals/ hold
+the resumable work (a rerun skips every (strategy, seed, step) already evaluated, and a step interrupted
+mid-way resumes from its training-state file). Runs with other seeds merge into the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.checkpoint import Checkpoint
+from models.config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, from_dict
+from models.datasets import DatasetInfo, Protocol, default_data_root, load_protocol
+from models.evaluate import evaluate
+from models.step_data import StepData
+from models.trainer import Progress, train_step
+
+from .profiles import PROFILES, Profile
+from .report import write_report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, cap: int | None) -> StepData:
+    """Training data of step t as each strategy sees it (IKL strategies: step t's images, new labels only)."""
+
+    def images(s: int) -> list[str]:
+        return protocol.steps[s].images[:cap]
+
+    if strategy == "joint":  # the oracle: every image so far with every landmark so far
+        ids = [i for s in range(t + 1) for i in images(s)]
+        return ds.step_data(ids, protocol.landmarks_up_to(t), protocol.annotator)
+    if strategy == "joint_partial":  # kept old images, each with its own step's labels
+        parts = [
+            ds.step_data(images(s), protocol.steps[s].landmarks, protocol.annotator) for s in range(t + 1)
+        ]
+        return StepData.concat(parts)
+    return ds.step_data(images(t), protocol.steps[t].landmarks, protocol.annotator)
+
+
+def train_config(profile: Profile, seed: int, t: int, device: str) -> TrainConfig:
+    overrides = dict(profile.train) if t else {}
+    config = from_dict(TrainConfig, {**overrides})
+    config.iterations = profile.step0_iterations if t == 0 else profile.step_iterations
+    config.batch_size = profile.batch_size
+    config.lr = profile.lr
+    config.seed = seed * 1000 + t
+    config.device = device
+    config.kanet.iterations = profile.kanet_iterations
+    return config
+
+
+class Runner:
+    def __init__(self, protocol: Protocol, profile: Profile, data_root: Path, out: Path, device: str) -> None:
+        self.protocol, self.profile, self.out, self.device = protocol, profile, out, device
+        self.ds = protocol.load_dataset(data_root)
+        test_ids = protocol.test_images[: profile.max_test_images]
+        self.test = self.ds.step_data(test_ids, protocol.landmarks, protocol.annotator)
+        self.names = {lm.code: lm.name for lm in self.ds.landmarks}
+
+    def ckpt_path(self, strategy: str, seed: int, t: int) -> Path:
+        sub = "shared" if t == 0 else strategy
+        return self.out / "checkpoints" / f"seed{seed}" / sub / f"step{t}.safetensors"
+
+    def eval_path(self, strategy: str, seed: int, t: int) -> Path:
+        name = "step0" if t == 0 else strategy
+        return self.out / "evals" / f"{name}-seed{seed}-step{t}.json"
+
+    def run_one(self, strategy: str, seed: int, t: int, previous: Checkpoint | None, bar: tqdm) -> Checkpoint:
+        path = self.ckpt_path(strategy, seed, t)
+        if path.is_file():
+            checkpoint = Checkpoint.load(path)
+            seconds = None
+        else:
+            data = step_data(self.protocol, self.ds, strategy, t, self.profile.max_step_images)
+            inner: dict[str, tqdm] = {}
+
+            def progress(p: Progress) -> None:
+                b = inner.get(p.stage)
+                if b is None:
+                    b = inner[p.stage] = tqdm(
+                        total=p.total,
+                        desc=f"  {strategy} s{seed} t{t} {p.stage}",
+                        leave=False,
+                        initial=p.iteration - 1,
+                        unit="it",
+                    )
+                b.update(p.iteration - b.n)
+                b.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()})
+
+            t0 = time.perf_counter()
+            checkpoint, _ = train_step(
+                previous,
+                data,
+                "finetune" if t == 0 else strategy,
+                train_config(self.profile, seed, t, self.device),
+                backbone=BackboneConfig(name=self.profile.backbone),
+                codec=CodecConfig(input_size=self.profile.input_size, sigma=self.profile.sigma),
+                names=self.names,
+                progress=progress,
+                state_path=path.with_suffix(".state"),
+            )
+            seconds = time.perf_counter() - t0
+            for b in inner.values():
+                b.close()
+            checkpoint.save(path)
+        epath = self.eval_path(strategy, seed, t)
+        if not epath.is_file():
+            result = evaluate(checkpoint, self.test.select(self.protocol.landmarks_up_to(t)))
+            record = {
+                "strategy": strategy,
+                "seed": seed,
+                "step": t,
+                "unit": result.unit,
+                "train_seconds": seconds,
+                "checkpoint_sha256": checkpoint.sha256,
+                "triplets": checkpoint.report.get("triplets", []),
+                "kanet_loss": checkpoint.report.get("kanet_loss"),
+                "seconds_per_image": checkpoint.report.get("seconds_per_image"),
+                "ids": result.ids,
+                "errors": {c: _nan_list(result.errors[:, j]) for j, c in enumerate(result.codes)},
+            }
+            _write_json(epath, record)
+            bar.set_postfix(last=f"{strategy} s{seed} t{t}: {result.overall.mre:.2f} {result.unit}")
+        bar.update(1)
+        return checkpoint
+
+    def run(self, strategies: list[str], seeds: list[int], max_steps: int | None) -> None:
+        steps = min(self.protocol.num_steps, max_steps or self.protocol.num_steps)
+        total = len(seeds) * (1 + len(strategies) * (steps - 1))
+        with tqdm(total=total, desc=f"{self.protocol.name} {self.profile.name}", unit="step") as bar:
+            for seed in seeds:
+                step0 = self.run_one("step0", seed, 0, None, bar)
+                for strategy in strategies:
+                    previous = step0
+                    for t in range(1, steps):
+                        previous = self.run_one(strategy, seed, t, previous, bar)
+
+
+def machine() -> dict[str, Any]:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "processor": platform.processor(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _nan_list(a: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else round(float(v), 4) for v in a]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.ikl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    p.add_argument("--strategies", default="finetune,lwf,cpr,kamp,joint")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=RESULTS, help="results root (default bench/results)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true", help="only rebuild results.json, table and plots")
+    args = p.parse_args(argv)
+    strategies = [s for s in args.strategies.split(",") if s]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        p.error(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        data_root = args.data_root or default_data_root()
+        protocol = load_protocol(data_root, args.protocol)
+    except ValueError as exc:
+        p.error(str(exc))
+    profile = PROFILES[args.profile]
+    out = args.out / f"{protocol.name}-{profile.name}"
+    _check_profile(out, asdict(profile))
+    if not args.report_only:
+        t0 = time.perf_counter()
+        Runner(protocol, profile, data_root, out, args.device).run(strategies, seeds, args.max_steps)
+        _append_wall(
+            out,
+            {
+                "strategies": strategies,
+                "seeds": seeds,
+                "seconds": time.perf_counter() - t0,
+                "machine": machine(),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
+    results = write_report(out, protocol, asdict(profile))
+    print(f"wrote {out}/results.json, table.md and plots ({len(results['strategies'])} strategies)")
+    return 0
+
+
+def _check_profile(out: Path, profile: dict[str, Any]) -> None:
+    """Results of one folder must come from one profile: refuse to mix in runs of changed settings."""
+    path = out / "profile.json"
+    current = json.loads(json.dumps(profile))
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != current:
+            raise SystemExit(
+                f"{out} holds results of other profile settings ({path}); move that folder aside or "
+                f"restore the settings.\n stored:  {stored}\n current: {current}"
+            )
+    else:
+        _write_json(path, current)
+
+
+def _append_wall(out: Path, entry: dict[str, Any]) -> None:
+    path = out / "runs.json"
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append(entry)
+    _write_json(path, runs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

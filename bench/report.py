@@ -1,0 +1,267 @@
+"""Merge a protocol run's evaluations (all strategies and seeds) into results.json, table.md and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.datasets import Protocol
+from models.metrics import (
+    IncrementalResult,
+    a_mre,
+    per_landmark_mre,
+    step_matrix,
+    summarize,
+    transfer,
+)
+
+#: A-MRE at the last step in the KAMP paper (CVPR 2025), for the protocols we run an analogue of.
+PAPER = {
+    "cld38-5step": (
+        "Head-2023 5-step (mm)",
+        {"kamp": 2.32, "lwf": 4.31, "cpr": 3.71, "finetune": 51.3, "joint": 2.12},
+    ),
+    "chest6-2step": (
+        "Chest 2-step (px)",
+        {"kamp": 5.67, "lwf": 6.35, "cpr": 6.17, "finetune": 43.1, "joint": 5.43},
+    ),
+}
+ORDER = ["finetune", "lwf", "cpr", "kamp_ksd_only", "kamp_random", "kamp", "joint_partial", "joint"]
+EVAL = re.compile(r"(?P<name>[a-z_0-9]+)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
+
+
+def load_results(out: Path, protocol: Protocol) -> dict[str, dict[int, IncrementalResult]]:
+    """strategy -> seed -> IncrementalResult over the contiguous steps evaluated (step 0 shared)."""
+    evals: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for path in sorted((out / "evals").glob("*.json")):
+        m = EVAL.fullmatch(path.name)
+        if m:
+            evals[(m["name"], int(m["seed"]), int(m["step"]))] = json.loads(path.read_text())
+    results: dict[str, dict[int, IncrementalResult]] = {}
+    strategies = sorted({k[0] for k in evals if k[0] != "step0"}, key=_order)
+    seeds = sorted({k[1] for k in evals})
+    for strategy in strategies:
+        for seed in seeds:
+            base = evals.get(("step0", seed, 0))
+            if base is None:
+                continue
+            errors = [_errors(base)]
+            t = 1
+            while (strategy, seed, t) in evals:
+                errors.append(_errors(evals[(strategy, seed, t)]))
+                t += 1
+            if len(errors) > 1:
+                steps = {c: s for c, s in protocol.landmark_step.items() if s < len(errors)}
+                results.setdefault(strategy, {})[seed] = IncrementalResult(landmark_step=steps, errors=errors)
+    return results
+
+
+def _errors(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {c: np.array([np.nan if v is None else v for v in vals]) for c, vals in record["errors"].items()}
+
+
+def _order(strategy: str) -> int:
+    return ORDER.index(strategy) if strategy in ORDER else len(ORDER)
+
+
+def _mean_sd(values: list[float | None]) -> dict[str, float | None]:
+    v = np.array([np.nan if x is None else x for x in values], dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def aggregate(results: dict[str, dict[int, IncrementalResult]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for strategy, by_seed in results.items():
+        steps = min(r.num_steps for r in by_seed.values())
+        last = steps - 1
+        per_seed = {}
+        for seed, r in by_seed.items():
+            per_seed[seed] = {
+                "E": step_matrix(r),
+                "a_mre": [a_mre(r, t) for t in range(r.num_steps)],
+                "at_mt": [transfer(r, t) for t in range(r.num_steps)],
+                "final_per_landmark": per_landmark_mre(r, r.num_steps - 1),
+                "final_summary": summarize(
+                    r.pooled(r.num_steps - 1, r.landmarks_up_to(r.num_steps - 1))
+                ).to_dict(),
+            }
+        seeds = list(per_seed)
+        e_stack = np.array(
+            [
+                [[np.nan if v is None else v for v in row[:steps]] for row in per_seed[s]["E"][:steps]]
+                for s in seeds
+            ],
+            dtype=float,
+        )
+        out[strategy] = {
+            "seeds": seeds,
+            "steps": steps,
+            "a_mre": [_mean_sd([per_seed[s]["a_mre"][t] for s in seeds]) for t in range(steps)],
+            "at": [_mean_sd([per_seed[s]["at_mt"][t][0] for s in seeds]) for t in range(steps)],
+            "mt": [_mean_sd([per_seed[s]["at_mt"][t][1] for s in seeds]) for t in range(steps)],
+            "E_mean": _nanmean_matrix(e_stack),
+            "final_sdr": {
+                k: _mean_sd([per_seed[s]["final_summary"]["sdr"][k] for s in seeds])
+                for k in per_seed[seeds[0]]["final_summary"]["sdr"]
+            },
+            "final_per_landmark": {
+                c: _mean_sd([per_seed[s]["final_per_landmark"].get(c) for s in seeds])
+                for c in per_seed[seeds[0]]["final_per_landmark"]
+            },
+            "per_seed": {str(s): v for s, v in per_seed.items()},
+            "complete": steps,
+            "last_step": last,
+        }
+    return out
+
+
+def _nanmean_matrix(stack: np.ndarray) -> list[list[float | None]]:
+    """Mean over seeds of (seeds, T, T) matrices whose upper triangle is NaN (not yet learned)."""
+    count = np.isfinite(stack).sum(axis=0)
+    total = np.nansum(stack, axis=0)
+    return [
+        [float(s / c) if c else None for s, c in zip(rs, rc, strict=True)]
+        for rs, rc in zip(total, count, strict=True)
+    ]
+
+
+def _fmt(ms: dict[str, Any], digits: int = 2) -> str:
+    if ms["mean"] is None:
+        return "–"
+    if ms["n"] > 1:
+        return f"{ms['mean']:.{digits}f} ± {ms['sd']:.{digits}f}"
+    return f"{ms['mean']:.{digits}f}"
+
+
+def table(protocol: Protocol, agg: dict[str, Any], unit: str, profile: dict[str, Any]) -> str:
+    n = protocol.num_steps
+    n_test = len(protocol.test_images[: profile.get("max_test_images")])
+    lines = [
+        f"# {protocol.name}, profile `{profile['name']}`",
+        "",
+        f"A-MRE_t ({unit}) on {n_test} test images after each step t (mean ± SD over "
+        "seeds; n = seeds); AT/MT at the last step reached (positive: old landmarks improved).",
+        "",
+        "| strategy | seeds | " + " | ".join(f"A-MRE_{t}" for t in range(n)) + " | AT | MT | SDR 2 mm |",
+        "|---|---|" + "---|" * n + "---|---|---|",
+    ]
+    for strategy, a in agg.items():
+        cells = [_fmt(a["a_mre"][t]) if t < a["steps"] else "…" for t in range(n)]
+        last = a["steps"] - 1
+        sdr = a["final_sdr"].get("2.0") or a["final_sdr"].get(2.0)
+        sdr_s = "–" if sdr is None or sdr["mean"] is None else f"{100 * sdr['mean']:.1f}%"
+        lines.append(
+            f"| {strategy} | {len(a['seeds'])} | "
+            + " | ".join(cells)
+            + f" | {_fmt(a['at'][last])} | {_fmt(a['mt'][last])} | {sdr_s} |"
+        )
+    if protocol.name in PAPER:
+        title, ref = PAPER[protocol.name]
+        lines += [
+            "",
+            f"The paper (KAMP, CVPR 2025), {title}, A-MRE at the last step: "
+            + ", ".join(f"{k} {v}" for k, v in ref.items())
+            + ".",
+        ]
+    lines += ["", "Profile: " + json.dumps(profile)]
+    return "\n".join(lines) + "\n"
+
+
+def plots(out: Path, protocol: Protocol, agg: dict[str, Any], unit: str) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy, a in agg.items():
+        m = [x["mean"] for x in a["a_mre"]]
+        sd = [x["sd"] or 0 for x in a["a_mre"]]
+        ax.errorbar(range(len(m)), m, yerr=sd, marker="o", capsize=3, label=strategy)
+    ax.set_xlabel("step t")
+    ax.set_ylabel(f"A-MRE_t ({unit})")
+    ax.set_yscale("log")
+    ax.set_title(f"{protocol.name}: average MRE after each step")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "a_mre.png", dpi=120)
+    written.append("a_mre.png")
+    plt.close(fig)
+
+    k = len(agg)
+    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.2), squeeze=False)
+    for ax, (strategy, a) in zip(axes[0], agg.items(), strict=True):
+        e = np.array([[np.nan if v is None else v for v in row] for row in a["E_mean"]], dtype=float)
+        im = ax.imshow(e, cmap="viridis_r")
+        for (i, j), v in np.ndenumerate(e):
+            if np.isfinite(v):
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="k",
+                    bbox={"facecolor": "w", "alpha": 0.6, "linewidth": 0, "pad": 1},
+                )
+        ax.set_xticks(range(e.shape[1]))
+        ax.set_yticks(range(e.shape[0]))
+        ax.set_title(strategy, fontsize=9)
+        ax.set_xlabel("landmarks of step s")
+        ax.set_ylabel("after step t")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out / "e_matrix.png", dpi=120)
+    written.append("e_matrix.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(protocol.landmarks)), 4))
+    for strategy, a in agg.items():
+        codes = list(a["final_per_landmark"])
+        ax.plot(codes, [a["final_per_landmark"][c]["mean"] for c in codes], marker=".", label=strategy)
+    ax.set_ylabel(f"MRE ({unit}) after the last step")
+    ax.set_yscale("log")
+    ax.tick_params(axis="x", rotation=90, labelsize=7)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "per_landmark.png", dpi=120)
+    written.append("per_landmark.png")
+    plt.close(fig)
+    return written
+
+
+def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict[str, Any]:
+    results = load_results(out, protocol)
+    agg = aggregate(results)
+    units = {json.loads(p.read_text()).get("unit", "mm") for p in (out / "evals").glob("*.json")}
+    unit = units.pop() if len(units) == 1 else "mm/px"
+    runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
+    data = {"protocol": protocol.name, "profile": profile, "unit": unit, "strategies": agg, "runs": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
+    os.replace(tmp, out / "results.json")
+    (out / "table.md").write_text(table(protocol, agg, unit, profile))
+    if agg:
+        plots(out, protocol, agg, unit)
+    return data
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(type(o))
