@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.backbones.registry import register_backbone
 from models.config import BackboneConfig
 
-#: The lowest-resolution branch of stage 4 is at stride 32; nearest upsampling in the fuse layers only
-#: lands on the higher-resolution grids exactly when every stride-2 step halves the size without rounding.
-SIZE_MULTIPLE = 32
+#: The output is at stride 4, so H and W must divide by 4. Lower branches may round their sizes up (stride-2
+#: convs give ceil(n / 2)); the fuse layers upsample to the exact size of the branch they add into.
+SIZE_MULTIPLE = 4
 STEM_CHANNELS = 64
 
 
@@ -123,8 +124,7 @@ class HighResolutionModule(nn.Module):
             return nn.Sequential(
                 nn.Conv2d(widths[j], widths[i], 1, bias=False),
                 nn.BatchNorm2d(widths[i]),
-                nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
-            )
+            )  # then nearest upsampling to branch i's size, in forward (the official nn.Upsample has no weights)
         if j == i:
             return nn.Identity()
         # i - j stride-2 convs; only the last changes the width and, because a ReLU follows the sum, has none.
@@ -137,10 +137,13 @@ class HighResolutionModule(nn.Module):
         if self.fuse_layers is None:
             return xs
         out: list[Tensor] = []
-        for fuse_row in self.fuse_layers:
-            y = fuse_row[0](xs[0])
-            for j in range(1, len(xs)):
-                y = y + fuse_row[j](xs[j])
+        for i, fuse_row in enumerate(self.fuse_layers):
+            y = xs[i]
+            for j, x in enumerate(xs):
+                if j < i:
+                    y = y + fuse_row[j](x)
+                elif j > i:
+                    y = y + F.interpolate(fuse_row[j](x), size=xs[i].shape[-2:], mode="nearest")
             out.append(self.relu(y))
         return out
 
@@ -198,7 +201,7 @@ HRNET_SPECS: dict[str, HRNetSpec] = {
 class HRNet(nn.Module):
     """HRNet backbone: (B, in_channels, H, W) -> (B, C, H/4, W/4), the fused highest-resolution branch.
 
-    H and W must be multiples of 32 (the stride of the lowest-resolution branch).
+    H and W must be multiples of 4 (the output stride).
     """
 
     stride: int = 4
@@ -257,7 +260,7 @@ class HRNet(nn.Module):
         return nn.ModuleList(layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, in_channels, H, W) with H, W multiples of 32 -> (B, out_channels, H/4, W/4)."""
+        """(B, in_channels, H, W) with H, W multiples of 4 -> (B, out_channels, H/4, W/4)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
