@@ -46,9 +46,7 @@ def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, cap: i
         ids = [i for s in range(t + 1) for i in images(s)]
         return ds.step_data(ids, protocol.landmarks_up_to(t), protocol.annotator)
     if strategy == "joint_partial":  # kept old images, each with its own step's labels
-        parts = [
-            ds.step_data(images(s), protocol.steps[s].landmarks, protocol.annotator) for s in range(t + 1)
-        ]
+        parts = [ds.step_data(images(s), protocol.steps[s].landmarks, protocol.annotator) for s in range(t + 1)]
         return StepData.concat(parts)
     return ds.step_data(images(t), protocol.steps[t].landmarks, protocol.annotator)
 

@@ -89,16 +89,11 @@ def aggregate(results: dict[str, dict[int, IncrementalResult]]) -> dict[str, Any
                 "a_mre": [a_mre(r, t) for t in range(r.num_steps)],
                 "at_mt": [transfer(r, t) for t in range(r.num_steps)],
                 "final_per_landmark": per_landmark_mre(r, r.num_steps - 1),
-                "final_summary": summarize(
-                    r.pooled(r.num_steps - 1, r.landmarks_up_to(r.num_steps - 1))
-                ).to_dict(),
+                "final_summary": summarize(r.pooled(r.num_steps - 1, r.landmarks_up_to(r.num_steps - 1))).to_dict(),
             }
         seeds = list(per_seed)
         e_stack = np.array(
-            [
-                [[np.nan if v is None else v for v in row[:steps]] for row in per_seed[s]["E"][:steps]]
-                for s in seeds
-            ],
+            [[[np.nan if v is None else v for v in row[:steps]] for row in per_seed[s]["E"][:steps]] for s in seeds],
             dtype=float,
         )
         out[strategy] = {
@@ -128,8 +123,7 @@ def _nanmean_matrix(stack: np.ndarray) -> list[list[float | None]]:
     count = np.isfinite(stack).sum(axis=0)
     total = np.nansum(stack, axis=0)
     return [
-        [float(s / c) if c else None for s, c in zip(rs, rc, strict=True)]
-        for rs, rc in zip(total, count, strict=True)
+        [float(s / c) if c else None for s, c in zip(rs, rc, strict=True)] for rs, rc in zip(total, count, strict=True)
     ]
 
 

@@ -57,9 +57,7 @@ class PreparedData:
             x = jitter_intensity(warp(x, affines), augment, rng)
             kp = np.stack([a.apply(p) for a, p in zip(affines, kp, strict=True)])
         w, h = self.codec.input_size
-        inside = (
-            (kp[..., 0] >= -0.5) & (kp[..., 0] <= w - 0.5) & (kp[..., 1] >= -0.5) & (kp[..., 1] <= h - 0.5)
-        )
+        inside = (kp[..., 0] >= -0.5) & (kp[..., 0] <= w - 0.5) & (kp[..., 1] >= -0.5) & (kp[..., 1] <= h - 0.5)
         kp_hm = torch.as_tensor(self.codec.input_to_heatmap.apply(kp), dtype=torch.float32, device=device)
         mask = torch.as_tensor(inside, device=device)  # NaN compares False: unlabelled stays masked out
         kp_hm = torch.where(mask[..., None], kp_hm, torch.full_like(kp_hm, float("nan")))

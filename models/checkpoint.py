@@ -119,9 +119,7 @@ class Checkpoint:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"not a KAMP checkpoint: {exc}") from exc
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"unsupported checkpoint format {meta.get('format')} v{meta.get('format_version')}"
-            )
+            raise ValueError(f"unsupported checkpoint format {meta.get('format')} v{meta.get('format_version')}")
         return Checkpoint(
             state_dict=st_load(data),
             landmarks=[LandmarkInfo(**lm) for lm in meta["landmarks"]],

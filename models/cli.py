@@ -151,9 +151,7 @@ def _train(args: argparse.Namespace) -> int:
         w, h = (int(v) for v in args.input_size.lower().split("x"))
     except ValueError as exc:
         raise CliError(f"--input-size must look like 256x320, got {args.input_size!r}") from exc
-    backbone = BackboneConfig(
-        name=args.backbone, pretrained=str(args.pretrained) if args.pretrained else None
-    )
+    backbone = BackboneConfig(name=args.backbone, pretrained=str(args.pretrained) if args.pretrained else None)
     codec = CodecConfig(input_size=(w, h), sigma=args.sigma)
     bars: dict[str, tqdm] = {}
 

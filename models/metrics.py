@@ -96,9 +96,7 @@ class ErrorSummary:
         }
 
 
-def summarize(
-    errors: np.ndarray | Iterable[float], thresholds: Sequence[float] = SDR_THRESHOLDS_MM
-) -> ErrorSummary:
+def summarize(errors: np.ndarray | Iterable[float], thresholds: Sequence[float] = SDR_THRESHOLDS_MM) -> ErrorSummary:
     """MRE, SD, median and SDR of errors of any shape, ignoring NaN entries.
 
     Args:
@@ -144,8 +142,7 @@ class IncrementalResult:
 
     def __post_init__(self) -> None:
         self.errors = [
-            {code: np.asarray(e, dtype=np.float64).ravel() for code, e in step.items()}
-            for step in self.errors
+            {code: np.asarray(e, dtype=np.float64).ravel() for code, e in step.items()} for step in self.errors
         ]
         for t, step in enumerate(self.errors):
             unknown = sorted(set(step) - set(self.landmark_step))
@@ -223,9 +220,7 @@ def transfer(result: IncrementalResult, t: int) -> tuple[float | None, float | N
     return float(d.mean()), float(d.max())
 
 
-def incremental_report(
-    result: IncrementalResult, thresholds: Sequence[float] = SDR_THRESHOLDS_MM
-) -> dict[str, Any]:
+def incremental_report(result: IncrementalResult, thresholds: Sequence[float] = SDR_THRESHOLDS_MM) -> dict[str, Any]:
     """JSON-ready report of an incremental run; NaN becomes None.
 
     Keys: "num_steps"; "landmark_step"; "E" (step_matrix); per finished step t (lists of length T):
@@ -241,10 +236,6 @@ def incremental_report(
         "a_mre": [_json_float(a_mre(result, t)) for t in steps],
         "at": [_json_float(at) for at, _ in transfers],
         "mt": [_json_float(mt) for _, mt in transfers],
-        "per_landmark_mre": [
-            {code: _json_float(v) for code, v in per_landmark_mre(result, t).items()} for t in steps
-        ],
-        "summary": [
-            summarize(result.pooled(t, result.landmarks_up_to(t)), thresholds).to_dict() for t in steps
-        ],
+        "per_landmark_mre": [{code: _json_float(v) for code, v in per_landmark_mre(result, t).items()} for t in steps],
+        "summary": [summarize(result.pooled(t, result.landmarks_up_to(t)), thresholds).to_dict() for t in steps],
     }

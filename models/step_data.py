@@ -32,9 +32,7 @@ class StepData:
         self.keypoints = np.asarray(self.keypoints, dtype=np.float64)
         n = len(self.images)
         if self.keypoints.shape != (n, len(self.codes), 2):
-            raise ValueError(
-                f"keypoints must have shape (N={n}, K={len(self.codes)}, 2), got {self.keypoints.shape}"
-            )
+            raise ValueError(f"keypoints must have shape (N={n}, K={len(self.codes)}, 2), got {self.keypoints.shape}")
         if len(set(self.codes)) != len(self.codes):
             raise ValueError(f"landmark codes must be unique, got {self.codes}")
         if self.spacing_mm is None:

@@ -218,12 +218,7 @@ def train_step(
             report.loss_history.append({"iteration": it + 1, **means})
             running = {}
             timer.report("train", it + 1 - start, config.iterations - start, it + 1, means)
-        if (
-            state_path
-            and config.state_every
-            and (it + 1) % config.state_every == 0
-            and it + 1 < config.iterations
-        ):
+        if state_path and config.state_every and (it + 1) % config.state_every == 0 and it + 1 < config.iterations:
             _save_state(
                 state_path,
                 {
@@ -295,9 +290,7 @@ def _stage_one(
                 raise ValueError(f"triplet ({o} <- {a}, {b}) must name an old landmark and two new ones")
     else:
         auto = _auto_triplets(teacher, prepared, data, codes, old_codes, new_codes, kc.max_triplets, device)
-        triplets = (
-            random_triplets(old_codes, new_codes, len(auto), rng) if strategy == "kamp_random" else auto
-        )
+        triplets = random_triplets(old_codes, new_codes, len(auto), rng) if strategy == "kamp_random" else auto
     report.triplets = [tuple(t) for t in triplets]  # type: ignore[misc]
     index = {c: i for i, c in enumerate(codes)}
 

@@ -34,9 +34,7 @@ def select_triplets(
     scored: list[tuple[float, Triplet]] = []
     for o, pos_o in old_positions.items():
         for a, b in pairs:
-            d = np.linalg.norm(pos_o - new_positions[a], axis=-1) + np.linalg.norm(
-                pos_o - new_positions[b], axis=-1
-            )
+            d = np.linalg.norm(pos_o - new_positions[a], axis=-1) + np.linalg.norm(pos_o - new_positions[b], axis=-1)
             if np.isfinite(d).any():
                 scored.append((float(np.nanmean(d)), (o, a, b)))
     scored.sort(key=lambda s: s[0])

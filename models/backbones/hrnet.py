@@ -38,9 +38,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -61,9 +59,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -100,20 +96,15 @@ class HighResolutionModule(nn.Module):
     after fusion, or only its first (highest-resolution) entry when `multi_scale_output` is False.
     """
 
-    def __init__(
-        self, widths: tuple[int, ...], num_blocks: tuple[int, ...], multi_scale_output: bool = True
-    ) -> None:
+    def __init__(self, widths: tuple[int, ...], num_blocks: tuple[int, ...], multi_scale_output: bool = True) -> None:
         super().__init__()
         n = len(widths)
-        self.branches = nn.ModuleList(
-            _make_layer(BasicBlock, widths[i], widths[i], num_blocks[i]) for i in range(n)
-        )
+        self.branches = nn.ModuleList(_make_layer(BasicBlock, widths[i], widths[i], num_blocks[i]) for i in range(n))
         # Official code has no fuse layers at all for a single branch; keep the state-dict keys identical.
         self.fuse_layers: nn.ModuleList | None = None
         if n > 1:
             self.fuse_layers = nn.ModuleList(
-                nn.ModuleList(self._fuse(widths, i, j) for j in range(n))
-                for i in range(n if multi_scale_output else 1)
+                nn.ModuleList(self._fuse(widths, i, j) for j in range(n)) for i in range(n if multi_scale_output else 1)
             )
         self.relu = nn.ReLU(inplace=True)
 
@@ -265,9 +256,7 @@ class HRNet(nn.Module):
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
-            raise ValueError(
-                f"HRNet input height and width must be multiples of {SIZE_MULTIPLE}, got {h}x{w} (HxW)"
-            )
+            raise ValueError(f"HRNet input height and width must be multiples of {SIZE_MULTIPLE}, got {h}x{w} (HxW)")
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]

@@ -56,8 +56,7 @@ def _reference_params(spec: HRNetSpec, in_channels: int) -> int:
         w = [spec.width * 2**i for i in range(len(blocks))]
         n += sum(conv_bn(pre[i], w[i], 3) for i in range(len(pre)) if pre[i] != w[i])
         n += sum(
-            conv_bn(pre[-1], pre[-1], 3) * (i - len(pre)) + conv_bn(pre[-1], w[i], 3)
-            for i in range(len(pre), len(w))
+            conv_bn(pre[-1], pre[-1], 3) * (i - len(pre)) + conv_bn(pre[-1], w[i], 3) for i in range(len(pre), len(w))
         )
         branches = sum(b * 2 * conv_bn(c, c, 3) for b, c in zip(blocks, w, strict=True))
         for m in range(modules):

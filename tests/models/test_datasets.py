@@ -36,9 +36,7 @@ def chest(data_root: Path) -> DatasetInfo:
 
 def test_isbi_metadata(isbi: DatasetInfo) -> None:
     assert isbi.name == "isbi2015"
-    assert (
-        len(isbi.image_ids) == 400 and isbi.image_ids[0] == "001" and isbi.image_ids == sorted(isbi.image_ids)
-    )
+    assert len(isbi.image_ids) == 400 and isbi.image_ids[0] == "001" and isbi.image_ids == sorted(isbi.image_ids)
     assert len(isbi.landmarks) == 19
     assert isbi.landmarks[0] == Landmark(1, "S", "Sella")
     assert isbi.codes[-1] == "Ar"
