@@ -1,0 +1,80 @@
+"""The IKL benchmark's smoke profile end to end on real images: train, evaluate, merge, report, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import ikl
+
+
+@pytest.mark.slow
+def test_smoke_profile_runs_reports_and_resumes(data_root: Path, tmp_path: Path) -> None:
+    args = [
+        "--protocol",
+        "cld38-5step",
+        "--profile",
+        "smoke",
+        "--strategies",
+        "kamp,lwf",
+        "--max-steps",
+        "2",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path),
+    ]
+    assert ikl.main(args) == 0
+    out = tmp_path / "cld38-5step-smoke"
+    results = json.loads((out / "results.json").read_text())
+    assert results["unit"] == "mm"
+    assert set(results["strategies"]) == {"kamp", "lwf"}
+    for strategy, agg in results["strategies"].items():
+        assert agg["steps"] == 2, strategy
+        a_mre = [x["mean"] for x in agg["a_mre"]]
+        assert all(v is not None and 0 < v < 500 for v in a_mre), (strategy, a_mre)
+        # Step 0 is trained once per seed and shared: every strategy starts from the same A-MRE_0.
+        assert a_mre[0] == results["strategies"]["kamp"]["a_mre"][0]["mean"]
+        e = agg["E_mean"]
+        assert e[0][1] is None and e[1][0] is not None and e[1][1] is not None
+        assert agg["at"][1]["mean"] is not None
+    table = (out / "table.md").read_text()
+    assert "| kamp | 1 |" in table and "| lwf | 1 |" in table
+    for plot in ("a_mre.png", "e_matrix.png", "per_landmark.png"):
+        assert (out / plot).stat().st_size > 1000
+
+    # A second invocation finds every step done: it trains nothing and reproduces the same evaluations.
+    evals = {p.name: p.read_text() for p in (out / "evals").glob("*.json")}
+    checkpoints = {p: p.stat().st_mtime_ns for p in (out / "checkpoints").rglob("*.safetensors")}
+    assert ikl.main(args) == 0
+    assert {p.name: p.read_text() for p in (out / "evals").glob("*.json")} == evals
+    assert {p: p.stat().st_mtime_ns for p in (out / "checkpoints").rglob("*.safetensors")} == checkpoints
+    assert len(json.loads((out / "runs.json").read_text())) == 2
+
+
+def test_changed_profile_settings_are_refused(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    ikl._check_profile(out, {"name": "x", "iterations": 1})
+    ikl._check_profile(out, {"name": "x", "iterations": 1})
+    with pytest.raises(SystemExit, match="other profile settings"):
+        ikl._check_profile(out, {"name": "x", "iterations": 2})
+
+
+def test_joint_data_holds_every_label_and_partial_only_its_own(data_root: Path) -> None:
+    from models.datasets import load_protocol
+
+    protocol = load_protocol(data_root, "cld38-5step")
+    ds = protocol.load_dataset(data_root)
+    joint = ikl.step_data(protocol, ds, "joint", 1, 3)
+    partial = ikl.step_data(protocol, ds, "joint_partial", 1, 3)
+    ikl_step = ikl.step_data(protocol, ds, "kamp", 1, 3)
+    assert len(joint) == len(partial) == 6 and len(ikl_step) == 3
+    assert joint.codes == partial.codes == protocol.landmarks_up_to(1)
+    assert joint.labelled.all()
+    # joint_partial: step-0 images carry only step-0 labels, step-1 images only step-1 labels.
+    n0 = len(protocol.steps[0].landmarks)
+    assert partial.labelled[:3, :n0].all() and not partial.labelled[:3, n0:].any()
+    assert partial.labelled[3:, n0:].all() and not partial.labelled[3:, :n0].any()
+    assert ikl_step.codes == protocol.steps[1].landmarks
