@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -112,6 +113,7 @@ class Checkpoint:
 
     @staticmethod
     def from_bytes(data: bytes) -> Checkpoint:
+        """Parse a serialised checkpoint; ValueError for anything that is not a complete one of this format."""
         try:
             header_len = int.from_bytes(data[:8], "little")
             header = json.loads(data[8 : 8 + header_len])
@@ -119,19 +121,25 @@ class Checkpoint:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"not a KAMP checkpoint: {exc}") from exc
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported checkpoint format {meta.get('format')} v{meta.get('format_version')}")
-        return Checkpoint(
-            state_dict=st_load(data),
-            landmarks=[LandmarkInfo(**lm) for lm in meta["landmarks"]],
-            backbone=from_dict(BackboneConfig, meta["backbone"]),
-            codec=from_dict(CodecConfig, meta["codec"]),
-            step=int(meta["step"]),
-            strategy=meta["strategy"],
-            parent_sha256=meta.get("parent_sha256"),
-            train_config=meta.get("train_config", {}),
-            report=meta.get("report", {}),
-            created_at=meta.get("created_at", ""),
-        )
+            found = f"{meta.get('format')} v{meta.get('format_version')}"
+            raise ValueError(f"unsupported checkpoint format {found}; this library reads {FORMAT} v{FORMAT_VERSION}")
+        try:
+            return Checkpoint(
+                state_dict=st_load(data),
+                landmarks=[LandmarkInfo(**lm) for lm in meta["landmarks"]],
+                backbone=from_dict(BackboneConfig, meta["backbone"]),
+                codec=from_dict(CodecConfig, meta["codec"]),
+                step=int(meta["step"]),
+                strategy=meta["strategy"],
+                parent_sha256=meta.get("parent_sha256"),
+                train_config=meta.get("train_config", {}),
+                report=meta.get("report", {}),
+                created_at=meta.get("created_at", ""),
+            )
+        except SafetensorError as exc:
+            raise ValueError(f"corrupt or truncated checkpoint weights: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"incomplete KAMP checkpoint metadata: {exc!r}") from exc
 
     @staticmethod
     def load(path: str | Path) -> Checkpoint:

@@ -37,10 +37,12 @@ class HeatmapCodec:
 
     def __init__(self, config: CodecConfig) -> None:
         w, h = config.input_size
-        if w % config.stride or h % config.stride:
-            raise ValueError(f"input_size {config.input_size} must be a multiple of stride {config.stride}")
-        if config.sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {config.sigma}")
+        if not isinstance(config.stride, int) or config.stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {config.stride!r}")
+        if w < config.stride or h < config.stride or w % config.stride or h % config.stride:
+            raise ValueError(f"input_size {config.input_size} must be positive multiples of stride {config.stride}")
+        if not math.isfinite(config.sigma) or config.sigma <= 0:
+            raise ValueError(f"sigma must be positive and finite, got {config.sigma}")
         self.config = config
         self.input_size: tuple[int, int] = (w, h)
         self.heatmap_size: tuple[int, int] = (w // config.stride, h // config.stride)
@@ -76,7 +78,7 @@ class HeatmapCodec:
         w_in, h_in = self.input_size
         ox, oy = (w_in - rw) // 2, (h_in - rh) // 2
         canvas = torch.zeros(1, h_in, w_in)
-        canvas[0, oy : oy + rh, ox : ox + rw] = resized[0, 0]
+        canvas[0, oy : oy + rh, ox : ox + rw] = resized[0, 0].clamp(0.0, 1.0)  # antialiasing can overshoot
         drawn = Affine.resize((w, h), (rw, rh)).then(Affine.scale_translate(1, 1, ox, oy))
         return canvas, drawn
 
@@ -108,7 +110,9 @@ class HeatmapCodec:
         """Sub-pixel landmark positions from heatmaps (DARK: Zhang et al., CVPR 2020).
 
         The argmax is refined by one Newton step on the log-heatmap (exact for a Gaussian peak). Predicted
-        heatmaps are first smoothed with a Gaussian of the target sigma so their log is near quadratic.
+        heatmaps are first smoothed with a Gaussian of the target sigma so their log is near quadratic; within
+        the blur radius of the border the smoothing would drag the peak towards the edge (the padding has no
+        true values), so there the unsmoothed heatmap is refined instead.
 
         Args:
             heatmaps: (B, K, h, w).
@@ -120,34 +124,21 @@ class HeatmapCodec:
         hm = heatmaps.detach().to(torch.float32)
         conf, flat = hm.reshape(b, k, -1).max(dim=-1)
         iy, ix = flat // w, flat % w
+        offset = _newton_offset(torch.log(hm.clamp_min(1e-10)), ix, iy)
         if blur:
-            hm = self._blur(hm)
-        logh = torch.log(hm.clamp_min(1e-10))
-        pad = F.pad(logh.reshape(b * k, 1, h, w), (1, 1, 1, 1), mode="replicate").reshape(b, k, h + 2, w + 2)
-
-        def at(dy: int, dx: int) -> torch.Tensor:
-            idx = (iy + 1 + dy) * (w + 2) + (ix + 1 + dx)
-            return pad.reshape(b, k, -1).gather(-1, idx[..., None])[..., 0]
-
-        c = at(0, 0)
-        gx = 0.5 * (at(0, 1) - at(0, -1))
-        gy = 0.5 * (at(1, 0) - at(-1, 0))
-        hxx = at(0, 1) - 2 * c + at(0, -1)
-        hyy = at(1, 0) - 2 * c + at(-1, 0)
-        hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
-        det = hxx * hyy - hxy**2
-        ok = (det > 1e-12) & (hxx < 0)
-        safe = torch.where(ok, det, torch.ones_like(det))
-        ox = -(hyy * gx - hxy * gy) / safe
-        oy = -(hxx * gy - hxy * gx) / safe
-        ox = torch.where(ok, ox, torch.zeros_like(ox)).clamp(-1.0, 1.0)
-        oy = torch.where(ok, oy, torch.zeros_like(oy)).clamp(-1.0, 1.0)
-        coords = torch.stack([ix.to(torch.float32) + ox, iy.to(torch.float32) + oy], dim=-1)
+            radius = self._blur_radius()
+            inner = (ix >= radius) & (ix < w - radius) & (iy >= radius) & (iy < h - radius)
+            smooth = _newton_offset(torch.log(self._blur(hm).clamp_min(1e-10)), ix, iy)
+            offset = torch.where(inner[..., None], smooth, offset)
+        coords = torch.stack([ix, iy], dim=-1).to(torch.float32) + offset
         return coords, conf.clamp(0.0, 1.0)
+
+    def _blur_radius(self) -> int:
+        return max(1, math.ceil(2 * self.config.sigma))
 
     def _blur(self, hm: torch.Tensor) -> torch.Tensor:
         sigma = self.config.sigma
-        radius = max(1, math.ceil(2 * sigma))
+        radius = self._blur_radius()
         t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=hm.device)
         g = torch.exp(-(t**2) / (2 * sigma**2))
         g = g / g.sum()
@@ -173,3 +164,29 @@ class HeatmapCodec:
 
     def heatmap_to_image(self, image_to_input: Affine) -> Affine:
         return self.image_to_heatmap(image_to_input).inverse()
+
+
+def _newton_offset(logh: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
+    """One Newton step on (B, K, h, w) log-heatmaps from the integer peaks (ix, iy), each (B, K).
+
+    Returns (B, K, 2) offsets clipped to one pixel; zero where the Hessian is not negative definite.
+    """
+    b, k, h, w = logh.shape
+    pad = F.pad(logh.reshape(b * k, 1, h, w), (1, 1, 1, 1), mode="replicate").reshape(b, k, -1)
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        idx = (iy + 1 + dy) * (w + 2) + (ix + 1 + dx)
+        return pad.gather(-1, idx[..., None])[..., 0]
+
+    c = at(0, 0)
+    gx = 0.5 * (at(0, 1) - at(0, -1))
+    gy = 0.5 * (at(1, 0) - at(-1, 0))
+    hxx = at(0, 1) - 2 * c + at(0, -1)
+    hyy = at(1, 0) - 2 * c + at(-1, 0)
+    hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = hxx * hyy - hxy**2
+    ok = (det > 1e-12) & (hxx < 0)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    ox = torch.where(ok, -(hyy * gx - hxy * gy) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
+    oy = torch.where(ok, -(hxx * gy - hxy * gx) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
+    return torch.stack([ox, oy], dim=-1)

@@ -183,7 +183,9 @@ def train_step(
 
     student.train()
     num_old = len(old_codes)
-    running: dict[str, float] = {}
+    # Loss sums since the last log entry; part of the training state so a resumed run logs the same means.
+    running: dict[str, float] = dict(state.get("running", {})) if start else {}
+    count = int(state.get("count", 0)) if start else 0
     t0 = time.perf_counter()
     for it in range(start, config.iterations):
         batch = prepared.batch(sampler.next(), config.augment, rng, device)
@@ -212,13 +214,14 @@ def train_step(
         scheduler.step()
         for k, v in parts.items():
             running[k] = running.get(k, 0.0) + v
-        if (it + 1) % 10 == 0 or it + 1 == config.iterations:
-            n = 10 if (it + 1) % 10 == 0 else (it + 1) % 10
-            means = {k: v / n for k, v in running.items()}
+        count += 1
+        logged = (it + 1) % 10 == 0 or it + 1 == config.iterations
+        if logged:
+            means = {k: v / count for k, v in running.items()}
             report.loss_history.append({"iteration": it + 1, **means})
-            running = {}
-            timer.report("train", it + 1 - start, config.iterations - start, it + 1, means)
+            running, count = {}, 0
         if state_path and config.state_every and (it + 1) % config.state_every == 0 and it + 1 < config.iterations:
+            # Saved before the progress callback, which may raise to cancel: a cancel loses no saved work.
             _save_state(
                 state_path,
                 {
@@ -230,9 +233,13 @@ def train_step(
                     "scheduler": scheduler.state_dict(),
                     "sampler": sampler.state(),
                     "history": report.loss_history,
+                    "running": running,
+                    "count": count,
                     **_ka_state(ka, report),
                 },
             )
+        if logged:
+            timer.report("train", it + 1 - start, config.iterations - start, it + 1, means)
     seconds = time.perf_counter() - t0
     done = config.iterations - start
     report.seconds = seconds

@@ -1,0 +1,208 @@
+"""Checkpoint files: round trip, content hash, atomic save, metadata and rejection of non-checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from models.checkpoint import Checkpoint, LandmarkInfo
+from models.config import BackboneConfig, CodecConfig
+from models.network import LandmarkNet
+from models.predictor import Predictor
+
+STEPS = [0, 0, 1, 1, 1]
+CODES = ["S", "N", "D", "U1A", "L1A"]
+PARENT = "ab" * 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread: two processes with two OpenMP threads each on the 2-core machine slow a tiny-HRNet
+    forward by ~80x (see tests/models/test_trainer.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint() -> Checkpoint:
+    """A step-1 checkpoint of an untrained tiny network whose BatchNorm statistics are not the defaults, so
+    a load that dropped buffers would change the predictions."""
+    torch.manual_seed(0)
+    net = LandmarkNet(backbone=BackboneConfig(name="hrnet_w18_tiny"), step_sizes=[2, 3])
+    with torch.no_grad():
+        net.train()(torch.rand(2, 1, 96, 64))  # update the running statistics
+        for p in net.head.parameters():
+            p.normal_()  # a head with visible output, not N(0, 0.001)
+    return Checkpoint(
+        state_dict={k: v.detach().clone() for k, v in net.state_dict().items()},
+        landmarks=[LandmarkInfo(code=c, step=s, name=f"landmark {c}") for c, s in zip(CODES, STEPS, strict=True)],
+        backbone=BackboneConfig(name="hrnet_w18_tiny"),
+        codec=CodecConfig(input_size=(64, 96), sigma=1.5),
+        step=1,
+        strategy="kamp",
+        parent_sha256=PARENT,
+        train_config={"iterations": 3, "lr": 0.002},
+        report={"triplets": [["S", "D", "U1A"]]},
+    )
+
+
+def _images() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [
+        rng.integers(0, 256, size=(120, 90), dtype=np.uint8),
+        rng.integers(0, 256, size=(200, 300), dtype=np.uint8),
+        rng.random((77, 51)),
+    ]
+
+
+def test_save_load_round_trip(checkpoint: Checkpoint, tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "model.safetensors"  # the parent folder is created
+    sha = checkpoint.save(path)
+    loaded = Checkpoint.load(path)
+    assert loaded.state_dict.keys() == checkpoint.state_dict.keys()
+    for key, value in checkpoint.state_dict.items():
+        assert torch.equal(loaded.state_dict[key], value), key
+        assert loaded.state_dict[key].dtype == value.dtype
+    assert loaded.landmarks == checkpoint.landmarks
+    assert loaded.backbone == checkpoint.backbone and loaded.codec == checkpoint.codec
+    assert (loaded.step, loaded.strategy, loaded.parent_sha256) == (1, "kamp", PARENT)
+    assert loaded.train_config == checkpoint.train_config and loaded.report == checkpoint.report
+    assert loaded.created_at == checkpoint.created_at
+    # The content hash survives the round trip (children name their parent by it).
+    assert loaded.sha256 == sha == checkpoint.sha256
+
+
+def test_round_trip_gives_identical_predictions(checkpoint: Checkpoint, tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    checkpoint.save(path)
+    images = _images()
+    before_pts, before_conf = Predictor(checkpoint, device="cpu").predict_arrays(images)
+    after_pts, after_conf = Predictor(Checkpoint.load(path), device="cpu").predict_arrays(images)
+    assert before_pts.shape == (3, 5, 2)
+    assert np.array_equal(before_pts, after_pts) and np.array_equal(before_conf, after_conf)
+
+
+def test_build_model_is_in_eval_mode_with_the_weights(checkpoint: Checkpoint) -> None:
+    model = checkpoint.build_model()
+    assert not model.training
+    assert model.head.step_sizes == [2, 3]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, checkpoint.state_dict[key]), key
+
+
+def test_sha256_is_the_file_hash(checkpoint: Checkpoint, tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    returned = checkpoint.save(path)
+    on_disk = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert returned == on_disk == checkpoint.sha256
+    assert len(on_disk) == 64
+
+
+def test_save_leaves_no_temporary_file(checkpoint: Checkpoint, tmp_path: Path) -> None:
+    checkpoint.save(tmp_path / "model.safetensors")
+    checkpoint.save(tmp_path / "model.safetensors")  # overwriting is fine too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_failed_save_leaves_no_file(checkpoint: Checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk went away"):
+        checkpoint.save(tmp_path / "model.safetensors")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file
+
+
+def test_failed_save_keeps_the_previous_file(
+    checkpoint: Checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"previous version")
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError("write failed")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="write failed"):
+        checkpoint.save(path)
+    assert path.read_bytes() == b"previous version"  # never half-overwritten
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_metadata_in_the_file(checkpoint: Checkpoint, tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    checkpoint.save(path)
+    # Read the header with safetensors itself, independently of Checkpoint.load.
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["kamp"])
+    assert meta["format"] == "kamp-checkpoint" and meta["format_version"] == 1
+    assert [lm["code"] for lm in meta["landmarks"]] == CODES
+    assert [lm["step"] for lm in meta["landmarks"]] == STEPS
+    assert meta["landmarks"][0]["name"] == "landmark S"
+    assert meta["backbone"] == {"name": "hrnet_w18_tiny", "in_channels": 1, "pretrained": None}
+    assert meta["codec"] == {"input_size": [64, 96], "stride": 4, "sigma": 1.5}
+    assert meta["strategy"] == "kamp" and meta["step"] == 1
+    assert meta["parent_sha256"] == PARENT
+    assert meta == json.loads(json.dumps(checkpoint.metadata()))
+
+
+def test_codes_and_step_sizes(checkpoint: Checkpoint) -> None:
+    assert checkpoint.codes == CODES
+    assert checkpoint.step_sizes == [2, 3]  # steps [0, 0, 1, 1, 1]
+
+
+def test_step_sizes_skip_steps_without_landmarks() -> None:
+    landmarks = [LandmarkInfo(code=str(i), step=s) for i, s in enumerate([0, 0, 2, 2, 2, 3])]
+    ckpt = Checkpoint(
+        state_dict={}, landmarks=landmarks, backbone=BackboneConfig(), codec=CodecConfig(), step=3, strategy="lwf"
+    )
+    assert ckpt.step_sizes == [2, 3, 1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"definitely not a checkpoint", id="text"),
+        pytest.param(np.random.default_rng(0).bytes(4096), id="random-bytes"),
+        pytest.param(b"\x00" * 8, id="zero-header"),
+        pytest.param((2).to_bytes(8, "little") + b"[]", id="header-not-a-dict"),
+        pytest.param((2**62).to_bytes(8, "little") + b"{}", id="absurd-header-length"),
+        pytest.param(st_save({"w": torch.zeros(2)}), id="safetensors-without-metadata"),
+        pytest.param(
+            st_save({"w": torch.zeros(2)}, metadata={"kamp": json.dumps({"format": "other"})}), id="other-format"
+        ),
+        pytest.param(st_save({"w": torch.zeros(2)}, metadata={"kamp": "{not json"}), id="metadata-not-json"),
+    ],
+)
+def test_from_bytes_rejects_garbage(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        Checkpoint.from_bytes(data)
+
+
+def test_from_bytes_rejects_truncated_file(checkpoint: Checkpoint) -> None:
+    with pytest.raises(ValueError):
+        Checkpoint.from_bytes(checkpoint.to_bytes()[:-100])
+
+
+def test_from_bytes_rejects_incomplete_metadata() -> None:
+    meta = {"format": "kamp-checkpoint", "format_version": 1}
+    with pytest.raises(ValueError):
+        Checkpoint.from_bytes(st_save({"w": torch.zeros(2)}, metadata={"kamp": json.dumps(meta)}))
+
+
+def test_load_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        Checkpoint.load(tmp_path / "absent.safetensors")

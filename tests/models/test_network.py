@@ -1,0 +1,183 @@
+"""LandmarkNet and its growing head, KA-Net, and the choice of KA-Net's triplets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from models.config import BackboneConfig
+from models.kanet import KANet
+from models.network import LandmarkHead, LandmarkNet
+from models.triplets import random_triplets, select_triplets
+
+TINY = BackboneConfig(name="hrnet_w18_tiny")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread: two processes with two OpenMP threads each on the 2-core machine slow a tiny-HRNet
+    forward by ~80x (see tests/models/test_trainer.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def net() -> LandmarkNet:
+    torch.manual_seed(0)
+    return LandmarkNet(backbone=TINY, step_sizes=[3]).eval()
+
+
+# ---- LandmarkNet --------------------------------------------------------------------------------------
+
+
+def test_landmark_net_shapes(net: LandmarkNet) -> None:
+    x = torch.rand(2, 1, 96, 64)  # input 64 wide, 96 high
+    with torch.no_grad():
+        heat, feats = net.forward_with_features(x)
+        plain = net(x)
+    assert net.stride == 4
+    assert heat.shape == (2, 3, 24, 16)
+    assert feats.shape == (2, net.backbone.out_channels, 24, 16)
+    assert torch.equal(heat, plain)
+
+
+def test_head_growth_keeps_old_outputs_bit_identical() -> None:
+    torch.manual_seed(1)
+    model = LandmarkNet(backbone=TINY, step_sizes=[3]).eval()
+    # Non-default old head weights, so that "identical" is not the trivial N(0, 0.001) init.
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_()
+    x = torch.rand(2, 1, 96, 64)
+    with torch.no_grad():
+        before = model(x)
+        model.head.grow(2)
+        after_one = model(x)
+        model.head.grow(1)
+        after_two = model(x)
+    assert after_one.shape == (2, 5, 24, 16) and after_two.shape == (2, 6, 24, 16)
+    assert torch.equal(after_one[:, :3], before)
+    assert torch.equal(after_two[:, :5], after_one)
+
+
+def test_step_sizes_and_growth_validation() -> None:
+    head = LandmarkHead(in_channels=8, step_sizes=[19, 5])
+    assert head.step_sizes == [19, 5] and head.num_landmarks == 24
+    head.grow(4)
+    assert head.step_sizes == [19, 5, 4] and head.num_landmarks == 28
+    # New convs start as mmpose does: tiny weights, zero bias.
+    new = head.convs[-1]
+    assert torch.equal(new.bias, torch.zeros(4)) and float(new.weight.detach().std()) < 0.01
+    with pytest.raises(ValueError):
+        head.grow(0)
+    with pytest.raises(RuntimeError):
+        LandmarkHead(in_channels=8)(torch.rand(1, 8, 2, 2))  # no landmark yet
+
+
+# ---- KA-Net -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_kanet_shape_and_triplet_independence(train_mode: bool) -> None:
+    torch.manual_seed(2)
+    kanet = KANet(feature_channels=6, num_triplets=3, hidden=8).train(train_mode)
+    feats = torch.rand(2, 6, 12, 10)
+    g1, g2 = torch.rand(2, 3, 12, 10), torch.rand(2, 3, 12, 10)
+    with torch.no_grad():
+        out = kanet(feats, g1, g2)
+        g1_changed = g1.clone()
+        g1_changed[:, 0] = torch.rand(2, 12, 10)  # only triplet 0's first new landmark changes
+        out_changed = kanet(feats, g1_changed, g2)
+    assert out.shape == (2, 3, 12, 10)
+    # Grouped convolutions (and per-channel BatchNorm, even with batch statistics in train mode) keep the
+    # triplets' networks apart: triplets 1 and 2 see exactly the same inputs and weights.
+    assert not torch.allclose(out_changed[:, 0], out[:, 0])
+    assert torch.equal(out_changed[:, 1:], out[:, 1:])
+
+
+def test_kanet_needs_a_triplet() -> None:
+    with pytest.raises(ValueError):
+        KANet(feature_channels=6, num_triplets=0)
+
+
+# ---- select_triplets ----------------------------------------------------------------------------------
+
+
+def _pos(*xy: tuple[float, float]) -> np.ndarray:
+    """(N, 2) positions of one landmark on N images."""
+    return np.array(xy, dtype=np.float64)
+
+
+def test_select_triplets_picks_the_obvious_neighbours() -> None:
+    # Two images. Old O1 sits near new A and B; old O2 sits near new C and D, 100 px away.
+    old = {"O1": _pos((0, 0), (2, 1)), "O2": _pos((100, 100), (101, 99))}
+    new = {
+        "A": _pos((1, 0), (3, 1)),
+        "B": _pos((0, 1), (2, 2)),
+        "C": _pos((101, 100), (102, 99)),
+        "D": _pos((100, 101), (101, 100)),
+    }
+    chosen = select_triplets(old, new, max_triplets=4)
+    # Both scores are 1 + 1 = 2; every other candidate is far worse. Only two olds: two triplets at most.
+    assert sorted(chosen) == [("O1", "A", "B"), ("O2", "C", "D")]
+    assert len(select_triplets(old, new, max_triplets=1)) == 1
+    assert select_triplets(old, new, max_triplets=0) == []
+
+
+def test_select_triplets_uses_each_old_and_pair_once() -> None:
+    # All three old landmarks are nearest to the pair (A, B); only the best gets it, the others fall back.
+    old = {"O1": _pos((0, 0)), "O2": _pos((-0.5, -0.3)), "O3": _pos((3, 2.5))}
+    new = {"A": _pos((1, 0)), "B": _pos((0, 1)), "C": _pos((10, 0))}
+    # Scores |o - a| + |o - b| (by hand):
+    #   O1: AB 1 + 1 = 2.00,           AC 1 + 10 = 11.00,         BC 1 + 10 = 11.00
+    #   O2: AB 1.530 + 1.393 = 2.92,   AC 1.530 + 10.504 = 12.03, BC 1.393 + 10.504 = 11.90
+    #   O3: AB 3.202 + 3.354 = 6.56,   AC 3.202 + 7.433 = 10.63,  BC 3.354 + 7.433 = 10.79
+    # Greedy, best first: O1-AB; O2-AB and O3-AB skipped (pair used); O3-AC; O3-BC skipped (O3 used);
+    # O1-AC, O1-BC skipped (O1 used); O2-BC.
+    assert select_triplets(old, new, max_triplets=3) == [("O1", "A", "B"), ("O3", "A", "C"), ("O2", "B", "C")]
+    assert select_triplets(old, new, max_triplets=2) == [("O1", "A", "B"), ("O3", "A", "C")]
+
+
+def test_select_triplets_single_new_landmark() -> None:
+    # With one new landmark the "pair" is (A, A), usable once: the nearest old landmark gets it.
+    old = {"far": _pos((50, 50)), "near": _pos((1, 1)), "mid": _pos((5, 5))}
+    new = {"A": _pos((0, 0))}
+    assert select_triplets(old, new, max_triplets=3) == [("near", "A", "A")]
+
+
+def test_select_triplets_ignores_unlabelled_images() -> None:
+    # A is unlabelled on image 2: each candidate is scored on image 1 only, instead of becoming NaN.
+    old = {"O1": _pos((0, 0), (50, 50)), "O2": _pos((10, 0), (0, 0))}
+    new = {"A": _pos((1, 0), (np.nan, np.nan)), "B": _pos((2, 0), (0, 0))}
+    # O1: |(0,0)-(1,0)| + |(0,0)-(2,0)| = 3; O2: 9 + 8 = 17. Only one pair (A, B), so one triplet.
+    assert select_triplets(old, new, max_triplets=2) == [("O1", "A", "B")]
+    # A new landmark labelled on no image cannot be scored at all.
+    never = {"A": _pos((np.nan, np.nan), (np.nan, np.nan)), "B": _pos((9, 0), (9, 0))}
+    assert select_triplets(old, never, max_triplets=2) == []
+
+
+# ---- random_triplets ----------------------------------------------------------------------------------
+
+
+def test_random_triplets_deterministic_and_valid() -> None:
+    old, new = ["S", "N", "Or", "Po", "A"], ["D", "U1A", "L1A"]
+    first = random_triplets(old, new, 3, np.random.default_rng(7))
+    again = random_triplets(old, new, 3, np.random.default_rng(7))
+    assert first == again
+    assert len(first) == 3
+    assert len({o for o, _, _ in first}) == 3  # distinct old landmarks
+    for o, a, b in first:
+        assert isinstance(o, str) and o in old and a in new and b in new and a != b
+    # More triplets asked than old landmarks: each old landmark once.
+    assert sorted(o for o, _, _ in random_triplets(old, new, 99, np.random.default_rng(0))) == sorted(old)
+    assert random_triplets(old, new, 0, np.random.default_rng(0)) == []
+
+
+def test_random_triplets_single_new_landmark() -> None:
+    out = random_triplets(["S", "N"], ["D"], 2, np.random.default_rng(3))
+    assert sorted(out) == [("N", "D", "D"), ("S", "D", "D")]
