@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import models.strategies as strategies_module
 import models.trainer as trainer_module
 from models.checkpoint import Checkpoint
 from models.config import STRATEGIES, BackboneConfig, CodecConfig, KANetConfig, TrainConfig
@@ -213,6 +214,31 @@ def test_every_strategy_runs_a_step(strategy: str, synthetic_step0: Checkpoint) 
     # The trained model loads and predicts every landmark.
     with torch.no_grad():
         assert ckpt.build_model()(torch.rand(1, 1, 64, 64)).shape == (1, 5, 16, 16)
+
+
+def test_teachers_stay_in_eval_mode(synthetic_step0: Checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The previous model and KA-Net are frozen teachers: in eval mode at every call, so their BatchNorm uses
+    (and never updates) its running statistics, and no gradient reaches them."""
+    teacher_calls: list[tuple[bool, bool]] = []
+    kanet_calls: list[bool] = []
+    forward_with_features = LandmarkNet.forward_with_features
+    ka_prediction = strategies_module.ka_prediction
+
+    def spy_teacher(self: LandmarkNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher_calls.append((self.training, any(p.requires_grad for p in self.parameters())))
+        return forward_with_features(self, x)
+
+    def spy_kanet(ka, features, batch):  # type: ignore[no-untyped-def]
+        kanet_calls.append(ka.kanet.training)
+        return ka_prediction(ka, features, batch)
+
+    monkeypatch.setattr(LandmarkNet, "forward_with_features", spy_teacher)
+    monkeypatch.setattr(strategies_module, "ka_prediction", spy_kanet)
+    before = {k: v.clone() for k, v in synthetic_step0.state_dict.items()}
+    train_step(synthetic_step0, _synthetic(NEW, seed=3), "kamp", _config(4))
+    assert teacher_calls and not any(training or grad for training, grad in teacher_calls)
+    assert kanet_calls and not any(kanet_calls)
+    assert all(torch.equal(before[k], v) for k, v in synthetic_step0.state_dict.items())
 
 
 # ---- (c) resume -------------------------------------------------------------------------------------------
