@@ -20,8 +20,9 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run the command line; `parser` lets a larger program (the service's `kamp`) add commands."""
+    parser = parser or build_parser()[0]
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -30,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The library's parser and its subcommand group (so other packages can add commands)."""
     p = argparse.ArgumentParser(prog="kamp", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -69,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a checkpoint's metadata")
     i.add_argument("checkpoint", type=Path)
     i.set_defaults(func=_info)
-    return p
+    return p, sub
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

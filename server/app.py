@@ -1,0 +1,49 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from .auth import RateLimiter
+from .clinics.routes import router as clinics_router
+from .db.session import session_factory
+from .deps import SessionDep
+from .errors import Problem, install_problem_handlers
+from .projects.routes import router as projects_router
+from .settings import Settings, get_settings
+
+DESCRIPTION = """
+Incremental anatomical landmark learning with KAMP. Clinics upload X-ray studies, annotate landmarks step by
+step (landmark sets), and GPU workers train a new model version each time a set is added.
+
+Authenticate with `Authorization: Bearer <API key>`. Every error is an RFC 9457 problem document
+(`application/problem+json`) whose `type` is `/problems/<slug>` and whose `detail` says what went wrong.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="KAMP landmarks", version="0.1.0", description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.session_factory = session_factory(settings.resolved_database_url)
+    app.state.rate_limiter = RateLimiter()
+    install_problem_handlers(app)
+    app.include_router(clinics_router)
+    app.include_router(projects_router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz(session: SessionDep) -> dict[str, str]:
+        """The database answers."""
+        try:
+            session.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise Problem(503, f"the database does not answer: {type(exc).__name__}", slug="not-ready") from exc
+        return {"status": "ready"}
+
+    return app

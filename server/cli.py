@@ -1,0 +1,75 @@
+"""`kamp`: the library's commands plus `serve` (the API on the embedded defaults) and `install`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from models.cli import build_parser
+from models.cli import main as models_main
+
+from .settings import Settings
+
+
+def ensure_system_key(settings: Settings, *, force_new: bool = False) -> str | None:
+    """Create the system-admin key if there is none (or if asked); returns the new key, else None."""
+    from .auth import create_key
+    from .db.entities import ApiKey, Role
+    from .db.session import session_factory
+
+    factory = session_factory(settings.resolved_database_url)
+    with factory() as session:
+        exists = session.scalar(select(ApiKey).where(ApiKey.role == Role.system, ApiKey.revoked_at.is_(None)))
+        if exists is not None and not force_new:
+            return None
+        _, key = create_key(session, role=Role.system, clinic_id=None, name="system admin")
+        session.commit()
+        return key
+
+
+def _install(args: argparse.Namespace) -> int:
+    from .migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.resolved_database_url)
+    key = ensure_system_key(settings, force_new=args.new_system_key)
+    print(f"database ready: {settings.resolved_database_url}")
+    if key:
+        print(f"system-admin key (shown once, store it now): {key}")
+    else:
+        print("a system-admin key exists already (kamp install --new-system-key makes another)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.resolved_database_url)
+    key = ensure_system_key(settings)
+    if key:
+        print(f"first start: system-admin key (shown once, store it now): {key}", flush=True)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, sub = build_parser()
+    s = sub.add_parser("serve", help="run the API on the embedded defaults (SQLite and blobs under ./var)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=_serve)
+    i = sub.add_parser("install", help="create or upgrade the database and make the system-admin key")
+    i.add_argument("--new-system-key", action="store_true", help="make another system-admin key")
+    i.set_defaults(func=_install)
+    return models_main(argv, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Clinics (tenants) and their API keys."""

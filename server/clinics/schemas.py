@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..db.entities import Role
+
+
+class ClinicIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["Riverside Orthodontics"])
+
+
+class ClinicOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class ApiKeyIn(BaseModel):
+    role: Role = Field(examples=["annotator"])
+    name: str = Field(default="", max_length=200, examples=["tracing station 2"])
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    clinic_id: uuid.UUID | None
+    role: Role
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewApiKey(ApiKeyOut):
+    key: str = Field(description="The secret key. It is shown only in this response: store it now.")
+
+
+class ClinicCreated(BaseModel):
+    clinic: ClinicOut
+    admin_key: NewApiKey

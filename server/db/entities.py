@@ -1,0 +1,143 @@
+"""The service's entities (SQLAlchemy 2, typed). Queries live in each domain's repository module."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, IdMixin
+
+
+class Role(enum.StrEnum):
+    annotator = "annotator"
+    admin = "admin"
+    predict = "predict"
+    system = "system"
+
+
+class Clinic(IdMixin, Base):
+    """A tenant: every object below belongs to exactly one clinic, which alone may see it."""
+
+    __tablename__ = "clinics"
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class ApiKey(IdMixin, Base):
+    """An API key, stored as the sha256 of the secret (keys are 256-bit random, so a fast hash suffices).
+
+    `prefix` is the public part of the key, for lookup and for admins to tell keys apart."""
+
+    __tablename__ = "api_keys"
+    clinic_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("clinics.id"), index=True)
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=20))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None]
+
+
+class Project(IdMixin, Base):
+    """One landmark model line (e.g. "lateral ceph"): its modality, input size and training defaults."""
+
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("clinic_id", "name"),)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinics.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    modality: Mapped[str] = mapped_column(String(40))
+    input_width: Mapped[int] = mapped_column(Integer)
+    input_height: Mapped[int] = mapped_column(Integer)
+    backbone: Mapped[str] = mapped_column(String(60))
+    strategy: Mapped[str] = mapped_column(String(40))
+    training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    landmark_sets: Mapped[list[LandmarkSet]] = relationship(
+        back_populates="project", order_by="LandmarkSet.step", lazy="selectin"
+    )
+
+
+class LandmarkSet(IdMixin, Base):
+    """Step k of a project: the landmarks it adds. Append-only."""
+
+    __tablename__ = "landmark_sets"
+    __table_args__ = (UniqueConstraint("project_id", "step"),)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+
+    project: Mapped[Project] = relationship(back_populates="landmark_sets")
+    landmarks: Mapped[list[Landmark]] = relationship(order_by="Landmark.position", lazy="selectin")
+    associations: Mapped[list[Association]] = relationship(lazy="selectin")
+
+
+class Landmark(IdMixin, Base):
+    __tablename__ = "landmarks"
+    __table_args__ = (UniqueConstraint("project_id", "code"),)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("landmark_sets.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class Association(IdMixin, Base):
+    """A KA-Net triplet given by the clinic: old landmark <- two new landmarks of this set."""
+
+    __tablename__ = "associations"
+    set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("landmark_sets.id"), index=True)
+    old_code: Mapped[str] = mapped_column(String(40))
+    new_code_a: Mapped[str] = mapped_column(String(40))
+    new_code_b: Mapped[str] = mapped_column(String(40))
+
+
+class Study(IdMixin, Base):
+    """One de-identified image, stored once per clinic by the hash of its pixels."""
+
+    __tablename__ = "studies"
+    __table_args__ = (UniqueConstraint("clinic_id", "pixel_sha256"),)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinics.id"), index=True)
+    pixel_sha256: Mapped[str] = mapped_column(String(64))
+    source_blob: Mapped[str] = mapped_column(String(64))
+    pixels_blob: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(20))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    spacing_x_mm: Mapped[float | None] = mapped_column(Float)
+    spacing_y_mm: Mapped[float | None] = mapped_column(Float)
+    spacing_source: Mapped[str] = mapped_column(String(30))
+    modality: Mapped[str | None] = mapped_column(String(20))
+    deid_method: Mapped[str | None] = mapped_column(String(80))
+    filename: Mapped[str | None] = mapped_column(String(255))
+
+
+class Split(IdMixin, Base):
+    """A study's role in a landmark set, drawn once when it joins the set and frozen afterwards."""
+
+    __tablename__ = "splits"
+    __table_args__ = (UniqueConstraint("study_id", "set_id"),)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("landmark_sets.id"), index=True)
+    role: Mapped[str] = mapped_column(String(10))  # "train" | "val"
+
+
+class Annotation(IdMixin, Base):
+    """The landmarks of one set on one study by one annotator. A correction is a new version, never an
+    overwrite; the highest version is current."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (UniqueConstraint("study_id", "set_id", "version"),)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("landmark_sets.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    annotator: Mapped[str] = mapped_column(String(200))
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id"))
+    #: {code: [x, y]} in pixels of the study image (pixel-centre convention).
+    points: Mapped[dict[str, list[float]]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(40), default="api")

@@ -1,0 +1,1 @@
+"""Projects (landmark model lines) and their append-only landmark sets (steps)."""

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.config import STRATEGIES
+
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$"
+
+
+class ProjectIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["Lateral ceph"])
+    description: str = Field(default="", max_length=5000)
+    modality: Literal["cephalometric", "chest", "other"] = Field(examples=["cephalometric"])
+    input_width: int = Field(default=256, ge=32, le=2048, multiple_of=4)
+    input_height: int = Field(default=320, ge=32, le=2048, multiple_of=4)
+    backbone: str = Field(default="hrnet_w32", examples=["hrnet_w32"])
+    strategy: str = Field(default="kamp", examples=["kamp"])
+    training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        from models.backbones import available_backbones
+
+        if v not in available_backbones():
+            raise ValueError(f"unknown backbone {v!r}; choose one of {', '.join(available_backbones())}")
+        return v
+
+    @field_validator("training")
+    @classmethod
+    def _valid_training(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from models.config import TrainConfig, from_dict
+
+        try:
+            from_dict(TrainConfig, v)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from exc
+        return v
+
+
+class ProjectOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    description: str
+    modality: str
+    input_width: int
+    input_height: int
+    backbone: str
+    strategy: str
+    training: dict[str, Any]
+    created_at: datetime
+    steps: int = 0
+
+
+class LandmarkIn(BaseModel):
+    code: str = Field(pattern=CODE_PATTERN, examples=["S"])
+    name: str = Field(default="", max_length=200, examples=["Sella"])
+    description: str = Field(default="", max_length=2000)
+
+
+class AssociationIn(BaseModel):
+    old: str = Field(pattern=CODE_PATTERN, description="a landmark of an earlier step", examples=["B"])
+    new: tuple[str, str] = Field(description="two landmarks of this set", examples=[["D", "L1A"]])
+
+
+class LandmarkSetIn(BaseModel):
+    name: str = Field(default="", max_length=200, examples=["dental"])
+    description: str = Field(default="", max_length=5000)
+    landmarks: list[LandmarkIn] = Field(min_length=1, max_length=500)
+    associations: list[AssociationIn] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _unique_codes(self) -> LandmarkSetIn:
+        codes = [lm.code for lm in self.landmarks]
+        dupes = sorted({c for c in codes if codes.count(c) > 1})
+        if dupes:
+            raise ValueError(f"landmark codes repeat within the set: {', '.join(dupes)}")
+        for a in self.associations:
+            bad = [c for c in a.new if c not in codes]
+            if bad:
+                raise ValueError(f"association {a.old} <- {a.new}: {', '.join(bad)} not in this set")
+            if a.new[0] == a.new[1]:
+                raise ValueError(f"association {a.old} <- {a.new}: the two new landmarks must differ")
+        return self
+
+
+class LandmarkOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    code: str
+    name: str
+    description: str
+
+
+class AssociationOut(BaseModel):
+    old: str
+    new: tuple[str, str]
+
+
+class LandmarkSetOut(BaseModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    step: int
+    name: str
+    description: str
+    landmarks: list[LandmarkOut]
+    associations: list[AssociationOut]
+    created_at: datetime

@@ -1,0 +1,43 @@
+"""Service settings: environment variables with the prefix KAMP_, embedded defaults for one machine."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field can be set as KAMP_<FIELD> (e.g. KAMP_DATABASE_URL)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAMP_", env_file=None, extra="ignore")
+
+    #: Folder of the embedded defaults: the SQLite database and the blob store live under it.
+    data_dir: Path = Path("var")
+    #: SQLAlchemy URL; default sqlite:///<data_dir>/kamp.db. PostgreSQL: postgresql+psycopg://user@host/db
+    database_url: str | None = None
+    #: Blob folder; default <data_dir>/blobs.
+    blob_dir: Path | None = None
+    #: Largest accepted upload, bytes (413 above).
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    #: Largest accepted image, pixels (413 above); checked from the header before decoding.
+    max_image_pixels: int = Field(default=60_000_000, gt=0)
+    #: Requests per minute per API key (429 above); 0 disables the limit.
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    #: Share of a landmark set's studies that get the validation role (drawn once, then frozen).
+    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'kamp.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,216 @@
+"""Clinics, keys, roles, projects and landmark sets through HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import Api, make_api
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r, status: int, slug: str | None = None, contains: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status and body["detail"] and body["title"]
+    if slug:
+        assert body["type"] == f"/problems/{slug}", body
+    if contains:
+        assert contains in body["detail"], body
+    return body
+
+
+CEPH = {"name": "Lateral ceph", "modality": "cephalometric", "backbone": "hrnet_w18_small", "strategy": "kamp"}
+STEP0 = {
+    "name": "skeletal",
+    "landmarks": [
+        {"code": c, "name": n} for c, n in [("S", "Sella"), ("N", "Nasion"), ("B", "B point"), ("Me", "Menton")]
+    ],
+}
+STEP1 = {
+    "name": "dental",
+    "landmarks": [{"code": "D"}, {"code": "L1A", "name": "Lower incisor apex"}],
+    "associations": [{"old": "B", "new": ["D", "L1A"]}],
+}
+
+
+def test_health_and_readiness(api: Api) -> None:
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    assert api.client.get("/readyz").json() == {"status": "ready"}
+    assert api.client.get("/openapi.json").json()["info"]["title"] == "KAMP landmarks"
+
+
+def test_missing_wrong_and_revoked_keys_are_401(api: Api) -> None:
+    assert_problem(api.client.get("/v1/projects"), 401, "unauthorized", "API key is required")
+    assert_problem(api.client.get("/v1/projects", headers=api.headers("kamp_0000_nope")), 401, "unauthorized")
+    clinic, admin = api.clinic()
+    annotator = api.key(clinic, admin, "annotator")
+    assert api.client.get("/v1/projects", headers=api.headers(annotator)).status_code == 200
+    # A key whose prefix exists but whose secret differs is refused too.
+    forged = annotator[:-4] + ("AAAA" if not annotator.endswith("AAAA") else "BBBB")
+    assert_problem(api.client.get("/v1/projects", headers=api.headers(forged)), 401)
+    key_id = next(
+        k["id"]
+        for k in api.client.get(f"/v1/clinics/{clinic}/api-keys", headers=api.headers(admin)).json()
+        if k["role"] == "annotator"
+    )
+    assert api.client.delete(f"/v1/api-keys/{key_id}", headers=api.headers(admin)).json()["revoked_at"]
+    assert_problem(api.client.get("/v1/projects", headers=api.headers(annotator)), 401, contains="revoked")
+    # X-API-Key works as well as the bearer header.
+    assert api.client.get("/v1/projects", headers={"X-API-Key": admin}).status_code == 200
+
+
+def test_keys_are_stored_hashed_and_listed_without_secrets(api: Api) -> None:
+    clinic, admin = api.clinic()
+    r = api.client.post(
+        f"/v1/clinics/{clinic}/api-keys", json={"role": "predict", "name": "PACS"}, headers=api.headers(admin)
+    )
+    key = r.json()["key"]
+    listed = api.client.get(f"/v1/clinics/{clinic}/api-keys", headers=api.headers(admin)).text
+    assert key not in listed and 'key"' not in listed
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(api.settings.resolved_database_url)
+    with engine.connect() as conn:
+        stored = [tuple(row) for row in conn.execute(text("SELECT prefix, secret_sha256 FROM api_keys"))]
+    engine.dispose()
+    assert all(key not in "".join(map(str, row)) for row in stored)
+
+
+def test_roles_are_enforced(api: Api) -> None:
+    clinic, admin = api.clinic()
+    annotator, predict = api.key(clinic, admin, "annotator"), api.key(clinic, admin, "predict")
+    assert_problem(
+        api.client.post("/v1/projects", json=CEPH, headers=api.headers(annotator)), 403, "forbidden", "role admin"
+    )
+    assert_problem(api.client.get("/v1/projects", headers=api.headers(predict)), 403, "forbidden")
+    assert_problem(api.client.post("/v1/projects", json=CEPH, headers=api.headers(api.system_key)), 403)
+    assert_problem(api.client.post("/v1/clinics", json={"name": "x"}, headers=api.headers(admin)), 403)
+    assert_problem(
+        api.client.post(f"/v1/clinics/{clinic}/api-keys", json={"role": "admin"}, headers=api.headers(annotator)), 403
+    )
+    assert_problem(
+        api.client.post(f"/v1/clinics/{clinic}/api-keys", json={"role": "system"}, headers=api.headers(admin)), 422
+    )
+
+
+def test_clinic_names_are_unique(api: Api) -> None:
+    api.clinic("A")
+    assert_problem(api.client.post("/v1/clinics", json={"name": "A"}, headers=api.headers(api.system_key)), 409)
+    assert len(api.client.get("/v1/clinics", headers=api.headers(api.system_key)).json()) == 1
+
+
+def test_project_and_landmark_sets_flow(api: Api) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    project = api.client.post("/v1/projects", json=CEPH, headers=h)
+    assert project.status_code == 201, project.text
+    pid = project.json()["id"]
+    assert project.json()["input_width"] == 256 and project.json()["steps"] == 0
+    s0 = api.client.post(f"/v1/projects/{pid}/landmark-sets", json=STEP0, headers=h)
+    assert s0.status_code == 201, s0.text
+    assert s0.json()["step"] == 0 and [lm["code"] for lm in s0.json()["landmarks"]] == ["S", "N", "B", "Me"]
+    s1 = api.client.post(f"/v1/projects/{pid}/landmark-sets", json=STEP1, headers=h)
+    assert s1.status_code == 201, s1.text
+    assert s1.json()["step"] == 1 and s1.json()["associations"] == [{"old": "B", "new": ["D", "L1A"]}]
+    listed = api.client.get(f"/v1/projects/{pid}/landmark-sets", headers=h).json()
+    assert [s["step"] for s in listed] == [0, 1]
+    assert api.client.get(f"/v1/projects/{pid}/landmark-sets/1", headers=h).json()["landmarks"][1]["name"] == (
+        "Lower incisor apex"
+    )
+    assert api.client.get(f"/v1/projects/{pid}", headers=h).json()["steps"] == 2
+    assert_problem(api.client.get(f"/v1/projects/{pid}/landmark-sets/2", headers=h), 404, "not-found")
+    # Append-only: there is no way to change or delete a set.
+    assert api.client.put(f"/v1/projects/{pid}/landmark-sets/0", json=STEP0, headers=h).status_code == 405
+    assert api.client.delete(f"/v1/projects/{pid}/landmark-sets/0", headers=h).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "slug", "contains"),
+    [
+        ({"landmarks": [{"code": "S"}]}, 409, "code-reused", "S"),  # reuses a code of step 0
+        ({"landmarks": [{"code": "X"}, {"code": "X"}]}, 422, "invalid-request", "repeat"),
+        ({"landmarks": []}, 422, "invalid-request", "landmarks"),
+        ({"landmarks": [{"code": "bad code!"}]}, 422, "invalid-request", "code"),
+        (
+            {"landmarks": [{"code": "X"}, {"code": "Y"}], "associations": [{"old": "Q", "new": ["X", "Y"]}]},
+            422,
+            "invalid-request",
+            "earlier step",
+        ),
+        (
+            {"landmarks": [{"code": "X"}, {"code": "Y"}], "associations": [{"old": "S", "new": ["X", "Z"]}]},
+            422,
+            "invalid-request",
+            "not in this set",
+        ),
+        (
+            {"landmarks": [{"code": "X"}], "associations": [{"old": "S", "new": ["X", "X"]}]},
+            422,
+            "invalid-request",
+            "differ",
+        ),
+    ],
+)
+def test_bad_landmark_sets_are_refused_and_change_nothing(
+    api: Api, body: dict, status: int, slug: str, contains: str
+) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=CEPH, headers=h).json()["id"]
+    api.client.post(f"/v1/projects/{pid}/landmark-sets", json=STEP0, headers=h)
+    assert_problem(api.client.post(f"/v1/projects/{pid}/landmark-sets", json=body, headers=h), status, slug, contains)
+    assert [s["step"] for s in api.client.get(f"/v1/projects/{pid}/landmark-sets", headers=h).json()] == [0]
+
+
+@pytest.mark.parametrize(
+    ("override", "contains"),
+    [
+        ({"strategy": "magic"}, "unknown strategy"),
+        ({"backbone": "resnet"}, "unknown backbone"),
+        ({"training": {"iterations": 5, "nope": 1}}, "nope"),
+        ({"input_width": 250}, "multiple"),
+        ({"modality": "mri"}, "modality"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_projects_are_refused(api: Api, override: dict, contains: str) -> None:
+    _, admin = api.clinic()
+    r = api.client.post("/v1/projects", json={**CEPH, **override}, headers=api.headers(admin))
+    assert_problem(r, 422, "invalid-request", contains)
+    assert api.client.get("/v1/projects", headers=api.headers(admin)).json() == []
+
+
+def test_duplicate_project_name_is_409(api: Api) -> None:
+    _, admin = api.clinic()
+    assert api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).status_code == 201
+    assert_problem(api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)), 409, "conflict")
+
+
+def test_another_clinics_objects_answer_404(api: Api) -> None:
+    a_id, a_admin = api.clinic("A")
+    _, b_admin = api.clinic("B")
+    pid = api.client.post("/v1/projects", json=CEPH, headers=api.headers(a_admin)).json()["id"]
+    hb = api.headers(b_admin)
+    assert_problem(api.client.get(f"/v1/projects/{pid}", headers=hb), 404, "not-found")
+    assert_problem(api.client.get(f"/v1/projects/{pid}/landmark-sets", headers=hb), 404)
+    assert_problem(api.client.post(f"/v1/projects/{pid}/landmark-sets", json=STEP0, headers=hb), 404)
+    assert_problem(api.client.get(f"/v1/clinics/{a_id}/api-keys", headers=hb), 404)
+    assert api.client.get("/v1/projects", headers=hb).json() == []
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert_problem(api.client.get(f"/v1/projects/{unknown}", headers=hb), 404)
+    assert_problem(api.client.get("/v1/projects/not-a-uuid", headers=hb), 422, "invalid-request")
+
+
+def test_rate_limit_per_key(database_url: str, tmp_path: Path) -> None:
+    api = make_api(database_url, tmp_path, rate_limit_per_minute=3)
+    with api.client:
+        _, admin = api.clinic()
+        for _ in range(2):  # the clinic creation used the system key, not this one
+            assert api.client.get("/v1/projects", headers=api.headers(admin)).status_code == 200
+        api.client.get("/v1/projects", headers=api.headers(admin))
+        body = assert_problem(api.client.get("/v1/projects", headers=api.headers(admin)), 429, "rate-limited")
+        assert "3 requests" in body["detail"]
