@@ -1,0 +1,25 @@
+"""Imaging ingest: decode an uploaded X-ray (DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD, NIfTI) into a display-ready
+grey image with its pixel spacing, de-identifying DICOM headers. Pure functions: no web framework, no database."""
+
+from server.imaging.decode import (
+    ACCEPTED_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    ImageFormat,
+    SpacingSource,
+    decode_image,
+    pixel_digest,
+)
+from server.imaging.errors import ImagingError, ImagingErrorCode
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "DecodedImage",
+    "ImageFormat",
+    "ImagingError",
+    "ImagingErrorCode",
+    "SpacingSource",
+    "decode_image",
+    "pixel_digest",
+]
