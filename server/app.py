@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from .annotations.routes import router as annotations_router
 from .auth import RateLimiter
 from .clinics.routes import router as clinics_router
 from .db.session import session_factory
@@ -12,6 +13,7 @@ from .deps import SessionDep
 from .errors import Problem, install_problem_handlers
 from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
+from .studies.routes import router as studies_router
 
 DESCRIPTION = """
 Incremental anatomical landmark learning with KAMP. Clinics upload X-ray studies, annotate landmarks step by
@@ -31,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(clinics_router)
     app.include_router(projects_router)
+    app.include_router(studies_router)
+    app.include_router(annotations_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from ..projects.schemas import CODE_PATTERN
+
+
+class PointIn(BaseModel):
+    code: str = Field(pattern=CODE_PATTERN, examples=["S"])
+    x: float = Field(allow_inf_nan=False, description="pixels of the study image; pixel centres are integers")
+    y: float = Field(allow_inf_nan=False)
+
+
+class AnnotationIn(BaseModel):
+    study_id: uuid.UUID
+    annotator: str | None = Field(default=None, max_length=200, description="default: the API key's name")
+    points: list[PointIn] = Field(min_length=1, max_length=500)
+
+
+class PointOut(BaseModel):
+    code: str
+    x: float
+    y: float
+
+
+class AnnotationOut(BaseModel):
+    id: uuid.UUID
+    study_id: uuid.UUID
+    step: int
+    version: int
+    annotator: str
+    split: str = Field(description="train or val: the study's role in this landmark set, frozen once drawn")
+    points: list[PointOut]
+    source: str
+    created_at: datetime

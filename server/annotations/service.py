@@ -1,0 +1,114 @@
+"""Validation, versioning and splits of annotations."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..db.entities import Annotation, LandmarkSet, Split, Study
+from ..errors import Problem
+from .schemas import PointIn
+
+
+def validate_points(points: Sequence[PointIn], landmark_set: LandmarkSet, study: Study) -> dict[str, list[float]]:
+    """{code: [x, y]} after checking codes belong to the set, appear once, and lie inside the image."""
+    allowed = [lm.code for lm in landmark_set.landmarks]
+    codes = [p.code for p in points]
+    unknown = sorted({c for c in codes if c not in allowed})
+    if unknown:
+        raise Problem(
+            422,
+            f"landmark codes not in set {landmark_set.step}: {', '.join(unknown)} (the set has {', '.join(allowed)})",
+            slug="unknown-landmark",
+        )
+    repeated = sorted({c for c in codes if codes.count(c) > 1})
+    if repeated:
+        raise Problem(422, f"landmarks given more than once: {', '.join(repeated)}", slug="duplicate-landmark")
+    outside = [p.code for p in points if not (-0.5 <= p.x <= study.width - 0.5 and -0.5 <= p.y <= study.height - 0.5)]
+    if outside:
+        raise Problem(
+            422,
+            f"points outside the {study.width}x{study.height} image: {', '.join(outside)}",
+            slug="point-outside-image",
+        )
+    order = {c: i for i, c in enumerate(allowed)}
+    return {p.code: [p.x, p.y] for p in sorted(points, key=lambda p: order[p.code])}
+
+
+def draw_role(set_id: uuid.UUID, pixel_sha256: str, validation_fraction: float) -> str:
+    """Deterministic train/val draw from the set and the image content (reproducible, no stored seed)."""
+    h = int(hashlib.sha256(f"{set_id}:{pixel_sha256}".encode()).hexdigest()[:8], 16)
+    return "val" if h / 0xFFFFFFFF < validation_fraction else "train"
+
+
+def split_of(session: Session, study: Study, landmark_set: LandmarkSet, validation_fraction: float) -> Split:
+    """The study's role in the set: drawn once when it first joins, frozen afterwards."""
+    row = session.scalar(select(Split).where(Split.study_id == study.id, Split.set_id == landmark_set.id))
+    if row is None:
+        row = Split(
+            study_id=study.id,
+            set_id=landmark_set.id,
+            role=draw_role(landmark_set.id, study.pixel_sha256, validation_fraction),
+        )
+        session.add(row)
+    return row
+
+
+def add_annotation(
+    session: Session,
+    study: Study,
+    landmark_set: LandmarkSet,
+    points: dict[str, list[float]],
+    *,
+    annotator: str,
+    api_key_id: uuid.UUID,
+    validation_fraction: float,
+    source: str = "api",
+) -> tuple[Annotation, Split]:
+    """A new version (never an overwrite) and the study's split; committed together."""
+    split = split_of(session, study, landmark_set, validation_fraction)
+    latest = session.scalar(
+        select(func.max(Annotation.version)).where(
+            Annotation.study_id == study.id, Annotation.set_id == landmark_set.id
+        )
+    )
+    row = Annotation(
+        study_id=study.id,
+        set_id=landmark_set.id,
+        version=(latest or 0) + 1,
+        annotator=annotator,
+        api_key_id=api_key_id,
+        points=points,
+        source=source,
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Problem(
+            409, "another annotation of this study and set was saved at the same moment; retry", slug="conflict"
+        ) from exc
+    return row, split
+
+
+def current_annotations(session: Session, landmark_set: LandmarkSet) -> list[Annotation]:
+    """The latest version of each study's annotation in the set."""
+    latest = (
+        select(Annotation.study_id, func.max(Annotation.version).label("v"))
+        .where(Annotation.set_id == landmark_set.id)
+        .group_by(Annotation.study_id)
+        .subquery()
+    )
+    q = (
+        select(Annotation)
+        .join(latest, (Annotation.study_id == latest.c.study_id) & (Annotation.version == latest.c.v))
+        .where(Annotation.set_id == landmark_set.id)
+        .order_by(Annotation.created_at, Annotation.id)
+    )
+    return list(session.scalars(q))

@@ -1,0 +1,1 @@
+"""Studies: de-identified images stored once per clinic by pixel hash."""

@@ -1,0 +1,129 @@
+"""/v1/studies: upload (multipart), read, list, and the display image."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from ..auth import AnnotatorDep
+from ..db.entities import Study
+from ..deps import SessionDep, SettingsDep
+from ..errors import Problem
+from ..storage import LocalBlobStore
+from . import service
+from .schemas import Spacing, StudyOut
+
+router = APIRouter(prefix="/v1/studies", tags=["studies"])
+
+
+def study_out(study: Study, created: bool = True) -> StudyOut:
+    return StudyOut(
+        id=study.id,
+        width=study.width,
+        height=study.height,
+        format=study.format,
+        modality=study.modality,
+        spacing=Spacing(x_mm=study.spacing_x_mm, y_mm=study.spacing_y_mm, source=study.spacing_source),
+        deid_method=study.deid_method,
+        pixel_sha256=study.pixel_sha256,
+        filename=study.filename,
+        created_at=study.created_at,
+        created=created,
+    )
+
+
+def blob_store(request: Request) -> LocalBlobStore:
+    return LocalBlobStore(request.app.state.settings.resolved_blob_dir)
+
+
+async def read_capped(upload: UploadFile, limit: int) -> bytes:
+    """The upload's bytes, refusing (413) anything over `limit` without reading it all into memory."""
+    chunks, size = [], 0
+    while chunk := await upload.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, f"the upload is larger than the limit of {limit} bytes", slug="upload-too-large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _spacing(x: float | None, y: float | None) -> tuple[float, float] | None:
+    if x is None and y is None:
+        return None
+    if x is None or y is None:
+        raise Problem(422, "give both spacing_x_mm and spacing_y_mm, or neither", slug="bad-spacing")
+    if not (math.isfinite(x) and math.isfinite(y)) or x <= 0 or y <= 0:
+        raise Problem(422, f"pixel spacing must be positive and finite, got ({x}, {y}) mm", slug="bad-spacing")
+    return (x, y)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=StudyOut,
+    responses={200: {"model": StudyOut, "description": "the same image was uploaded before: that study"}},
+)
+async def upload_study(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: AnnotatorDep,
+    file: Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")],
+    spacing_x_mm: Annotated[float | None, Form(description="mm per pixel along x; overrides the file's")] = None,
+    spacing_y_mm: Annotated[float | None, Form(description="mm per pixel along y")] = None,
+) -> StudyOut:
+    """Upload one image. DICOM is de-identified on ingest; no patient identifier is stored or returned. The
+    same pixels uploaded again answer 200 with the existing study."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
+        raise Problem(
+            413, f"the upload is larger than the limit of {settings.max_upload_bytes} bytes", slug="upload-too-large"
+        )
+    spacing = _spacing(spacing_x_mm, spacing_y_mm)
+    data = await read_capped(file, settings.max_upload_bytes)
+    image = await run_in_threadpool(service.decode_upload, data, file.filename, settings.max_image_pixels, spacing)
+    study, created = await run_in_threadpool(
+        service.ingest, session, blob_store(request), principal.clinic(), image, file.filename
+    )
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/studies/{study.id}"
+    return study_out(study, created)
+
+
+@router.get("", response_model=list[StudyOut])
+def list_studies(
+    session: SessionDep,
+    principal: AnnotatorDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[StudyOut]:
+    rows = session.scalars(
+        select(Study)
+        .where(Study.clinic_id == principal.clinic())
+        .order_by(Study.created_at, Study.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [study_out(s) for s in rows]
+
+
+@router.get("/{study_id}", response_model=StudyOut)
+def get_study(study_id: uuid.UUID, session: SessionDep, principal: AnnotatorDep) -> StudyOut:
+    return study_out(service.get_study(session, principal.clinic(), study_id))
+
+
+@router.get(
+    "/{study_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "16-bit greyscale display image"}},
+)
+def get_study_image(study_id: uuid.UUID, request: Request, session: SessionDep, principal: AnnotatorDep) -> Response:
+    study = service.get_study(session, principal.clinic(), study_id)
+    return Response(blob_store(request).get(study.pixels_blob), media_type="image/png")

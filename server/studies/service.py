@@ -1,0 +1,90 @@
+"""Ingest: decode, de-identify, store the blobs, record the study (once per clinic and pixel hash)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..db.entities import Study
+from ..errors import Problem, not_found
+from ..imaging import DecodedImage, ImagingError, decode_image
+from ..storage import BlobStore
+
+
+def encode_png16(pixels: np.ndarray) -> bytes:
+    """(H, W) uint16 -> 16-bit greyscale PNG bytes (lossless)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_upload(
+    data: bytes, filename: str | None, max_pixels: int, spacing: tuple[float, float] | None
+) -> DecodedImage:
+    try:
+        return decode_image(data, filename=filename, max_pixels=max_pixels, spacing_mm=spacing)
+    except ImagingError as exc:
+        raise Problem(exc.http_status, exc.message, slug=exc.code, title="Unusable image") from exc
+
+
+def ingest(
+    session: Session, blobs: BlobStore, clinic_id: uuid.UUID, image: DecodedImage, filename: str | None
+) -> tuple[Study, bool]:
+    """(the study, whether it is new). Blobs are written before the row: content-addressed, so a failed
+    commit leaves at most an unreferenced blob, never a row that points at nothing."""
+    existing = find_by_hash(session, clinic_id, image.pixel_sha256)
+    if existing is not None:
+        return existing, False
+    source = blobs.put(image.source_bytes_deidentified)
+    pixels = blobs.put(encode_png16(image.pixels))
+    sx, sy = image.spacing_mm if image.spacing_mm else (None, None)
+    study = Study(
+        clinic_id=clinic_id,
+        pixel_sha256=image.pixel_sha256,
+        source_blob=source,
+        pixels_blob=pixels,
+        format=str(image.format),
+        width=image.width,
+        height=image.height,
+        spacing_x_mm=sx,
+        spacing_y_mm=sy,
+        spacing_source=str(image.spacing_source),
+        modality=image.modality,
+        deid_method=image.deid_method,
+        filename=_safe_name(filename),
+    )
+    session.add(study)
+    try:
+        session.commit()
+    except IntegrityError:  # the same image arrived concurrently: the other request's study is the one
+        session.rollback()
+        existing = find_by_hash(session, clinic_id, image.pixel_sha256)
+        if existing is None:
+            raise
+        return existing, False
+    return study, True
+
+
+def find_by_hash(session: Session, clinic_id: uuid.UUID, sha: str) -> Study | None:
+    return session.scalar(select(Study).where(Study.clinic_id == clinic_id, Study.pixel_sha256 == sha))
+
+
+def get_study(session: Session, clinic_id: uuid.UUID, study_id: uuid.UUID) -> Study:
+    """The clinic's study; another clinic's id answers 404 like a missing one."""
+    study = session.get(Study, study_id)
+    if study is None or study.clinic_id != clinic_id:
+        raise not_found("study")
+    return study
+
+
+def _safe_name(filename: str | None) -> str | None:
+    # Only the base name, trimmed: a path may carry a patient's name in a folder.
+    if not filename:
+        return None
+    return filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or None

@@ -1,0 +1,236 @@
+"""Study upload and annotations through HTTP on real images, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from .conftest import Api, make_api
+from .test_api_core import CEPH, assert_problem
+
+ISBI_ID = "001"
+
+
+def dicom_file(name: str) -> Path:
+    import data_store
+
+    return Path(data_store.__file__).parent / "data" / name
+
+
+@pytest.fixture
+def ceph_jpeg(data_root: Path) -> bytes:
+    return (data_root / "isbi2015" / "images" / f"{ISBI_ID}.jpg").read_bytes()
+
+
+def upload(api: Api, key: str, data: bytes, name: str = "image.jpg", **form: float):  # type: ignore[no-untyped-def]
+    return api.client.post(
+        "/v1/studies", files={"file": (name, data)}, data={k: str(v) for k, v in form.items()}, headers=api.headers(key)
+    )
+
+
+def blob_files(api: Api) -> list[Path]:
+    root = api.settings.resolved_blob_dir
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_upload_jpeg_with_spacing_and_dedup(api: Api, ceph_jpeg: bytes) -> None:
+    _, admin = api.clinic()
+    r = upload(api, admin, ceph_jpeg, "001.jpg", spacing_x_mm=0.1, spacing_y_mm=0.1)
+    assert r.status_code == 201, r.text
+    study = r.json()
+    assert (study["width"], study["height"], study["format"]) == (968, 1200, "jpeg")
+    assert study["spacing"] == {"x_mm": 0.1, "y_mm": 0.1, "source": "user"} and study["created"]
+    assert r.headers["location"] == f"/v1/studies/{study['id']}"
+    again = upload(api, admin, ceph_jpeg, "copy.jpg")
+    assert again.status_code == 200 and again.json()["id"] == study["id"] and not again.json()["created"]
+    assert [s["id"] for s in api.client.get("/v1/studies", headers=api.headers(admin)).json()] == [study["id"]]
+    png = api.client.get(f"/v1/studies/{study['id']}/image", headers=api.headers(admin))
+    assert png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (968, 1200)
+
+
+def test_dicom_is_deidentified_and_spacing_unknown_when_zero(api: Api) -> None:
+    _, admin = api.clinic()
+    path = dicom_file("RG1_UNCR.dcm")  # a real CR chest, MONOCHROME1, PixelSpacing 0\0
+    original = pydicom.dcmread(path)
+    r = upload(api, admin, path.read_bytes(), "chest.dcm")
+    assert r.status_code == 201, r.text
+    study = r.json()
+    assert study["format"] == "dicom" and study["modality"] == "CR" and study["deid_method"].startswith("dicognito")
+    assert study["spacing"] == {"x_mm": None, "y_mm": None, "source": "none"}
+    stored = [p for p in blob_files(api) if p.read_bytes()[128:132] == b"DICM"]
+    assert len(stored) == 1
+    ds = pydicom.dcmread(stored[0])
+    assert str(ds.PatientName) != str(original.PatientName) or not str(original.PatientName)
+    assert ds.get("PatientID") != original.get("PatientID") or not original.get("PatientID")
+    for value in (str(original.PatientName), str(original.get("PatientID", ""))):
+        if value:
+            assert value not in r.text
+
+
+def _tiny_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 50), 128, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "form", "status", "slug"),
+    [
+        (b"this is not an image at all", {}, 422, "not-an-image"),
+        (b"", {}, 422, None),
+        ("truncated-dicom", {}, 422, "truncated-dicom"),
+        ("png", {"spacing_x_mm": 0.0, "spacing_y_mm": 0.1}, 422, "bad-spacing"),
+        ("png", {"spacing_x_mm": -1.0, "spacing_y_mm": -1.0}, 422, "bad-spacing"),
+        ("png", {"spacing_x_mm": 0.1}, 422, "bad-spacing"),
+    ],
+)
+def test_bad_uploads_are_refused_and_store_nothing(
+    api: Api, data: bytes | str, form: dict, status: int, slug: str | None
+) -> None:
+    _, admin = api.clinic()
+    if data == "truncated-dicom":
+        full = dicom_file("693_UNCR.dcm").read_bytes()
+        data = full[: len(full) // 2]
+    elif data == "png":
+        data = _tiny_png()
+    assert_problem(upload(api, admin, data, "x.dcm" if slug == "truncated-dicom" else "x.png", **form), status, slug)
+    assert api.client.get("/v1/studies", headers=api.headers(admin)).json() == []
+    assert blob_files(api) == []
+
+
+def test_size_limits(database_url: str, tmp_path: Path, ceph_jpeg: bytes) -> None:
+    api = make_api(database_url, tmp_path, max_upload_bytes=50_000, max_image_pixels=10_000)
+    with api.client:
+        _, admin = api.clinic()
+        assert_problem(upload(api, admin, ceph_jpeg), 413, "upload-too-large")
+        assert_problem(upload(api, admin, _png(200, 100)), 413, "image-too-large")
+        assert upload(api, admin, _png(50, 40)).status_code == 201
+
+
+def _png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(w).integers(0, 255, (h, w), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _project_with_set(api: Api, admin: str) -> str:
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=CEPH, headers=h).json()["id"]
+    r = api.client.post(
+        f"/v1/projects/{pid}/landmark-sets", json={"landmarks": [{"code": "S"}, {"code": "N"}]}, headers=h
+    )
+    assert r.status_code == 201, r.text
+    return pid
+
+
+def test_annotations_are_versioned_with_a_frozen_split(api: Api, ceph_jpeg: bytes) -> None:
+    clinic, admin = api.clinic()
+    annotator = api.key(clinic, admin, "annotator")
+    pid = _project_with_set(api, admin)
+    sid = upload(api, annotator, ceph_jpeg).json()["id"]
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    h = api.headers(annotator)
+    first = api.client.post(
+        url,
+        json={
+            "study_id": sid,
+            "points": [{"code": "N", "x": 736.25, "y": 514.25}, {"code": "S", "x": 417.25, "y": 497.75}],
+        },
+        headers=h,
+    )
+    assert first.status_code == 201, first.text
+    a1 = first.json()
+    assert a1["version"] == 1 and a1["split"] in ("train", "val") and a1["step"] == 0
+    assert [p["code"] for p in a1["points"]] == ["S", "N"]  # set order
+    second = api.client.post(
+        url, json={"study_id": sid, "annotator": "Dr B", "points": [{"code": "S", "x": 418.0, "y": 498.0}]}, headers=h
+    ).json()
+    assert second["version"] == 2 and second["split"] == a1["split"] and second["annotator"] == "Dr B"
+    current = api.client.get(url, headers=h).json()
+    assert [(a["study_id"], a["version"]) for a in current] == [(sid, 2)]
+    history = api.client.get(f"{url}/{sid}", headers=h).json()
+    assert [a["version"] for a in history] == [1, 2] and history[0]["points"] == a1["points"]
+
+
+@pytest.mark.parametrize(
+    ("points", "slug", "contains"),
+    [
+        ([{"code": "Go", "x": 1, "y": 1}], "unknown-landmark", "Go"),
+        ([{"code": "S", "x": 1, "y": 1}, {"code": "S", "x": 2, "y": 2}], "duplicate-landmark", "S"),
+        ([{"code": "S", "x": 968.0, "y": 10}], "point-outside-image", "S"),
+        ([{"code": "S", "x": -0.6, "y": 10}], "point-outside-image", "S"),
+        ([], "invalid-request", "points"),
+    ],
+)
+def test_bad_annotations_are_refused_and_change_nothing(
+    api: Api, ceph_jpeg: bytes, points: list, slug: str, contains: str
+) -> None:
+    _, admin = api.clinic()
+    pid = _project_with_set(api, admin)
+    sid = upload(api, admin, ceph_jpeg).json()["id"]
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    r = api.client.post(url, json={"study_id": sid, "points": points}, headers=api.headers(admin))
+    assert_problem(r, 422, slug, contains)
+    assert api.client.get(url, headers=api.headers(admin)).json() == []
+
+
+def test_nan_and_foreign_studies(api: Api, ceph_jpeg: bytes) -> None:
+    _, admin = api.clinic("A")
+    _, other_admin = api.clinic("B")
+    pid = _project_with_set(api, admin)
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    sid = upload(api, admin, ceph_jpeg).json()["id"]
+    body = json.dumps({"study_id": sid, "points": [{"code": "S", "x": float("nan"), "y": 1.0}]})
+    r = api.client.post(url, content=body, headers={**api.headers(admin), "content-type": "application/json"})
+    assert_problem(r, 422, "invalid-request")
+    foreign = upload(api, other_admin, _png(60, 60)).json()["id"]
+    assert_problem(
+        api.client.post(
+            url, json={"study_id": foreign, "points": [{"code": "S", "x": 1, "y": 1}]}, headers=api.headers(admin)
+        ),
+        404,
+        "not-found",
+        "study",
+    )
+    assert_problem(api.client.get(f"/v1/studies/{sid}", headers=api.headers(other_admin)), 404)
+    assert_problem(
+        api.client.post(
+            url, json={"study_id": sid, "points": [{"code": "S", "x": 1, "y": 1}]}, headers=api.headers(other_admin)
+        ),
+        404,
+        "not-found",
+        "project",
+    )
+    assert_problem(
+        api.client.post(
+            f"/v1/projects/{pid}/landmark-sets/7/annotations",
+            json={"study_id": sid, "points": [{"code": "S", "x": 1, "y": 1}]},
+            headers=api.headers(admin),
+        ),
+        404,
+    )
+
+
+def test_predict_role_cannot_upload_or_annotate(api: Api, ceph_jpeg: bytes) -> None:
+    clinic, admin = api.clinic()
+    predict = api.key(clinic, admin, "predict")
+    assert_problem(upload(api, predict, ceph_jpeg), 403, "forbidden")
+
+
+def test_split_draw_is_deterministic_and_near_the_fraction() -> None:
+    import uuid
+
+    from server.annotations.service import draw_role
+
+    set_id = uuid.UUID(int=7)
+    roles = [draw_role(set_id, f"{i:064x}", 0.2) for i in range(2000)]
+    assert roles == [draw_role(set_id, f"{i:064x}", 0.2) for i in range(2000)]
+    assert 0.17 < roles.count("val") / len(roles) < 0.23
+    assert all(draw_role(set_id, f"{i:064x}", 0.0) == "train" for i in range(100))
