@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, File, Query, UploadFile
 from sqlalchemy import select
 
 from ..auth import AnnotatorDep
 from ..db.entities import Annotation, LandmarkSet, Split
 from ..deps import SessionDep, SettingsDep
-from ..errors import not_found
+from ..errors import Problem, not_found
 from ..projects import repository as projects
+from ..studies.routes import read_capped
 from ..studies.service import get_study
-from . import service
-from .schemas import AnnotationIn, AnnotationOut, PointOut
+from . import importers, service
+from .schemas import AnnotationIn, AnnotationOut, ImportOut, PointIn, PointOut
 
 router = APIRouter(prefix="/v1/projects/{project_id}/landmark-sets/{step}/annotations", tags=["annotations"])
 
@@ -93,3 +95,64 @@ def annotation_history(
         raise not_found("annotation of this study in this set")
     role = _roles(session, landmark_set)[study_id]
     return [_out(a, landmark_set, role) for a in rows]
+
+
+@router.post("/import", status_code=201, response_model=ImportOut)
+async def import_annotations(
+    project_id: uuid.UUID,
+    step: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: AnnotatorDep,
+    files: Annotated[list[UploadFile], File(description="one COCO JSON, or one ISBI/CL-Detection .txt per image")],
+    format: Annotated[Literal["coco", "isbi"], Query(description="coco: COCO keypoints JSON; isbi: text")] = "coco",
+    annotator: Annotated[str | None, Query(max_length=200)] = None,
+) -> ImportOut:
+    """Bulk-load annotations of already uploaded studies, matched by file name (COCO images[].file_name, or the
+    text file's stem against the uploaded image's name without extension). All or nothing: one bad item
+    refuses the whole import and stores nothing."""
+    clinic = principal.clinic()
+    landmark_set = projects.get_set(session, projects.get_project(session, clinic, project_id), step)
+    codes = [lm.code for lm in landmark_set.landmarks]
+    contents = {f.filename or f"file{i}": await read_capped(f, settings.max_upload_bytes) for i, f in enumerate(files)}
+    if format == "coco":
+        if len(contents) != 1:
+            raise Problem(422, "a COCO import takes exactly one JSON file", slug="bad-import")
+        parsed = importers.parse_coco(next(iter(contents.values())), codes)
+    else:
+        parsed = importers.parse_isbi_text(contents, codes)
+    if not parsed:
+        raise Problem(422, "the import holds no annotation", slug="bad-import")
+    studies = {s.filename: s for s in service.studies_by_filename(session, clinic)}
+    stems = {name.rsplit(".", 1)[0]: s for name, s in studies.items() if name}
+    matched = []
+    missing = []
+    for ref, points in parsed.items():
+        study = studies.get(ref) or stems.get(ref) or stems.get(ref.rsplit(".", 1)[0])
+        if study is None:
+            missing.append(ref)
+            continue
+        matched.append(
+            (
+                study,
+                service.validate_points(
+                    [PointIn(code=c, x=xy[0], y=xy[1]) for c, xy in points.items()], landmark_set, study
+                ),
+            )
+        )
+    if missing:
+        raise Problem(
+            422,
+            f"no uploaded study is named {', '.join(sorted(missing)[:20])}; upload the images first",
+            slug="bad-import",
+        )
+    rows = service.add_annotations(
+        session,
+        landmark_set,
+        matched,
+        annotator=annotator or principal.name or "import",
+        api_key_id=principal.key_id,
+        validation_fraction=settings.validation_fraction,
+        source=f"import:{format}",
+    )
+    return ImportOut(imported=len(rows), annotations=[_out(a, landmark_set, role) for a, role in rows])

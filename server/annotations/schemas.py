@@ -36,3 +36,8 @@ class AnnotationOut(BaseModel):
     points: list[PointOut]
     source: str
     created_at: datetime
+
+
+class ImportOut(BaseModel):
+    imported: int
+    annotations: list[AnnotationOut]

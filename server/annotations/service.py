@@ -59,42 +59,49 @@ def split_of(session: Session, study: Study, landmark_set: LandmarkSet, validati
     return row
 
 
-def add_annotation(
+def add_annotations(
     session: Session,
-    study: Study,
     landmark_set: LandmarkSet,
-    points: dict[str, list[float]],
+    items: Sequence[tuple[Study, dict[str, list[float]]]],
     *,
     annotator: str,
     api_key_id: uuid.UUID,
     validation_fraction: float,
     source: str = "api",
-) -> tuple[Annotation, Split]:
-    """A new version (never an overwrite) and the study's split; committed together."""
-    split = split_of(session, study, landmark_set, validation_fraction)
-    latest = session.scalar(
-        select(func.max(Annotation.version)).where(
-            Annotation.study_id == study.id, Annotation.set_id == landmark_set.id
+) -> list[tuple[Annotation, str]]:
+    """New versions (never overwrites) with each study's split, committed together: all or nothing."""
+    rows = []
+    for study, points in items:
+        split = split_of(session, study, landmark_set, validation_fraction)
+        latest = session.scalar(
+            select(func.max(Annotation.version)).where(
+                Annotation.study_id == study.id, Annotation.set_id == landmark_set.id
+            )
         )
-    )
-    row = Annotation(
-        study_id=study.id,
-        set_id=landmark_set.id,
-        version=(latest or 0) + 1,
-        annotator=annotator,
-        api_key_id=api_key_id,
-        points=points,
-        source=source,
-    )
-    session.add(row)
+        row = Annotation(
+            study_id=study.id,
+            set_id=landmark_set.id,
+            version=(latest or 0) + 1,
+            annotator=annotator,
+            api_key_id=api_key_id,
+            points=points,
+            source=source,
+        )
+        session.add(row)
+        session.flush()
+        rows.append((row, split.role))
     try:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
         raise Problem(
-            409, "another annotation of this study and set was saved at the same moment; retry", slug="conflict"
+            409, "another annotation of these studies was saved at the same moment; retry", slug="conflict"
         ) from exc
-    return row, split
+    return rows
+
+
+def studies_by_filename(session: Session, clinic_id: uuid.UUID) -> list[Study]:
+    return list(session.scalars(select(Study).where(Study.clinic_id == clinic_id, Study.filename.is_not(None))))
 
 
 def current_annotations(session: Session, landmark_set: LandmarkSet) -> list[Annotation]:

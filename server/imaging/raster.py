@@ -1,0 +1,100 @@
+"""Decode PNG, JPEG, BMP and TIFF through Pillow into (H, W) uint16 grey; these formats carry no pixel spacing."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from server.imaging.errors import ImagingError
+from server.imaging.grey import stretch, value_range
+from server.imaging.refusals import check_size, truncated_image
+from server.imaging.types import DecodedImage, ImageFormat, finish
+
+_PILLOW_FORMATS: dict[str, ImageFormat] = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "TIFF": "tiff"}
+_PILLOW_OPENERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG opener also returns MPO (camera JPEGs with previews)
+
+
+def decode_raster(data: bytes, max_pixels: int, subject: str) -> DecodedImage:
+    image = _open_pillow(data, max_pixels, subject)
+    image_format = _PILLOW_FORMATS[str(image.format)]
+    try:
+        image.load()
+        if image_format in ("jpeg", "tiff"):
+            image = ImageOps.exif_transpose(image)  # as every viewer shows it
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on damaged data
+        raise truncated_image(subject) from exc
+    mode = image.mode
+    try:
+        pixels = _pillow_grey(image)
+    except ValueError as exc:  # a colour mode Pillow cannot convert to RGB
+        raise ImagingError(
+            "unsupported-photometric",
+            f"{subject} uses the colour mode '{mode}', which cannot be turned into a grey image. "
+            "Save it as grey or RGB.",
+        ) from exc
+    return finish(
+        pixels,
+        format=image_format,
+        spacing_mm=None,
+        spacing_source="none",
+        source_bytes_deidentified=data,
+        photometric=mode,
+        bits_stored=16 if mode.startswith("I;16") else 32 if mode in ("I", "F") else 1 if mode == "1" else 8,
+    )
+
+
+def _open_pillow(data: bytes, max_pixels: int, subject: str) -> Image.Image:
+    """Open (header only), check format, size and frames, and verify the file's integrity on a separate copy.
+
+    Pillow's own decompression-bomb guard (module-wide ``Image.MAX_IMAGE_PIXELS``) is left as it is, since
+    uploads decode concurrently; ``max_pixels`` is checked here instead, before any pixel is decoded.
+    """
+    declared = _declared_size(data)
+    if declared is not None:
+        check_size(*declared, max_pixels, subject)
+    try:
+        image = Image.open(io.BytesIO(data), formats=_PILLOW_OPENERS)
+    except Image.DecompressionBombError as exc:
+        raise ImagingError(
+            "image-too-large",
+            f"{subject} declares an image too large to decode safely. "
+            "Reduce the resolution or crop the image before uploading.",
+        ) from exc
+    except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error... on damaged headers
+        raise truncated_image(subject) from exc
+    check_size(image.width, image.height, max_pixels, subject)
+    if image.format == "TIFF" and getattr(image, "n_frames", 1) > 1:
+        raise ImagingError(
+            "multi-frame",
+            f"{subject} is a TIFF with {image.n_frames} pages; landmarks are placed on a single image. "
+            "Save the one page you want as its own file.",
+        )
+    try:
+        Image.open(io.BytesIO(data), formats=_PILLOW_OPENERS).verify()
+    except Exception as exc:  # verify raises whatever the format's reader raises on a damaged file
+        raise truncated_image(subject) from exc
+    return image
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or BMP header, read before Pillow (which refuses a 0 x 0 image as unidentified)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if data.startswith(b"BM") and len(data) >= 26 and int.from_bytes(data[14:18], "little") >= 40:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)  # a negative height means rows stored top-down
+    return None
+
+
+def _pillow_grey(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W) uint16: 8-bit grey x257, 16/32-bit and float grey stretched from their real
+    range, colour and palette as BT.601 luminance (Pillow's "L") x257."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image)
+        return stretch(values, *value_range(values))
+    grey = image if image.mode == "L" else image.convert("RGB").convert("L")
+    return np.asarray(grey, np.uint16) * np.uint16(257)

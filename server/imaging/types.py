@@ -1,0 +1,66 @@
+"""What a decode returns: the ``DecodedImage``, the names of formats and spacing sources, and the default limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from server.imaging.grey import pixel_digest
+
+ImageFormat = Literal["dicom", "png", "jpeg", "bmp", "tiff", "mha", "nrrd", "nifti"]
+SpacingSource = Literal["PixelSpacing", "ImagerPixelSpacing", "header", "user", "none"]
+
+DEFAULT_MAX_PIXELS = 60_000_000
+ACCEPTED_FORMATS = "DICOM, PNG, JPEG, BMP, TIFF, MetaImage (.mha), NRRD (.nrrd) or NIfTI (.nii, .nii.gz)"
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedImage:
+    """One decoded upload.
+
+    Attributes:
+        pixels: (H, W) uint16, read-only. Display-ready grey with bone bright: the source's value range (for DICOM
+            after the modality LUT, the first VOI LUT or window, and MONOCHROME1 inversion) stretched to 0..65535.
+        width: W, columns.
+        height: H, rows.
+        format: the container the bytes were in.
+        spacing_mm: (x, y) = (column spacing, row spacing) in mm per pixel, or None where unknown.
+        spacing_source: where ``spacing_mm`` comes from: the DICOM "PixelSpacing" or "ImagerPixelSpacing", the
+            MetaImage/NRRD/NIfTI "header", the "user", or "none".
+        pixel_sha256: hex sha256 of the shape and the pixels (see ``pixel_digest``): the same picture uploaded
+            twice, with other metadata or other de-identified UIDs, has the same digest.
+        source_bytes_deidentified: the bytes to store: the de-identified DICOM file (pixel data untouched) for
+            DICOM input, the original bytes for every other format.
+        dicom: the de-identified dataset (DICOM input only).
+        deid_method: how the DICOM header was de-identified, e.g. "dicognito 0.19.0; private tags removed".
+        modality: DICOM Modality (e.g. "CR", "DX") where known.
+        photometric: the source's colour model: DICOM PhotometricInterpretation, or the Pillow mode ("L", "I;16",
+            "RGB", ...) for PNG/JPEG/BMP/TIFF; None for MetaImage/NRRD/NIfTI.
+        bits_stored: bits per sample of the source (DICOM BitsStored; 8 or 16 for PNG, ...) where known.
+        transfer_syntax: the DICOM transfer syntax UID (DICOM only).
+    """
+
+    pixels: np.ndarray = field(repr=False)
+    width: int
+    height: int
+    format: ImageFormat
+    spacing_mm: tuple[float, float] | None
+    spacing_source: SpacingSource
+    pixel_sha256: str
+    source_bytes_deidentified: bytes = field(repr=False)
+    dicom: Dataset | None = field(default=None, repr=False)
+    deid_method: str | None = None
+    modality: str | None = None
+    photometric: str | None = None
+    bits_stored: int | None = None
+    transfer_syntax: str | None = None
+
+
+def finish(pixels: np.ndarray, **fields: object) -> DecodedImage:
+    """Build the result from an (H, W) uint16 image and the format's fields; freezes the array."""
+    pixels.flags.writeable = False
+    height, width = pixels.shape
+    return DecodedImage(pixels=pixels, width=width, height=height, pixel_sha256=pixel_digest(pixels), **fields)  # type: ignore[arg-type]
