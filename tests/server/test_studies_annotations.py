@@ -333,3 +333,43 @@ def test_bad_imports_store_nothing(api: Api, data_root: Path, fmt: str, files: l
     r = api.client.post(f"{url}/import?format={fmt}", files=[("files", f) for f in files], headers=api.headers(admin))
     assert_problem(r, 422, None, contains)
     assert api.client.get(url, headers=api.headers(admin)).json() == []
+
+
+def test_whole_flow_two_steps_on_real_cephalograms(api: Api, data_root: Path) -> None:
+    """A clinic's project grows by two landmark sets; new studies are annotated with each set's landmarks only."""
+    from models.datasets import load_protocol
+
+    protocol = load_protocol(data_root, "cld38-5step")
+    ds = protocol.load_dataset(data_root)
+    clinic, admin = api.clinic()
+    annotator = api.key(clinic, admin, "annotator")
+    h_admin, h = api.headers(admin), api.headers(annotator)
+    pid = api.client.post("/v1/projects", json=CEPH, headers=h_admin).json()["id"]
+    splits = []
+    for step in (0, 1):
+        codes = protocol.steps[step].landmarks
+        r = api.client.post(
+            f"/v1/projects/{pid}/landmark-sets",
+            headers=h_admin,
+            json={"name": f"step {step}", "landmarks": [{"code": c} for c in codes]},
+        )
+        assert r.status_code == 201 and r.json()["step"] == step, r.text
+        for image_id in protocol.steps[step].images[:3]:
+            data = ds.image_path(image_id).read_bytes()
+            study = upload(api, annotator, data, f"{image_id}.jpg", spacing_x_mm=0.2, spacing_y_mm=0.2).json()
+            kp = ds.keypoints([image_id], codes, protocol.annotator)[0]
+            points = [{"code": c, "x": float(x), "y": float(y)} for c, (x, y) in zip(codes, kp, strict=True)]
+            a = api.client.post(
+                f"/v1/projects/{pid}/landmark-sets/{step}/annotations",
+                headers=h,
+                json={"study_id": study["id"], "points": points},
+            )
+            assert a.status_code == 201, a.text
+            splits.append(a.json()["split"])
+    sets = api.client.get(f"/v1/projects/{pid}/landmark-sets", headers=h).json()
+    assert [len(s["landmarks"]) for s in sets] == [19, 5]
+    for step in (0, 1):
+        current = api.client.get(f"/v1/projects/{pid}/landmark-sets/{step}/annotations", headers=h).json()
+        assert len(current) == 3 and all(len(a["points"]) == len(sets[step]["landmarks"]) for a in current)
+    assert len(api.client.get("/v1/studies", headers=h).json()) == 6
+    assert set(splits) <= {"train", "val"}
