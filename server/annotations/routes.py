@@ -54,16 +54,15 @@ def annotate(
     landmark_set = projects.get_set(session, projects.get_project(session, clinic, project_id), step)
     study = get_study(session, clinic, body.study_id)
     points = service.validate_points(body.points, landmark_set, study)
-    row, split = service.add_annotation(
+    [(row, role)] = service.add_annotations(
         session,
-        study,
         landmark_set,
-        points,
+        [(study, points)],
         annotator=body.annotator or principal.name or str(principal.key_id),
         api_key_id=principal.key_id,
         validation_fraction=settings.validation_fraction,
     )
-    return _out(row, landmark_set, split.role)
+    return _out(row, landmark_set, role)
 
 
 @router.get("", response_model=list[AnnotationOut])
