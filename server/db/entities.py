@@ -141,3 +141,73 @@ class Annotation(IdMixin, Base):
     #: {code: [x, y]} in pixels of the study image (pixel-centre convention).
     points: Mapped[dict[str, list[float]]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(40), default="api")
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class VersionStatus(enum.StrEnum):
+    candidate = "candidate"
+    active = "active"
+    rejected = "rejected"
+    archived = "archived"
+
+
+class TrainingJob(IdMixin, Base):
+    """Training of one landmark set (step) of a project: queued -> running -> succeeded | failed | cancelled."""
+
+    __tablename__ = "training_jobs"
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("landmark_sets.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=20), index=True)
+    strategy: Mapped[str] = mapped_column(String(40))
+    #: TrainConfig fields as the job was created (project defaults + request overrides).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: {"stage", "iteration", "total", "eta_s", "losses"} while running.
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    celery_task_id: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    model_version_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("model_versions.id"))
+
+
+class ModelVersion(IdMixin, Base):
+    """An immutable checkpoint of a project's model and its validation report."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("project_id", "number"),)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("model_versions.id"))
+    checkpoint_blob: Mapped[str] = mapped_column(String(64))
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
+    strategy: Mapped[str] = mapped_column(String(40))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: MRE / SD / SDR per landmark and per step on each step's validation studies, and the change of the old
+    #: landmarks against the parent.
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[VersionStatus] = mapped_column(Enum(VersionStatus, native_enum=False, length=20), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class VersionEvent(IdMixin, Base):
+    """Who promoted, rejected or rolled back which version, when and why: the audit trail."""
+
+    __tablename__ = "version_events"
+    version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # promoted | rejected | rolled_back | archived
+    actor: Mapped[str] = mapped_column(String(200))  # an API key id, or "gate" for the automatic decision
+    reason: Mapped[str] = mapped_column(Text, default="")
