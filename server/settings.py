@@ -28,6 +28,18 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=1200, ge=0)
     #: Share of a landmark set's studies that get the validation role (drawn once, then frozen).
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    #: Celery broker; default: SQLite under the data folder (kombu's SQLAlchemy transport). Production:
+    #: redis://host:6379/0
+    broker_url: str | None = None
+    #: Celery result backend; default: SQLite under the data folder. Production: redis://host:6379/1
+    result_backend: str | None = None
+    #: Default promotion gate (a project may override either): the new landmarks' MRE must be below this
+    #: (mm, or pixels where the studies have no spacing) ...
+    gate_max_new_mre: float = Field(default=4.0, gt=0)
+    #: ... and no old step's MRE may grow by more than this over the parent version's (same unit).
+    gate_old_tolerance: float = Field(default=0.5, ge=0)
+    #: A running job whose heartbeat is older than this (seconds) is taken for dead by the reaper.
+    job_stale_after_s: int = Field(default=900, gt=0)
 
     @property
     def resolved_database_url(self) -> str:
@@ -36,6 +48,14 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_result_backend(self) -> str:
+        return self.result_backend or f"db+sqlite:///{(self.data_dir / 'results.db').resolve()}"
 
 
 @lru_cache

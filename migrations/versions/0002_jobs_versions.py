@@ -17,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("projects", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("gate", sa.JSON(), nullable=False, server_default="{}"))
     op.create_table(
         "model_versions",
         sa.Column("project_id", sa.Uuid(), nullable=False),
@@ -105,6 +107,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("projects", schema=None) as batch_op:
+        batch_op.drop_column("gate")
     with op.batch_alter_table("version_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_version_events_version_id"))
 

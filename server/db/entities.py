@@ -55,6 +55,8 @@ class Project(IdMixin, Base):
     backbone: Mapped[str] = mapped_column(String(60))
     strategy: Mapped[str] = mapped_column(String(40))
     training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Promotion gate overrides: {"max_new_mre": float, "old_tolerance": float}; missing keys use the settings.
+    gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 
     landmark_sets: Mapped[list[LandmarkSet]] = relationship(
         back_populates="project", order_by="LandmarkSet.step", lazy="selectin"
