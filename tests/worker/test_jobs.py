@@ -1,0 +1,215 @@
+"""The training job function on real cephalograms, without Celery: two steps, lineage, the gate, IKL data
+access, idempotency and cancellation. (tests/worker/test_celery_worker.py runs it through a real worker.)"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from models.datasets import load_protocol
+from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionStatus
+from server.storage import LocalBlobStore
+from worker.jobs import Outcome, run_training_job
+
+from ..server.conftest import Api, make_api
+
+TRAINING = {"iterations": 12, "batch_size": 4, "warmup": 2, "kanet": {"iterations": 4, "hidden": 8}}
+PROJECT = {
+    "name": "ceph",
+    "modality": "cephalometric",
+    "backbone": "hrnet_w18_tiny",
+    "input_width": 64,
+    "input_height": 80,
+    "strategy": "kamp",
+    "training": TRAINING,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    # A half-and-half split so that three studies per step give validation studies; a lenient gate (a
+    # 12-iteration tiny model is far from accurate: the gate's logic is tested separately).
+    a = make_api(
+        f"sqlite:///{tmp_path / 'kamp.db'}",
+        tmp_path,
+        validation_fraction=0.5,
+        gate_max_new_mre=1e4,
+        gate_old_tolerance=1e4,
+    )
+    with a.client:
+        yield a
+
+
+def _setup_step(api: Api, h: dict, pid: str, data_root: Path, step: int, n: int) -> list[str]:
+    protocol = load_protocol(data_root, "cld38-5step")
+    ds = protocol.load_dataset(data_root)
+    codes = protocol.steps[step].landmarks[:4]
+    assert (
+        api.client.post(
+            f"/v1/projects/{pid}/landmark-sets", headers=h, json={"landmarks": [{"code": c} for c in codes]}
+        ).status_code
+        == 201
+    )
+    study_ids = []
+    for image_id in protocol.steps[step].images[:n]:
+        r = api.client.post(
+            "/v1/studies",
+            files={"file": (f"{image_id}.jpg", ds.image_path(image_id).read_bytes())},
+            data={"spacing_x_mm": "0.2", "spacing_y_mm": "0.2"},
+            headers=h,
+        )
+        sid = r.json()["id"]
+        kp = ds.keypoints([image_id], codes, protocol.annotator)[0]
+        a = api.client.post(
+            f"/v1/projects/{pid}/landmark-sets/{step}/annotations",
+            headers=h,
+            json={
+                "study_id": sid,
+                "points": [{"code": c, "x": float(x), "y": float(y)} for c, (x, y) in zip(codes, kp, strict=True)],
+            },
+        )
+        assert a.status_code == 201, a.text
+        study_ids.append(sid)
+    return study_ids
+
+
+def _queue_job(api: Api, pid: str, step: int) -> uuid.UUID:
+    with api.client.app.state.session_factory() as session:
+        project = session.get(Project, uuid.UUID(pid))
+        landmark_set = next(s for s in project.landmark_sets if s.step == step)
+        job = TrainingJob(
+            project_id=project.id,
+            set_id=landmark_set.id,
+            step=step,
+            status=JobStatus.queued,
+            strategy=project.strategy,
+            config=project.training,
+        )
+        session.add(job)
+        session.commit()
+        return job.id
+
+
+def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    step0_studies = _setup_step(api, h, pid, data_root, 0, 6)
+
+    job0 = _queue_job(api, pid, 0)
+    assert run_training_job(job0, api.settings) == Outcome.succeeded
+    # Delivered again: the job is done, nothing trains twice and no second version appears.
+    assert run_training_job(job0, api.settings) == Outcome.skipped
+
+    step1_studies = _setup_step(api, h, pid, data_root, 1, 6)
+    job1 = _queue_job(api, pid, 1)
+    reads: list[str] = []
+    original_get = LocalBlobStore.get
+
+    def spy(self: LocalBlobStore, key: str) -> bytes:
+        reads.append(key)
+        return original_get(self, key)
+
+    monkeypatch.setattr(LocalBlobStore, "get", spy)
+    assert run_training_job(job1, api.settings) == Outcome.succeeded
+
+    with api.client.app.state.session_factory() as session:
+        versions = list(session.scalars(select(ModelVersion).order_by(ModelVersion.number)))
+        assert [(v.number, v.step, v.status) for v in versions] == [
+            (1, 0, VersionStatus.archived),
+            (2, 1, VersionStatus.active),
+        ]
+        assert versions[1].parent_id == versions[0].id
+        report = versions[1].report
+        assert [s["step"] for s in report["steps"]] == [0, 1]
+        assert all(s["mre"] is not None and s["unit"] == "mm" for s in report["steps"])
+        assert report["steps"][0]["parent_mre"] is not None  # old landmarks compared with version 1
+        job = session.get(TrainingJob, job1)
+        assert job.status == JobStatus.succeeded and job.model_version_id == versions[1].id
+        assert job.progress["stage"] == "train" and job.progress["iteration"] == job.progress["total"]
+        # IKL: step 1 never read step 0's TRAINING images (its validation studies may be read to validate).
+        from server.db.entities import Split, Study
+
+        train0 = {
+            str(s.study_id)
+            for s in session.scalars(select(Split).where(Split.role == "train"))
+            if str(s.study_id) in step0_studies
+        }
+        train0_blobs = {session.get(Study, uuid.UUID(s)).pixels_blob for s in train0}
+        assert train0_blobs and not (train0_blobs & set(reads))
+        assert {session.get(Study, uuid.UUID(s)).pixels_blob for s in step1_studies} & set(reads)
+
+
+def test_failed_gate_rejects_and_keeps_the_active_version(api: Api, data_root: Path) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 6)
+    assert run_training_job(_queue_job(api, pid, 0), api.settings) == Outcome.succeeded
+    _setup_step(api, h, pid, data_root, 1, 6)
+    with api.client.app.state.session_factory() as session:
+        project = session.get(Project, uuid.UUID(pid))
+        project.gate = {"max_new_mre": 0.001}  # no model reaches a micrometre
+        session.commit()
+    job = _queue_job(api, pid, 1)
+    assert run_training_job(job, api.settings) == Outcome.succeeded
+    with api.client.app.state.session_factory() as session:
+        versions = list(session.scalars(select(ModelVersion).order_by(ModelVersion.number)))
+        assert [v.status for v in versions] == [VersionStatus.active, VersionStatus.rejected]
+        assert "above the gate" in versions[1].reason
+
+
+def test_step_without_parent_waits_then_fails_cleanly(api: Api, data_root: Path) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 2)
+    _setup_step(api, h, pid, data_root, 1, 2)
+    job0 = _queue_job(api, pid, 0)
+    job1 = _queue_job(api, pid, 1)
+    assert run_training_job(job1, api.settings) == Outcome.waiting  # step 0 is still queued
+    with api.client.app.state.session_factory() as session:
+        session.get(TrainingJob, job0).status = JobStatus.cancelled
+        session.commit()
+    assert run_training_job(job1, api.settings) == Outcome.failed
+    with api.client.app.state.session_factory() as session:
+        job = session.get(TrainingJob, job1)
+        assert job.status == JobStatus.failed and "train that step first" in job.error
+        assert session.scalar(select(ModelVersion)) is None
+
+
+def test_cancel_request_stops_a_running_job(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.jobs as jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 4)
+    job_id = _queue_job(api, pid, 0)
+    original = jobs.train_step
+
+    def cancel_then_train(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with api.client.app.state.session_factory() as session:
+            session.get(TrainingJob, job_id).cancel_requested = True
+            session.commit()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "train_step", cancel_then_train)
+    assert run_training_job(job_id, api.settings) == Outcome.cancelled
+    with api.client.app.state.session_factory() as session:
+        assert session.get(TrainingJob, job_id).status == JobStatus.cancelled
+        assert session.scalar(select(ModelVersion)) is None

@@ -1,0 +1,1 @@
+"""GPU/CPU workers: the Celery app, thin tasks, and the job functions that train and validate model versions."""

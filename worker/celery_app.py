@@ -1,0 +1,36 @@
+"""The Celery app: Redis in production, SQLite (kombu's SQLAlchemy transport) on the embedded default."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from server.settings import Settings, get_settings
+
+#: Longer than any training run: Redis re-delivers an unacknowledged task only after this many seconds.
+VISIBILITY_TIMEOUT_S = 24 * 3600
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery(
+        "kamp",
+        broker=settings.resolved_broker_url,
+        backend=settings.resolved_result_backend,
+        include=["worker.tasks"],
+    )
+    app.conf.update(
+        task_acks_late=True,  # a task killed mid-way is delivered again ...
+        task_reject_on_worker_lost=True,  # ... also when its worker process dies
+        worker_prefetch_multiplier=1,  # one long job at a time per worker process
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_connection_retry_on_startup=True,
+        result_expires=7 * 24 * 3600,
+    )
+    return app
+
+
+celery_app = make_celery()

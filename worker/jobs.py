@@ -1,0 +1,325 @@
+"""The training job: claim it, train the step with KAMP from the parent version, validate, gate, record.
+
+Idempotent: the job row is claimed with a conditional update, so a task delivered twice trains once; the
+version and the job's success are committed in one transaction; a failure never touches the active version.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models.checkpoint import Checkpoint
+from models.config import BackboneConfig, CodecConfig, TrainConfig, from_dict
+from models.trainer import Progress, train_step
+from server.db.entities import (
+    JobStatus,
+    LandmarkSet,
+    ModelVersion,
+    Project,
+    TrainingJob,
+    VersionEvent,
+    VersionStatus,
+)
+from server.db.session import session_factory
+from server.settings import Settings
+from server.storage import LocalBlobStore
+
+from . import validation
+from .data import set_data
+
+log = logging.getLogger("kamp.worker")
+#: Seconds between progress writes to the job row (each is also the heartbeat and the cancel check).
+PROGRESS_EVERY_S = 5.0
+
+
+class Outcome(enum.StrEnum):
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    waiting = "waiting"  # the previous step's model does not exist yet
+    skipped = "skipped"  # another delivery owns or finished the job
+
+
+class JobCancelled(Exception):
+    pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
+    factory = session_factory(settings.resolved_database_url)
+    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    with factory() as session:
+        job = session.get(TrainingJob, job_id)
+        if job is None:
+            log.warning("job %s does not exist", job_id)
+            return Outcome.skipped
+        project = session.get(Project, job.project_id)
+        assert project is not None
+        parent_version, wait = _parent(session, job)
+        if wait:
+            return Outcome.waiting
+        if not _claim(session, job, settings):
+            return Outcome.skipped
+        try:
+            if job.step > 0 and parent_version is None:
+                raise RuntimeError(f"step {job.step - 1} has no trained model version; train that step first")
+            return _train(session, settings, blobs, job, project, parent_version)
+        except JobCancelled:
+            _finish(session, job, JobStatus.cancelled, "cancelled at the request of an admin")
+            return Outcome.cancelled
+        except Exception as exc:
+            session.rollback()
+            log.exception("job %s failed", job_id)
+            detail = f"{type(exc).__name__}: {exc}"
+            _finish(session, job, JobStatus.failed, detail, log_tail=traceback.format_exc(limit=5))
+            return Outcome.failed
+
+
+def _parent(session: Session, job: TrainingJob) -> tuple[ModelVersion | None, bool]:
+    """(the version to continue from, whether to wait). The parent is the active version if it is of step k-1,
+    else the newest promoted-at-some-time (active or archived) version of step k-1."""
+    if job.step == 0:
+        return None, False
+    prev = job.step - 1
+    active = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.project_id == job.project_id, ModelVersion.status == VersionStatus.active
+        )
+    )
+    if active is not None and active.step == prev:
+        return active, False
+    candidate = session.scalar(
+        select(ModelVersion)
+        .where(
+            ModelVersion.project_id == job.project_id,
+            ModelVersion.step == prev,
+            ModelVersion.status.in_([VersionStatus.active, VersionStatus.archived]),
+        )
+        .order_by(ModelVersion.number.desc())
+        .limit(1)
+    )
+    if candidate is not None:
+        return candidate, False
+    pending = session.scalar(
+        select(func.count()).where(
+            TrainingJob.project_id == job.project_id,
+            TrainingJob.step == prev,
+            TrainingJob.status.in_([JobStatus.queued, JobStatus.running]),
+        )
+    )
+    return None, bool(pending)
+
+
+def _claim(session: Session, job: TrainingJob, settings: Settings) -> bool:
+    """Conditional claim: queued -> running, or a running job whose worker stopped beating. One winner."""
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.job_stale_after_s)
+    claimable = (TrainingJob.status == JobStatus.queued) | (
+        (TrainingJob.status == JobStatus.running) & (TrainingJob.heartbeat_at < stale)
+    )
+    result = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job.id, claimable, TrainingJob.cancel_requested.is_(False))
+        .values(status=JobStatus.running, started_at=func.coalesce(TrainingJob.started_at, now), heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(job)
+    if result.rowcount != 1:
+        log.info("job %s not claimed (status %s)", job.id, job.status)
+        if job.status == JobStatus.queued and job.cancel_requested:
+            _finish(session, job, JobStatus.cancelled, "cancelled before it started")
+        return False
+    _append_log(session, job, f"claimed by a worker at {now.isoformat(timespec='seconds')}")
+    return True
+
+
+def _train(
+    session: Session,
+    settings: Settings,
+    blobs: LocalBlobStore,
+    job: TrainingJob,
+    project: Project,
+    parent_version: ModelVersion | None,
+) -> Outcome:
+    landmark_set = session.get(LandmarkSet, job.set_id)
+    assert landmark_set is not None
+    # IKL: only this step's training studies are read; earlier steps' images may be gone.
+    data = set_data(session, blobs, landmark_set, "train")
+    if len(data) == 0:
+        raise RuntimeError(f"landmark set {job.step} has no annotated training study")
+    parent = Checkpoint.from_bytes(blobs.get(parent_version.checkpoint_blob)) if parent_version else None
+    config = from_dict(TrainConfig, job.config)
+    names = {lm.code: lm.name for lm in landmark_set.landmarks}
+    _append_log(
+        session,
+        job,
+        f"training step {job.step} with {job.strategy} on {len(data)} studies"
+        + (f" from version {parent_version.number}" if parent_version else " from scratch"),
+    )
+    last = [0.0]
+
+    def progress(p: Progress) -> None:
+        if time.monotonic() - last[0] < PROGRESS_EVERY_S and p.iteration < p.total:
+            return
+        last[0] = time.monotonic()
+        session.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job.id)
+            .values(
+                progress={
+                    "stage": p.stage,
+                    "iteration": p.iteration,
+                    "total": p.total,
+                    "eta_s": round(p.eta_s, 1),
+                    "losses": {k: round(v, 5) for k, v in p.losses.items()},
+                },
+                heartbeat_at=utcnow(),
+            )
+        )
+        session.commit()
+        if session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job.id)):
+            raise JobCancelled
+
+    state_dir = settings.data_dir / "training-state"
+    checkpoint, train_report = train_step(
+        parent,
+        data,
+        job.strategy,
+        config,
+        backbone=BackboneConfig(name=project.backbone),
+        codec=CodecConfig(input_size=(project.input_width, project.input_height)),
+        names=names,
+        progress=progress,
+        state_path=Path(state_dir) / f"{job.set_id}.state",
+    )
+    data_bytes = checkpoint.to_bytes()
+    key = blobs.put(data_bytes)
+    _append_log(session, job, f"trained in {train_report.seconds:.0f} s; checkpoint {key[:12]}")
+
+    val_sets = {}
+    for s in sorted(project.landmark_sets, key=lambda s: s.step):
+        if s.step <= job.step:
+            val_sets[s.step] = set_data(session, blobs, s, "val")
+    steps = validation.validate(checkpoint, parent, val_sets)
+    gate = {
+        "max_new_mre": settings.gate_max_new_mre,
+        "old_tolerance": settings.gate_old_tolerance,
+        **(project.gate or {}),
+    }
+    passes, reason = validation.gate(steps, job.step, gate["max_new_mre"], gate["old_tolerance"])
+    _record_version(
+        session,
+        job,
+        project,
+        parent_version,
+        key,
+        checkpoint,
+        train_report.to_dict(),
+        validation.report(steps) | {"gate": gate},
+        passes,
+        reason,
+    )
+    return Outcome.succeeded
+
+
+def _record_version(
+    session: Session,
+    job: TrainingJob,
+    project: Project,
+    parent: ModelVersion | None,
+    key: str,
+    checkpoint: Checkpoint,
+    train_report: dict,
+    report: dict,
+    passes: bool,
+    reason: str,
+) -> None:
+    """The version, its gate decision and the job's success, in one transaction (so with the row lock on the
+    project, promotions never leave zero or two active versions)."""
+    session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    number = (
+        session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0
+    ) + 1
+    status = VersionStatus.active if passes else VersionStatus.rejected
+    if passes:
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.project_id == project.id, ModelVersion.status == VersionStatus.active)
+            .values(status=VersionStatus.archived)
+        )
+    version = ModelVersion(
+        project_id=project.id,
+        number=number,
+        step=job.step,
+        parent_id=parent.id if parent else None,
+        checkpoint_blob=key,
+        checkpoint_sha256=key,
+        strategy=job.strategy,
+        hyperparameters={
+            "train": job.config,
+            "backbone": project.backbone,
+            "input_size": [project.input_width, project.input_height],
+            "train_report": train_report,
+        },
+        report=report,
+        status=status,
+        reason=reason,
+    )
+    session.add(version)
+    session.flush()
+    session.add(
+        VersionEvent(version_id=version.id, action="promoted" if passes else "rejected", actor="gate", reason=reason)
+    )
+    job.status = JobStatus.succeeded
+    job.model_version_id = version.id
+    job.finished_at = utcnow()
+    job.log = (job.log or "") + f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
+    session.commit()
+
+
+def _append_log(session: Session, job: TrainingJob, line: str) -> None:
+    job.log = (job.log or "") + line + "\n"
+    session.commit()
+
+
+def _finish(session: Session, job: TrainingJob, status: JobStatus, error: str, log_tail: str = "") -> None:
+    session.refresh(job)
+    job.status = status
+    job.error = error if status == JobStatus.failed else job.error
+    job.finished_at = utcnow()
+    job.log = (job.log or "") + f"{status.value}: {error}\n" + log_tail
+    session.commit()
+
+
+def reap_stale_jobs(settings: Settings) -> list[uuid.UUID]:
+    """Mark running jobs whose worker stopped beating as failed, with the reason; their training state stays
+    on disk, so a retry resumes where they stopped. Returns the jobs reaped."""
+    factory = session_factory(settings.resolved_database_url)
+    stale = utcnow() - timedelta(seconds=settings.job_stale_after_s)
+    with factory() as session:
+        rows = list(
+            session.scalars(
+                select(TrainingJob).where(TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < stale)
+            )
+        )
+        for job in rows:
+            beat = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
+            job.status = JobStatus.failed
+            job.error = f"the worker stopped responding (last heartbeat {beat}); retry to resume"
+            job.finished_at = utcnow()
+            job.log = (job.log or "") + f"failed: {job.error}\n"
+        session.commit()
+        return [j.id for j in rows]

@@ -1,0 +1,22 @@
+"""Thin Celery tasks: they take ids and call the job functions, which re-read the world."""
+
+from __future__ import annotations
+
+import uuid
+
+from server.settings import get_settings
+
+from .celery_app import celery_app
+from .jobs import Outcome, run_training_job
+
+TASK_TRAIN_JOB = "kamp.train_job"
+#: How long a job waits before looking again whether the previous step's model exists.
+WAIT_COUNTDOWN_S = 15
+
+
+@celery_app.task(name=TASK_TRAIN_JOB, bind=True, max_retries=None)
+def train_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
+    outcome = run_training_job(uuid.UUID(job_id), get_settings())
+    if outcome == Outcome.waiting:
+        raise self.retry(countdown=WAIT_COUNTDOWN_S)
+    return outcome.value
