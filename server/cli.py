@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +45,34 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_command(*, beat: bool, loglevel: str = "info") -> list[str]:
+    """The Celery worker as a command line (a subprocess: the server package never imports the worker's).
+
+    One job at a time per process (`--pool solo`): training already uses every core or the GPU."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        loglevel,
+    ]
+    if beat:  # the periodic reaper of jobs whose worker died
+        cmd += ["--beat", "--schedule", str(Settings().data_dir / "celerybeat-schedule")]
+    return cmd
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Run a worker in the foreground: the GPU when there is one (bf16 autocast), else the CPU."""
+    return subprocess.call(worker_command(beat=args.beat, loglevel=args.loglevel))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -55,7 +84,19 @@ def _serve(args: argparse.Namespace) -> int:
     key = ensure_system_key(settings)
     if key:
         print(f"first start: system-admin key (shown once, store it now): {key}", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    worker = None
+    if not args.no_worker:
+        worker = subprocess.Popen(worker_command(beat=True, loglevel="warning"))
+        print(f"started the embedded training worker (pid {worker.pid})", flush=True)
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
     return 0
 
 
@@ -64,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run the API on the embedded defaults (SQLite and blobs under ./var)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--no-worker", action="store_true", help="do not start the embedded training worker")
     s.set_defaults(func=_serve)
+    w = sub.add_parser("worker", help="run a training worker (GPU when there is one, else CPU)")
+    w.add_argument("--beat", action="store_true", help="also run the periodic reaper of dead jobs")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(func=_worker)
     i = sub.add_parser("install", help="create or upgrade the database and make the system-admin key")
     i.add_argument("--new-system-key", action="store_true", help="make another system-admin key")
     i.set_defaults(func=_install)

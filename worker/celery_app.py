@@ -26,7 +26,12 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # Redis only (kombu's SQLAlchemy transport hands these options to create_engine). The embedded SQLite
+        # broker does not re-deliver a task whose worker died: the reaper marks such a job failed, and a retry
+        # resumes it from its training state.
+        broker_transport_options=(
+            {"visibility_timeout": VISIBILITY_TIMEOUT_S} if settings.resolved_broker_url.startswith("redis") else {}
+        ),
         broker_connection_retry_on_startup=True,
         result_expires=7 * 24 * 3600,
     )

@@ -7,9 +7,12 @@ import uuid
 from server.settings import get_settings
 
 from .celery_app import celery_app
-from .jobs import Outcome, run_training_job
+from .jobs import Outcome, reap_stale_jobs, run_training_job
 
 TASK_TRAIN_JOB = "kamp.train_job"
+TASK_REAP = "kamp.reap_stale_jobs"
+#: Seconds between two looks for running jobs whose worker died.
+REAP_EVERY_S = 60.0
 #: How long a job waits before looking again whether the previous step's model exists.
 WAIT_COUNTDOWN_S = 15
 
@@ -20,3 +23,11 @@ def train_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     if outcome == Outcome.waiting:
         raise self.retry(countdown=WAIT_COUNTDOWN_S)
     return outcome.value
+
+
+@celery_app.task(name=TASK_REAP)
+def reap() -> list[str]:
+    return [str(j) for j in reap_stale_jobs(get_settings())]
+
+
+celery_app.conf.beat_schedule = {"reap-stale-jobs": {"task": TASK_REAP, "schedule": REAP_EVERY_S}}
