@@ -14,6 +14,8 @@ from .errors import Problem, install_problem_handlers
 from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
 from .studies.routes import router as studies_router
+from .training.queue import celery_enqueue
+from .training.routes import router as training_router
 
 DESCRIPTION = """
 Incremental anatomical landmark learning with KAMP. Clinics upload X-ray studies, annotate landmarks step by
@@ -30,11 +32,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.session_factory = session_factory(settings.resolved_database_url)
     app.state.rate_limiter = RateLimiter()
+    app.state.enqueue = celery_enqueue(settings)  # tests swap in a fake
     install_problem_handlers(app)
     app.include_router(clinics_router)
     app.include_router(projects_router)
     app.include_router(studies_router)
     app.include_router(annotations_router)
+    app.include_router(training_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("kamp.server")
@@ -75,6 +76,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = f"{where}: {first['msg']}" if where else first["msg"]
         return problem_response(
             request, Problem(422, detail, slug="invalid-request", title="Invalid request", extra={"errors": errors})
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # e.g. a NUL character, which PostgreSQL text cannot hold: the request's fault, not the server's.
+        reason = str(exc.orig).splitlines()[0] if exc.orig else "a value the database cannot store"
+        return problem_response(
+            request, Problem(422, f"the request holds a value that cannot be stored: {reason}", slug="unstorable-value")
         )
 
     @app.exception_handler(Exception)

@@ -214,3 +214,13 @@ def test_rate_limit_per_key(database_url: str, tmp_path: Path) -> None:
         api.client.get("/v1/projects", headers=api.headers(admin))
         body = assert_problem(api.client.get("/v1/projects", headers=api.headers(admin)), 429, "rate-limited")
         assert "3 requests" in body["detail"]
+
+
+def test_nul_characters_are_a_clear_422_on_every_database(api: Api) -> None:
+    _, admin = api.clinic()
+    r = api.client.post("/v1/projects", json={**CEPH, "name": "bad\x00name"}, headers=api.headers(admin))
+    if api.settings.resolved_database_url.startswith("postgresql"):
+        assert_problem(r, 422, "unstorable-value", "NUL")
+        assert api.client.get("/v1/projects", headers=api.headers(admin)).json() == []
+    else:  # SQLite stores it faithfully
+        assert r.status_code == 201

@@ -1,0 +1,48 @@
+"""Enqueueing training jobs through Celery by task name, so the API never imports worker code.
+
+The worker registers the task under TASK_TRAIN_JOB; the API only needs a client that can publish to the broker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+TASK_TRAIN_JOB = "kamp.train_job"
+
+#: Fail fast when the broker is down: the caller marks the job failed and answers 503 instead of hanging.
+_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+Enqueue = Callable[[uuid.UUID], str]
+
+
+@lru_cache
+def celery_client(broker_url: str, result_backend: str) -> Celery:
+    from celery import Celery  # imported on first use: an API that never enqueues does not pay for it
+
+    client = Celery("kamp", broker=broker_url, backend=result_backend)
+    client.conf.broker_connection_timeout = 5
+    return client
+
+
+def celery_enqueue(settings: Settings) -> Enqueue:
+    """A function that publishes one job's task and answers its Celery task id.
+
+    The job's state lives in the database, so the task's result is never stored (ignore_result); that also
+    keeps a result backend that is down from stalling the request."""
+    broker, backend = settings.resolved_broker_url, settings.resolved_result_backend
+
+    def enqueue(job_id: uuid.UUID) -> str:
+        result = celery_client(broker, backend).send_task(
+            TASK_TRAIN_JOB, args=[str(job_id)], ignore_result=True, retry_policy=_PUBLISH_RETRY
+        )
+        return str(result.id)
+
+    return enqueue

@@ -1,0 +1,119 @@
+"""Queries of training jobs and model versions, always scoped to one clinic (through the project)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from ..db.entities import (
+    Annotation,
+    JobStatus,
+    ModelVersion,
+    Project,
+    Split,
+    TrainingJob,
+    VersionEvent,
+    VersionStatus,
+)
+from ..errors import not_found
+
+ACTIVE_JOB = (JobStatus.queued, JobStatus.running)
+
+
+def lock_project(session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID) -> Project:
+    """The clinic's project, its row locked until the transaction ends (SELECT ... FOR UPDATE on PostgreSQL;
+    SQLite has one writer anyway). Serialises submissions and promotions within a project."""
+    project = session.scalar(
+        select(Project)
+        .where(Project.id == project_id, Project.clinic_id == clinic_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if project is None:
+        raise not_found("project")
+    return project
+
+
+def active_job(session: Session, set_id: uuid.UUID) -> TrainingJob | None:
+    """The set's queued or running job, if any."""
+    return session.scalar(
+        select(TrainingJob).where(TrainingJob.set_id == set_id, TrainingJob.status.in_(ACTIVE_JOB)).limit(1)
+    )
+
+
+def has_annotated_train_study(session: Session, set_id: uuid.UUID) -> bool:
+    annotated = exists().where(Annotation.study_id == Split.study_id, Annotation.set_id == Split.set_id)
+    return bool(session.scalar(select(exists().where(Split.set_id == set_id, Split.role == "train", annotated))))
+
+
+def step_submitted(session: Session, project_id: uuid.UUID, step: int) -> bool:
+    """Whether step `step` of the project was ever submitted for training (or has a model version)."""
+    job = exists().where(TrainingJob.project_id == project_id, TrainingJob.step == step)
+    version = exists().where(ModelVersion.project_id == project_id, ModelVersion.step == step)
+    return bool(session.scalar(select(job | version)))
+
+
+def get_job(session: Session, clinic_id: uuid.UUID, job_id: uuid.UUID, *, for_update: bool = False) -> TrainingJob:
+    """The clinic's job; another clinic's id answers 404 like a missing one."""
+    q = select(TrainingJob).join(Project, Project.id == TrainingJob.project_id)
+    q = q.where(TrainingJob.id == job_id, Project.clinic_id == clinic_id)
+    if for_update:
+        q = q.with_for_update(of=TrainingJob).execution_options(populate_existing=True)
+    job = session.scalar(q)
+    if job is None:
+        raise not_found("training job")
+    return job
+
+
+def list_jobs(session: Session, project_id: uuid.UUID, limit: int) -> list[TrainingJob]:
+    q = select(TrainingJob).where(TrainingJob.project_id == project_id)
+    return list(session.scalars(q.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc()).limit(limit)))
+
+
+def get_version(session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
+    """The clinic's model version; another clinic's id answers 404 like a missing one."""
+    q = select(ModelVersion).join(Project, Project.id == ModelVersion.project_id)
+    version = session.scalar(q.where(ModelVersion.id == version_id, Project.clinic_id == clinic_id))
+    if version is None:
+        raise not_found("model version")
+    return version
+
+
+def list_versions(session: Session, project_id: uuid.UUID) -> list[ModelVersion]:
+    q = select(ModelVersion).where(ModelVersion.project_id == project_id).order_by(ModelVersion.number)
+    return list(session.scalars(q.execution_options(populate_existing=True)))
+
+
+def version_number(session: Session, version_id: uuid.UUID | None) -> int | None:
+    if version_id is None:
+        return None
+    return session.scalar(select(ModelVersion.number).where(ModelVersion.id == version_id))
+
+
+def version_events(session: Session, version_id: uuid.UUID) -> list[VersionEvent]:
+    q = select(VersionEvent).where(VersionEvent.version_id == version_id)
+    return list(session.scalars(q.order_by(VersionEvent.created_at, VersionEvent.id)))
+
+
+def version_job_id(session: Session, version_id: uuid.UUID) -> uuid.UUID | None:
+    return session.scalar(select(TrainingJob.id).where(TrainingJob.model_version_id == version_id).limit(1))
+
+
+def activate(session: Session, version: ModelVersion, *, action: str, actor: str, reason: str) -> None:
+    """Make `version` its project's only active version; the active one(s) before it become archived. Every
+    change is recorded as a VersionEvent. The caller holds the project's lock and commits."""
+    for previous in list_versions(session, version.project_id):
+        if previous.status == VersionStatus.active and previous.id != version.id:
+            previous.status = VersionStatus.archived
+            session.add(
+                VersionEvent(
+                    version_id=previous.id,
+                    action="archived",
+                    actor=actor,
+                    reason=f"replaced by v{version.number} ({action}): {reason}",
+                )
+            )
+    version.status = VersionStatus.active
+    session.add(VersionEvent(version_id=version.id, action=action, actor=actor, reason=reason))

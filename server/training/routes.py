@@ -1,0 +1,380 @@
+"""/v1/.../jobs (submit, follow, cancel, retry) and /v1/.../versions (history, promote, roll back, download)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.responses import FileResponse
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ..auth import AdminDep, ReaderDep
+from ..db.base import utcnow
+from ..db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionStatus
+from ..deps import SessionDep, SettingsDep
+from ..errors import Problem, not_found
+from ..projects import repository as projects
+from ..storage import LocalBlobStore
+from . import repository as repo
+from .queue import Enqueue
+from .schemas import (
+    LOG_TAIL_LINES,
+    EventOut,
+    JobOut,
+    ReasonIn,
+    SubmitIn,
+    VersionDetail,
+    VersionHistory,
+    VersionOut,
+    VersionSummary,
+    merge_training,
+    validate_training,
+)
+
+router = APIRouter()
+
+_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+_QUEUE_DOWN = {503: {"description": "the job queue could not be reached; the job is marked failed"}}
+
+
+def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(log.splitlines()[-lines:])
+
+
+def _job_out(job: TrainingJob) -> JobOut:
+    return JobOut(
+        id=job.id,
+        project_id=job.project_id,
+        set_id=job.set_id,
+        step=job.step,
+        status=job.status.value,
+        strategy=job.strategy,
+        config=job.config,
+        progress=job.progress,
+        log=_tail(job.log),
+        error=job.error,
+        attempt=job.attempt,
+        cancel_requested=job.cancel_requested,
+        created_by=job.created_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        heartbeat_at=job.heartbeat_at,
+        finished_at=job.finished_at,
+        model_version_id=job.model_version_id,
+        celery_task_id=job.celery_task_id,
+    )
+
+
+def _summary(report: object) -> VersionSummary:
+    steps = report.get("steps") if isinstance(report, dict) else None
+    return VersionSummary(steps=[s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else [])
+
+
+def _version_fields(version: ModelVersion, parent_number: int | None) -> dict:
+    return {
+        "id": version.id,
+        "number": version.number,
+        "step": version.step,
+        "parent_id": version.parent_id,
+        "parent_number": parent_number,
+        "status": version.status.value,
+        "strategy": version.strategy,
+        "checkpoint_sha256": version.checkpoint_sha256,
+        "created_at": version.created_at,
+        "reason": version.reason,
+        "summary": _summary(version.report),
+    }
+
+
+def _version_detail(session: Session, version: ModelVersion) -> VersionDetail:
+    return VersionDetail(
+        **_version_fields(version, repo.version_number(session, version.parent_id)),
+        project_id=version.project_id,
+        job_id=repo.version_job_id(session, version.id),
+        hyperparameters=version.hyperparameters,
+        report=version.report,
+        events=[EventOut.model_validate(e) for e in repo.version_events(session, version.id)],
+    )
+
+
+def _dispatch(request: Request, session: Session, job: TrainingJob) -> None:
+    """Commit the job, then enqueue it (a worker must never get an id it cannot read yet), then store the task
+    id. If the queue cannot be reached the job is marked failed, so nothing stays queued that no worker sees."""
+    session.commit()
+    enqueue: Enqueue = request.app.state.enqueue
+    try:
+        task_id = enqueue(job.id)
+    except Exception as exc:
+        detail = _CREDENTIALS.sub("//***@", str(exc))  # a broker URL in the message may carry a password
+        error = f"could not reach the job queue: {type(exc).__name__}: {detail}"
+        session.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
+            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+        )
+        session.commit()
+        raise Problem(
+            503,
+            f"{error}; the job is marked failed, retry it later",
+            slug="queue-unavailable",
+            extra={"job_id": str(job.id)},
+        ) from exc
+    job.celery_task_id = task_id
+    session.commit()
+
+
+def _new_job(
+    project: Project, set_id: uuid.UUID, step: int, strategy: str, config: dict, **fields: object
+) -> TrainingJob:
+    return TrainingJob(
+        project_id=project.id,
+        set_id=set_id,
+        step=step,
+        status=JobStatus.queued,
+        strategy=strategy,
+        config=config,
+        progress={},
+        cancel_requested=False,
+        **fields,
+    )
+
+
+def _refuse_second_job(session: Session, set_id: uuid.UUID, step: int) -> None:
+    running = repo.active_job(session, set_id)
+    if running is not None:
+        raise Problem(
+            409,
+            f"landmark set {step} has a {running.status.value} training job already ({running.id}); "
+            "cancel it or wait for it",
+            slug="job-in-progress",
+            extra={"job_id": str(running.id)},
+        )
+
+
+@router.post(
+    "/v1/projects/{project_id}/landmark-sets/{step}/submit",
+    status_code=202,
+    response_model=JobOut,
+    tags=["jobs"],
+    responses=_QUEUE_DOWN,
+)
+def submit(
+    request: Request,
+    project_id: uuid.UUID,
+    step: Annotated[int, Path(ge=0, le=100_000)],
+    session: SessionDep,
+    principal: AdminDep,
+    body: Annotated[SubmitIn | None, Body()] = None,
+) -> JobOut:
+    """Queue the training of landmark set `step`: a new model version that learns the set's landmarks and keeps
+    the earlier ones. Steps train in order: step k may be queued while step k-1 is still queued or running
+    (the worker waits for it), but not before step k-1 was ever submitted."""
+    body = body or SubmitIn()
+    project = repo.lock_project(session, principal.clinic(), project_id)
+    landmark_set = projects.get_set(session, project, step)
+    try:
+        config = validate_training(merge_training(project.training or {}, body.training or {}))
+    except ValueError as exc:
+        raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
+    _refuse_second_job(session, landmark_set.id, step)
+    if not repo.has_annotated_train_study(session, landmark_set.id):
+        raise Problem(
+            422,
+            f"landmark set {step} has no annotated study with the train role yet; annotate studies first",
+            slug="no-training-data",
+        )
+    if step > 0 and not repo.step_submitted(session, project.id, step - 1):
+        raise Problem(
+            409,
+            f"landmark set {step - 1} was never submitted for training; steps are trained in order",
+            slug="step-out-of-order",
+        )
+    log = f"submitted: {body.reason}\n" if body.reason else ""
+    job = _new_job(
+        project,
+        landmark_set.id,
+        step,
+        body.strategy or project.strategy,
+        config,
+        attempt=1,
+        log=log,
+        created_by=principal.key_id,
+    )
+    session.add(job)
+    _dispatch(request, session, job)
+    return _job_out(job)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
+def get_job(job_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> JobOut:
+    """A job's status, progress and the tail of its log."""
+    return _job_out(repo.get_job(session, principal.clinic(), job_id))
+
+
+@router.get("/v1/projects/{project_id}/jobs", response_model=list[JobOut], tags=["jobs"])
+def list_jobs(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    principal: ReaderDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[JobOut]:
+    """The project's jobs, newest first."""
+    project = projects.get_project(session, principal.clinic(), project_id)
+    return [_job_out(j) for j in repo.list_jobs(session, project.id, limit)]
+
+
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    tags=["jobs"],
+    responses={202: {"model": JobOut, "description": "the job is running: it stops at its next progress report"}},
+)
+def cancel_job(job_id: uuid.UUID, response: Response, session: SessionDep, principal: AdminDep) -> JobOut:
+    """A queued job is cancelled at once (200); a running one is asked to stop (202, cancel_requested) and
+    ends cancelled when the worker sees it. A finished job answers 409."""
+    job = repo.get_job(session, principal.clinic(), job_id, for_update=True)
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+    elif job.status == JobStatus.running:
+        job.cancel_requested = True
+        response.status_code = 202
+    else:
+        raise Problem(409, f"the job has finished ({job.status.value}); nothing to cancel", slug="job-finished")
+    session.commit()
+    return _job_out(job)
+
+
+@router.post("/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut, tags=["jobs"], responses=_QUEUE_DOWN)
+def retry_job(request: Request, job_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> JobOut:
+    """A failed or cancelled job again, as a new job (attempt + 1) with the same strategy and configuration."""
+    old = repo.get_job(session, principal.clinic(), job_id)
+    project = repo.lock_project(session, principal.clinic(), old.project_id)
+    session.refresh(old)
+    if old.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise Problem(
+            409, f"only a failed or cancelled job can be retried; this one is {old.status.value}", slug="not-retryable"
+        )
+    _refuse_second_job(session, old.set_id, old.step)
+    job = _new_job(
+        project,
+        old.set_id,
+        old.step,
+        old.strategy,
+        dict(old.config),
+        attempt=old.attempt + 1,
+        log=f"retry of job {old.id} (attempt {old.attempt})\n",
+        created_by=principal.key_id,
+    )
+    session.add(job)
+    _dispatch(request, session, job)
+    return _job_out(job)
+
+
+@router.get("/v1/projects/{project_id}/versions", response_model=VersionHistory, tags=["versions"])
+def version_history(project_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> VersionHistory:
+    """Every model version of the project, oldest first, with its lineage and validation summary."""
+    project = projects.get_project(session, principal.clinic(), project_id)
+    versions = repo.list_versions(session, project.id)
+    numbers = {v.id: v.number for v in versions}
+    active = next((v.id for v in versions if v.status == VersionStatus.active), None)
+    return VersionHistory(
+        active_version_id=active,
+        versions=[
+            VersionOut(**_version_fields(v, numbers.get(v.parent_id) if v.parent_id else None)) for v in versions
+        ],
+    )
+
+
+@router.get("/v1/versions/{version_id}", response_model=VersionDetail, tags=["versions"])
+def get_version(version_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> VersionDetail:
+    """A version with its full validation report, hyper-parameters and audit trail."""
+    return _version_detail(session, repo.get_version(session, principal.clinic(), version_id))
+
+
+def _locked_version(session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
+    """The version, re-read after its project's row is locked (so its status is the committed one)."""
+    version = repo.get_version(session, clinic_id, version_id)
+    repo.lock_project(session, clinic_id, version.project_id)
+    session.refresh(version)
+    return version
+
+
+@router.post("/v1/versions/{version_id}/promote", response_model=VersionDetail, tags=["versions"])
+def promote(version_id: uuid.UUID, body: ReasonIn, session: SessionDep, principal: AdminDep) -> VersionDetail:
+    """Make this version the project's only active one (the active one before it is archived). A candidate, a
+    version the gate rejected (a recorded human override) or an archived one may be promoted."""
+    version = _locked_version(session, principal.clinic(), version_id)
+    if version.status == VersionStatus.active:
+        raise Problem(409, f"v{version.number} is the active version already", slug="already-active")
+    repo.activate(session, version, action="promoted", actor=str(principal.key_id), reason=body.reason)
+    session.commit()
+    return _version_detail(session, version)
+
+
+@router.post("/v1/versions/{version_id}/rollback", response_model=VersionDetail, tags=["versions"])
+def rollback(version_id: uuid.UUID, body: ReasonIn, session: SessionDep, principal: AdminDep) -> VersionDetail:
+    """Make an earlier, archived version active again; the active version is archived."""
+    version = _locked_version(session, principal.clinic(), version_id)
+    if version.status != VersionStatus.archived:
+        raise Problem(
+            409,
+            f"only an archived version can be rolled back to; v{version.number} is {version.status.value}",
+            slug="not-archived",
+        )
+    current = next(
+        (v for v in repo.list_versions(session, version.project_id) if v.status == VersionStatus.active), None
+    )
+    if current is not None and current.number < version.number:
+        raise Problem(
+            409,
+            f"v{version.number} is newer than the active v{current.number}; promote it instead of rolling back",
+            slug="not-earlier",
+        )
+    repo.activate(session, version, action="rolled_back", actor=str(principal.key_id), reason=body.reason)
+    session.commit()
+    return _version_detail(session, version)
+
+
+def _download_name(project_name: str, number: int) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", project_name).strip("-.")[:100] or "model"
+    return f"{safe}-v{number}.safetensors"
+
+
+@router.get(
+    "/v1/versions/{version_id}/checkpoint",
+    tags=["versions"],
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the safetensors checkpoint"},
+        304: {"description": "If-None-Match holds the checkpoint's sha256"},
+    },
+)
+def download_checkpoint(
+    request: Request, version_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: AdminDep
+) -> Response:
+    """The version's checkpoint file (weights with its configuration and landmarks); its ETag is its sha256."""
+    clinic = principal.clinic()
+    version = repo.get_version(session, clinic, version_id)
+    project = session.get(Project, version.project_id)
+    if project is None:  # pragma: no cover - the foreign key guarantees it
+        raise not_found("project")
+    etag = f'"{version.checkpoint_sha256}"'
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    store = LocalBlobStore(settings.resolved_blob_dir)
+    try:
+        present = store.exists(version.checkpoint_blob)
+    except ValueError:
+        present = False
+    if not present:
+        raise Problem(404, f"the checkpoint of v{version.number} is missing from blob storage", slug="blob-missing")
+    return FileResponse(
+        store.path(version.checkpoint_blob),
+        media_type="application/octet-stream",
+        filename=_download_name(project.name, version.number),
+        headers={"ETag": etag},
+    )

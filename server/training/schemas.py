@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from models.config import STRATEGIES, TrainConfig, from_dict, to_dict
+
+#: Lines of a job's log in its answer (the newest ones).
+LOG_TAIL_LINES = 200
+
+
+@lru_cache
+def _train_config_adapter() -> TypeAdapter[TrainConfig]:
+    return TypeAdapter(TrainConfig)
+
+
+def _only_given(full: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The normalised values of the keys that were given (nested configs keep only their given keys)."""
+    out = {}
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(full[key], dict):
+            out[key] = _only_given(full[key], value)
+        else:
+            out[key] = full[key]
+    return out
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        return next(
+            (w for k, v in value.items() if (w := _non_finite(v, f"{where}.{k}".lstrip("."))) is not None), None
+        )
+    if isinstance(value, list | tuple):
+        return next((w for i, v in enumerate(value) if (w := _non_finite(v, f"{where}[{i}]")) is not None), None)
+    return None
+
+
+def validate_training(overrides: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig overrides checked for unknown fields and wrong types, with their values normalised
+    ("5" -> 5, lists -> tuples where the config wants them), so the worker can build the config as it is.
+    Raises ValueError with a message naming the field."""
+    try:
+        from_dict(TrainConfig, overrides)  # unknown fields, at the top and in augment / kanet
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(str(exc)) from exc
+    try:
+        config = _train_config_adapter().validate_python(overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"TrainConfig field {where}: {first['msg']}") from exc
+    normalised = _only_given(to_dict(config), overrides)
+    bad = _non_finite(normalised)
+    if bad is not None:
+        raise ValueError(f"TrainConfig field {bad}: must be a finite number")
+    return normalised
+
+
+def merge_training(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The project's defaults with the request's overrides on top; nested configs (augment, kanet) merge by key."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+class SubmitIn(BaseModel):
+    """What to train; everything is optional and defaults to the project's settings."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"strategy": "kamp", "training": {"iterations": 250, "kanet": {"iterations": 150}}, "reason": "step 1"}
+            ]
+        }
+    )
+    strategy: str | None = Field(default=None, description="default: the project's strategy", examples=["kamp"])
+    training: dict[str, Any] | None = Field(
+        default=None,
+        description="TrainConfig overrides on top of the project's training defaults",
+        examples=[{"iterations": 250, "kanet": {"iterations": 150}}],
+    )
+    reason: str = Field(default="", max_length=2000, description="kept as the first line of the job's log")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str | None) -> str | None:
+        if v is not None and v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("training")
+    @classmethod
+    def _valid_training(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else validate_training(v)
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "7f1c2a4e-7a51-4b7e-9a8e-0b7b5d0c1a11",
+                    "project_id": "0d7e8d36-51f4-4d0c-9c3a-6f6a4b0f2b8e",
+                    "set_id": "4b1b7a6c-2f57-4a3b-8f0a-2d6e5c1e9d27",
+                    "step": 1,
+                    "status": "running",
+                    "strategy": "kamp",
+                    "config": {"iterations": 250},
+                    "progress": {"stage": "train", "iteration": 120, "total": 250, "eta_s": 95.0},
+                    "log": "submitted: step 1\nstage I: KA-Net ...",
+                    "error": None,
+                    "attempt": 1,
+                    "cancel_requested": False,
+                    "created_by": "c2c7a5f1-6f0b-4d4e-b0c4-3f9b2c8a7e55",
+                    "created_at": "2026-11-25T09:00:00Z",
+                    "started_at": "2026-11-25T09:00:05Z",
+                    "heartbeat_at": "2026-11-25T09:02:00Z",
+                    "finished_at": None,
+                    "model_version_id": None,
+                    "celery_task_id": "1c994881-714f-49ed-aba9-5aba5b60db91",
+                }
+            ]
+        }
+    )
+    id: uuid.UUID
+    project_id: uuid.UUID
+    set_id: uuid.UUID
+    step: int
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    strategy: str
+    config: dict[str, Any] = Field(description="TrainConfig overrides: the project's defaults and the request's")
+    progress: dict[str, Any] = Field(description='{"stage", "iteration", "total", "eta_s", "losses"} while running')
+    log: str = Field(description=f"the last {LOG_TAIL_LINES} lines")
+    error: str | None
+    attempt: int
+    cancel_requested: bool
+    created_by: uuid.UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+    model_version_id: uuid.UUID | None
+    celery_task_id: str | None
+
+
+class VersionSummary(BaseModel):
+    steps: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="validation per step, from the report: {step, mre, unit, ...}",
+        examples=[[{"step": 0, "mre": 1.62, "unit": "mm"}, {"step": 1, "mre": 2.05, "unit": "mm"}]],
+    )
+
+
+class VersionOut(BaseModel):
+    id: uuid.UUID
+    number: int
+    step: int
+    parent_id: uuid.UUID | None
+    parent_number: int | None
+    status: str = Field(description="candidate, active, rejected or archived")
+    strategy: str
+    checkpoint_sha256: str
+    created_at: datetime
+    reason: str
+    summary: VersionSummary
+
+
+class VersionHistory(BaseModel):
+    active_version_id: uuid.UUID | None = Field(description="the version that answers predictions; null if none")
+    versions: list[VersionOut] = Field(description="oldest first")
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    action: str = Field(description="promoted, rejected, rolled_back or archived", examples=["promoted"])
+    actor: str = Field(description='the API key id, or "gate" for the automatic decision')
+    reason: str
+    created_at: datetime
+
+
+class VersionDetail(VersionOut):
+    project_id: uuid.UUID
+    job_id: uuid.UUID | None = Field(description="the training job that made this version")
+    hyperparameters: dict[str, Any]
+    report: dict[str, Any]
+    events: list[EventOut] = Field(description="the audit trail, oldest first")
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, examples=["v4 passed review on the March studies"])
