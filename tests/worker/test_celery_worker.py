@@ -1,0 +1,292 @@
+"""Real worker processes: Celery over the machine's Redis with PostgreSQL, and `kamp serve` on the embedded
+defaults (SQLite database and broker), driven through HTTP on real cephalograms."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from models.datasets import load_protocol
+from server.settings import Settings
+
+from ..server.conftest import PG_ADMIN_URL
+
+TINY = {"iterations": 12, "batch_size": 4, "warmup": 2, "kanet": {"iterations": 4, "hidden": 8}}
+PROJECT = {
+    "name": "ceph",
+    "modality": "cephalometric",
+    "backbone": "hrnet_w18_tiny",
+    "input_width": 64,
+    "input_height": 80,
+    "strategy": "kamp",
+    "training": TINY,
+}
+pytestmark = pytest.mark.slow
+
+
+def _env(settings: dict[str, str]) -> dict[str, str]:
+    # One torch thread per worker: the test machine has 2 cores and the tests run beside each other.
+    return {**os.environ, **settings, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "info",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def _wait(predicate: Callable[[], object], timeout: float, what: str, log: Path | None = None) -> object:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+class Client:
+    def __init__(self, http: httpx.Client | object, key: str) -> None:
+        self.http, self.key = http, key
+
+    def __call__(self, method: str, url: str, **kw: object) -> httpx.Response:
+        return self.http.request(method, url, headers={"Authorization": f"Bearer {self.key}"}, **kw)  # type: ignore[attr-defined]
+
+
+def _project_with_step(
+    c: Client, data_root: Path, step: int, pid: str | None, n: int = 6, training: dict | None = None
+) -> str:
+    protocol = load_protocol(data_root, "cld38-5step")
+    ds = protocol.load_dataset(data_root)
+    if pid is None:
+        r = c("POST", "/v1/projects", json={**PROJECT, "training": training or TINY})
+        assert r.status_code == 201, r.text
+        pid = r.json()["id"]
+    codes = protocol.steps[step].landmarks[:4]
+    assert (
+        c("POST", f"/v1/projects/{pid}/landmark-sets", json={"landmarks": [{"code": x} for x in codes]}).status_code
+        == 201
+    )
+    for image_id in protocol.steps[step].images[:n]:
+        sid = c(
+            "POST",
+            "/v1/studies",
+            files={"file": (f"{image_id}.jpg", ds.image_path(image_id).read_bytes())},
+            data={"spacing_x_mm": "0.2", "spacing_y_mm": "0.2"},
+        ).json()["id"]
+        kp = ds.keypoints([image_id], codes, protocol.annotator)[0]
+        r = c(
+            "POST",
+            f"/v1/projects/{pid}/landmark-sets/{step}/annotations",
+            json={
+                "study_id": sid,
+                "points": [{"code": x, "x": float(a), "y": float(b)} for x, (a, b) in zip(codes, kp, strict=True)],
+            },
+        )
+        assert r.status_code == 201, r.text
+    return pid
+
+
+def _job(c: Client, job_id: str) -> dict:
+    return c("GET", f"/v1/jobs/{job_id}").json()
+
+
+# ---- Redis + PostgreSQL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def production_like(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
+    name = f"kamp_worker_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    db = random.randint(1, 15)
+    env = {
+        "KAMP_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+        "KAMP_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
+        "KAMP_RESULT_BACKEND": f"redis://127.0.0.1:6379/{db}",
+        "KAMP_DATA_DIR": str(tmp_path / "data"),
+        "KAMP_VALIDATION_FRACTION": "0.5",
+        "KAMP_GATE_MAX_NEW_MRE": "10000",
+        "KAMP_GATE_OLD_TOLERANCE": "10000",
+    }
+    redis.Redis(db=db).flushdb()
+    settings = Settings(**{k.removeprefix("KAMP_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+    try:
+        yield env, settings
+    finally:
+        redis.Redis(db=db).flushdb()
+        from server.db.session import session_factory
+
+        session_factory.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_worker_on_redis_and_postgresql(
+    production_like: tuple[dict[str, str], Settings], data_root: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.cli import ensure_system_key
+    from server.migrate import upgrade
+
+    env, settings = production_like
+    upgrade(settings.resolved_database_url)
+    system = ensure_system_key(settings)
+    log = tmp_path / "worker.log"
+    worker = _worker(_env(env), log)
+    try:
+        with TestClient(create_app(settings)) as http:
+            admin_key = Client(http, system)("POST", "/v1/clinics", json={"name": "A"}).json()["admin_key"]["key"]
+            c = Client(http, admin_key)
+            pid = _project_with_step(c, data_root, 0, None)
+            job0 = c("POST", f"/v1/projects/{pid}/landmark-sets/0/submit", json={"reason": "first set"})
+            assert job0.status_code == 202, job0.text
+            j0 = job0.json()["id"]
+            _wait(lambda: _job(c, j0)["status"] == "succeeded", 180, "step 0's job", log)
+            _project_with_step(c, data_root, 1, pid)
+            j1 = c("POST", f"/v1/projects/{pid}/landmark-sets/1/submit", json={}).json()["id"]
+            _wait(lambda: _job(c, j1)["status"] == "succeeded", 180, "step 1's job", log)
+            history = c("GET", f"/v1/projects/{pid}/versions").json()
+            versions = history["versions"]
+            assert [(v["number"], v["step"], v["status"]) for v in versions] == [(1, 0, "archived"), (2, 1, "active")]
+            assert versions[1]["parent_id"] == versions[0]["id"] and history["active_version_id"] == versions[1]["id"]
+            assert [s["step"] for s in versions[1]["summary"]["steps"]] == [0, 1]
+
+            # The same task delivered again: it finds the job done, trains nothing, makes no version.
+            from server.training.queue import celery_enqueue
+
+            task_id = celery_enqueue(settings)(uuid.UUID(j1))
+            # Results are not stored (job state lives in the database): the worker's log tells the outcome.
+            done = re.compile(rf"Task kamp.train_job\[{task_id}\] succeeded .*'skipped'")
+            _wait(lambda: done.search(log.read_text()), 60, "the duplicate delivery", log)
+            assert len(c("GET", f"/v1/projects/{pid}/versions").json()["versions"]) == 2
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def test_worker_killed_mid_job_is_reaped_and_the_retry_resumes(
+    production_like: tuple[dict[str, str], Settings], data_root: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.cli import ensure_system_key
+    from server.migrate import upgrade
+    from worker.jobs import reap_stale_jobs
+
+    env, settings = production_like
+    upgrade(settings.resolved_database_url)
+    system = ensure_system_key(settings)
+    log = tmp_path / "worker.log"
+    long = {**TINY, "iterations": 400, "state_every": 20}
+    worker = _worker(_env(env), log)
+    with TestClient(create_app(settings)) as http:
+        admin_key = Client(http, system)("POST", "/v1/clinics", json={"name": "A"}).json()["admin_key"]["key"]
+        c = Client(http, admin_key)
+        pid = _project_with_step(c, data_root, 0, None, n=4, training=long)
+        job = c("POST", f"/v1/projects/{pid}/landmark-sets/0/submit", json={}).json()["id"]
+        _wait(lambda: (_job(c, job)["progress"] or {}).get("iteration", 0) >= 60, 240, "training progress", log)
+        worker.send_signal(signal.SIGKILL)  # no warm shutdown, no acknowledgement, no goodbye
+        worker.wait(timeout=30)
+        assert _job(c, job)["status"] == "running"
+        time.sleep(2)
+        reaped = reap_stale_jobs(Settings(**{**settings.model_dump(), "job_stale_after_s": 1}))
+        assert [str(j) for j in reaped] == [job]
+        failed = _job(c, job)
+        assert failed["status"] == "failed" and "stopped responding" in failed["error"]
+        assert c("GET", f"/v1/projects/{pid}/versions").json()["versions"] == []
+        retry = c("POST", f"/v1/jobs/{job}/retry").json()["id"]
+        worker = _worker(_env(env), log)
+        try:
+            _wait(lambda: _job(c, retry)["status"] == "succeeded", 240, "the retried job", log)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        version = c("GET", f"/v1/versions/{_job(c, retry)['model_version_id']}").json()
+        assert version["hyperparameters"]["train_report"]["resumed_from"] >= 60
+
+
+# ---- kamp serve on the embedded defaults ---------------------------------------------------------------------
+
+
+def test_kamp_serve_embedded_end_to_end(tmp_path: Path, data_root: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env(
+        {
+            "KAMP_DATA_DIR": str(tmp_path / "var"),
+            "KAMP_VALIDATION_FRACTION": "0.5",
+            "KAMP_GATE_MAX_NEW_MRE": "10000",
+            "KAMP_GATE_OLD_TOLERANCE": "10000",
+        }
+    )
+    for k in [k for k in env if k in ("KAMP_DATABASE_URL", "KAMP_BROKER_URL", "KAMP_RESULT_BACKEND")]:
+        del env[k]
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        key = _wait(lambda: re.search(r"system-admin key.*: (kamp_\S+)", log.read_text()), 60, "the system key", log)
+        base = f"http://127.0.0.1:{port}"
+        _wait(lambda: _ready(base), 60, "the API", log)
+        with httpx.Client(base_url=base, timeout=60) as http:
+            admin = Client(http, key.group(1))("POST", "/v1/clinics", json={"name": "A"}).json()["admin_key"]["key"]
+            c = Client(http, admin)
+            pid = _project_with_step(c, data_root, 0, None, n=4)
+            job = c("POST", f"/v1/projects/{pid}/landmark-sets/0/submit", json={}).json()["id"]
+            _wait(lambda: _job(c, job)["status"] in ("succeeded", "failed"), 240, "the embedded worker", log)
+            assert _job(c, job)["status"] == "succeeded", _job(c, job)
+            assert c("GET", f"/v1/projects/{pid}/versions").json()["versions"][0]["status"] == "active"
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
