@@ -11,6 +11,8 @@ from .clinics.routes import router as clinics_router
 from .db.session import session_factory
 from .deps import SessionDep
 from .errors import Problem, install_problem_handlers
+from .predict.cache import ModelCache
+from .predict.routes import router as predict_router
 from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
 from .studies.routes import router as studies_router
@@ -38,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects_router)
     app.include_router(studies_router)
     app.include_router(annotations_router)
+    app.include_router(predict_router)
+    app.state.model_cache = ModelCache()
     app.include_router(training_router)
 
     @app.get("/healthz", tags=["ops"])

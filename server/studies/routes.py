@@ -52,7 +52,7 @@ async def read_capped(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _spacing(x: float | None, y: float | None) -> tuple[float, float] | None:
+def parse_spacing(x: float | None, y: float | None) -> tuple[float, float] | None:
     if x is None and y is None:
         return None
     if x is None or y is None:
@@ -85,7 +85,7 @@ async def upload_study(
         raise Problem(
             413, f"the upload is larger than the limit of {settings.max_upload_bytes} bytes", slug="upload-too-large"
         )
-    spacing = _spacing(spacing_x_mm, spacing_y_mm)
+    spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     data = await read_capped(file, settings.max_upload_bytes)
     image = await run_in_threadpool(service.decode_upload, data, file.filename, settings.max_image_pixels, spacing)
     study, created = await run_in_threadpool(

@@ -1,0 +1,214 @@
+"""The predict endpoint through HTTP on real images, with a tiny model trained here, on both databases."""
+
+from __future__ import annotations
+
+import functools
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from sqlalchemy import select
+
+from models.checkpoint import Checkpoint
+from models.config import BackboneConfig, CodecConfig, TrainConfig
+from models.datasets import load_protocol
+from models.predictor import Predictor
+from models.trainer import train_step
+from server.db.entities import ModelVersion, Project, VersionStatus
+from server.storage import LocalBlobStore
+
+from .conftest import Api
+from .test_api_core import CEPH, assert_problem
+from .test_studies_annotations import dicom_file
+
+CODES = ["S", "N", "Me", "Go"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.cache
+def tiny_checkpoint(data_root: Path, iterations: int) -> Checkpoint:
+    protocol = load_protocol(data_root, "isbi19-5step")
+    ds = protocol.load_dataset(data_root)
+    data = ds.step_data(protocol.steps[0].images[:6], CODES, "senior")
+    config = TrainConfig(iterations=iterations, batch_size=3, warmup=2)
+    ckpt, _ = train_step(
+        None,
+        data,
+        "finetune",
+        config,
+        backbone=BackboneConfig(name="hrnet_w18_tiny"),
+        codec=CodecConfig(input_size=(64, 80)),
+        names={"S": "Sella"},
+    )
+    return ckpt
+
+
+def _add_version(api: Api, pid: str, checkpoint: Checkpoint, status: VersionStatus) -> str:
+    key = LocalBlobStore(api.settings.resolved_blob_dir).put(checkpoint.to_bytes())
+    with api.client.app.state.session_factory() as session:
+        number = len(list(session.scalars(select(ModelVersion).where(ModelVersion.project_id == uuid.UUID(pid))))) + 1
+        v = ModelVersion(
+            project_id=uuid.UUID(pid),
+            number=number,
+            step=0,
+            checkpoint_blob=key,
+            checkpoint_sha256=key,
+            strategy="finetune",
+            status=status,
+        )
+        session.add(v)
+        session.commit()
+        return str(v.id)
+
+
+@pytest.fixture
+def project(api: Api) -> tuple[str, str, str]:
+    clinic, admin = api.clinic()
+    pid = api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).json()["id"]
+    return pid, admin, api.key(clinic, admin, "predict")
+
+
+def _image(data_root: Path, image_id: str = "151") -> bytes:
+    return (data_root / "isbi2015" / "images" / f"{image_id}.jpg").read_bytes()
+
+
+def _predict(api: Api, pid: str, key: str, data: bytes, name: str = "x.jpg", **form: object):  # type: ignore[no-untyped-def]
+    return api.client.post(
+        f"/v1/projects/{pid}/predict",
+        files={"file": (name, data)},
+        data={k: str(v) for k, v in form.items()},
+        headers=api.headers(key),
+    )
+
+
+def test_no_model_yet_is_409(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    pid, _, predict = project
+    assert_problem(_predict(api, pid, predict, _image(data_root)), 409, "no-model", "no active model version")
+
+
+def test_predict_real_image_units_and_nothing_stored(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    pid, admin, predict = project
+    ckpt = tiny_checkpoint(data_root, 15)
+    vid = _add_version(api, pid, ckpt, VersionStatus.active)
+    blobs_before = sorted(p.name for p in api.settings.resolved_blob_dir.rglob("*") if p.is_file())
+    r = _predict(api, pid, predict, _image(data_root), spacing_x_mm=0.1, spacing_y_mm=0.1)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (
+        body["model_version_id"] == vid and body["checkpoint_sha256"] and (body["width"], body["height"]) == (968, 1200)
+    )
+    assert body["spacing"] == {"x_mm": 0.1, "y_mm": 0.1, "source": "user"}
+    assert [lm["code"] for lm in body["landmarks"]] == CODES and body["landmarks"][0]["name"] == "Sella"
+    for lm in body["landmarks"]:
+        assert lm["x_mm"] == pytest.approx(lm["x"] * 0.1) and lm["y_mm"] == pytest.approx(lm["y"] * 0.1)
+        assert -0.5 <= lm["x"] <= 967.5 and -0.5 <= lm["y"] <= 1199.5 and 0 <= lm["confidence"] <= 1
+    # The same as the library's Predictor on the same pixels: the service adds no offset of its own.
+    from server.imaging import decode_image
+
+    pixels = decode_image(_image(data_root)).pixels
+    direct = Predictor(ckpt).predict([pixels])[0]
+    assert [round(lm.x, 3) for lm in direct.landmarks] == [round(lm["x"], 3) for lm in body["landmarks"]]
+    # Nothing of the image was stored.
+    assert api.client.get("/v1/studies", headers=api.headers(admin)).json() == []
+    assert sorted(p.name for p in api.settings.resolved_blob_dir.rglob("*") if p.is_file()) == blobs_before
+
+
+def test_resized_image_gives_proportional_answers(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    pid, _, predict = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    full = _predict(api, pid, predict, _image(data_root)).json()["landmarks"]
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_image(data_root))).resize((484, 600), Image.LANCZOS).save(buf, format="PNG")
+    half = _predict(api, pid, predict, buf.getvalue(), "half.png").json()["landmarks"]
+    for a, b in zip(full, half, strict=True):
+        # Both are letterboxed to the same 64x80 input, so they agree up to resampling: within 1% of the width.
+        assert (b["x"] + 0.5) * 2 - 0.5 == pytest.approx(a["x"], abs=10) and (b["y"] + 0.5) * 2 - 0.5 == pytest.approx(
+            a["y"], abs=12
+        )
+
+
+def test_version_switch_after_promotion_and_explicit_versions(
+    api: Api, project: tuple[str, str, str], data_root: Path
+) -> None:
+    pid, admin, predict = project
+    v1 = _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    v2 = _add_version(api, pid, tiny_checkpoint(data_root, 25), VersionStatus.candidate)
+    assert _predict(api, pid, predict, _image(data_root)).json()["model_version_id"] == v1
+    r = api.client.post(f"/v1/versions/{v2}/promote", json={"reason": "better"}, headers=api.headers(admin))
+    assert r.status_code == 200, r.text
+    after = _predict(api, pid, predict, _image(data_root)).json()
+    assert after["model_version_id"] == v2 and after["model_version_number"] == 2
+    assert _predict(api, pid, predict, _image(data_root), version_id=v1).json()["model_version_id"] == v1
+    assert_problem(_predict(api, pid, predict, _image(data_root), version_id=str(uuid.uuid4())), 404, "not-found")
+
+
+def test_batch_and_dicom(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    pid, _, predict = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    files = [
+        ("files", ("a.jpg", _image(data_root, "151"))),
+        ("files", ("b.dcm", dicom_file("RG1_UNCR.dcm").read_bytes())),
+    ]
+    r = api.client.post(f"/v1/projects/{pid}/predict/batch", files=files, headers=api.headers(predict))
+    assert r.status_code == 200, r.text
+    a, b = r.json()
+    assert a["filename"] == "a.jpg" and b["filename"] == "b.dcm" and (b["width"], b["height"]) == (1841, 1955)
+    assert b["spacing"]["source"] == "none" and all(lm["x_mm"] is None for lm in b["landmarks"])
+    too_many = [("files", (f"{i}.jpg", _image(data_root))) for i in range(17)]
+    assert_problem(
+        api.client.post(f"/v1/projects/{pid}/predict/batch", files=too_many, headers=api.headers(predict)),
+        413,
+        "batch-too-large",
+    )
+    bad = [files[0], ("files", ("junk.png", b"not an image"))]
+    assert_problem(
+        api.client.post(f"/v1/projects/{pid}/predict/batch", files=bad, headers=api.headers(predict)),
+        422,
+        None,
+        "junk.png",
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "form", "status", "slug"),
+    [
+        (b"not an image", {}, 422, "not-an-image"),
+        ("image", {"spacing_x_mm": 0, "spacing_y_mm": 0}, 422, "bad-spacing"),
+        ("image", {"spacing_x_mm": -0.1, "spacing_y_mm": 0.1}, 422, "bad-spacing"),
+        ("truncated", {}, 422, "truncated-dicom"),
+    ],
+)
+def test_bad_input(
+    api: Api, project: tuple[str, str, str], data_root: Path, data: bytes | str, form: dict, status: int, slug: str
+) -> None:
+    pid, _, predict = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    if data == "image":
+        data = _image(data_root)
+    elif data == "truncated":
+        full = dicom_file("693_UNCR.dcm").read_bytes()
+        data = full[: len(full) // 2]
+    assert_problem(
+        _predict(api, pid, predict, data, "x.dcm" if slug == "truncated-dicom" else "x.jpg", **form), status, slug
+    )
+
+
+def test_a_clinic_predicts_only_with_its_own_projects(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    pid, _, _ = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    other_clinic, other_admin = api.clinic("Other")
+    other_predict = api.key(other_clinic, other_admin, "predict")
+    assert_problem(_predict(api, pid, other_predict, _image(data_root)), 404, "not-found")
+    with api.client.app.state.session_factory() as session:
+        assert session.get(Project, uuid.UUID(pid)) is not None
