@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +19,7 @@ from ..storage import LocalBlobStore
 from ..studies.routes import parse_spacing, read_capped
 from ..studies.schemas import Spacing
 from ..studies.service import decode_upload
+from .outputs import render_png, structured_report
 from .schemas import PredictedLandmark, PredictionOut
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["predict"])
@@ -75,6 +76,29 @@ SpacingY = Annotated[float | None, Form(description="mm per pixel along y")]
 VersionField = Annotated[uuid.UUID | None, Form(description="a version of this project; default: the active one")]
 
 
+async def _single(
+    project_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Principal,
+    file: UploadFile,
+    spacing_x_mm: float | None,
+    spacing_y_mm: float | None,
+    version_id: uuid.UUID | None,
+) -> tuple[bytes, DecodedImage, PredictionOut]:
+    projects.get_project(session, principal.clinic(), project_id)
+    version = _version(session, project_id, version_id)
+    spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
+    data = await read_capped(file, settings.max_upload_bytes)
+    image = await run_in_threadpool(decode_upload, data, file.filename, settings.max_image_pixels, spacing)
+    [result] = await run_in_threadpool(_predict, request, version, [(image, file.filename)])
+    return data, image, result
+
+
+ImageFile = Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")]
+
+
 @router.post("/predict", response_model=PredictionOut)
 async def predict(
     project_id: uuid.UUID,
@@ -82,20 +106,70 @@ async def predict(
     session: SessionDep,
     settings: SettingsDep,
     principal: PredictDep,
-    file: Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")],
+    file: ImageFile,
     spacing_x_mm: SpacingX = None,
     spacing_y_mm: SpacingY = None,
     version_id: VersionField = None,
 ) -> PredictionOut:
     """Every landmark the model knows, in the original image's pixels (and mm where the spacing is known), with
     the model version that produced them. Nothing of the image is stored."""
-    projects.get_project(session, principal.clinic(), project_id)
-    version = _version(session, project_id, version_id)
-    spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
-    data = await read_capped(file, settings.max_upload_bytes)
-    image = await run_in_threadpool(decode_upload, data, file.filename, settings.max_image_pixels, spacing)
-    [result] = await run_in_threadpool(_predict, request, version, [(image, file.filename)])
+    _, _, result = await _single(
+        project_id, request, session, settings, principal, file, spacing_x_mm, spacing_y_mm, version_id
+    )
     return result
+
+
+@router.post(
+    "/predict/render",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the image with the landmarks drawn"}},
+)
+async def predict_render(
+    project_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PredictDep,
+    file: ImageFile,
+    spacing_x_mm: SpacingX = None,
+    spacing_y_mm: SpacingY = None,
+    version_id: VersionField = None,
+) -> Response:
+    """The prediction drawn on the image (rings labelled with the codes; red where the confidence is below
+    0.3), for a human to check. The JSON prediction is in the X-Model-Version header and /predict."""
+    _, image, result = await _single(
+        project_id, request, session, settings, principal, file, spacing_x_mm, spacing_y_mm, version_id
+    )
+    png = await run_in_threadpool(render_png, image.pixels, result.landmarks)
+    return Response(png, media_type="image/png", headers={"X-Model-Version": str(result.model_version_id)})
+
+
+@router.post(
+    "/predict/sr",
+    response_class=Response,
+    responses={200: {"content": {"application/dicom": {}}, "description": "a TID 1500 DICOM SR"}},
+)
+async def predict_sr(
+    project_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PredictDep,
+    file: ImageFile,
+    spacing_x_mm: SpacingX = None,
+    spacing_y_mm: SpacingY = None,
+    version_id: VersionField = None,
+) -> Response:
+    """A DICOM Structured Report (TID 1500 measurement report, one point per landmark) that references the
+    uploaded DICOM image, for PACS that store results as DICOM. DICOM input only."""
+    data, image, result = await _single(
+        project_id, request, session, settings, principal, file, spacing_x_mm, spacing_y_mm, version_id
+    )
+    if image.format != "dicom":
+        raise Problem(422, "a structured report refers to a DICOM image: upload the DICOM file", slug="sr-needs-dicom")
+    model = f"v{result.model_version_number} {result.checkpoint_sha256[:16]}"
+    sr = await run_in_threadpool(structured_report, data, result.landmarks, model)
+    return Response(sr, media_type="application/dicom", headers={"X-Model-Version": str(result.model_version_id)})
 
 
 @router.post("/predict/batch", response_model=list[PredictionOut])

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -212,3 +213,51 @@ def test_a_clinic_predicts_only_with_its_own_projects(api: Api, project: tuple[s
     assert_problem(_predict(api, pid, other_predict, _image(data_root)), 404, "not-found")
     with api.client.app.state.session_factory() as session:
         assert session.get(Project, uuid.UUID(pid)) is not None
+
+
+def test_render_png(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    pid, _, predict = project
+    vid = _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    r = api.client.post(
+        f"/v1/projects/{pid}/predict/render", files={"file": ("x.jpg", _image(data_root))}, headers=api.headers(predict)
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.headers["x-model-version"] == vid
+    png = Image.open(io.BytesIO(r.content))
+    assert png.size == (968, 1200) and png.mode == "RGB"
+    # Something was drawn in colour on the grey image.
+    rgb = np.asarray(png).astype(int)
+    assert (np.abs(rgb[..., 0] - rgb[..., 1]) > 50).sum() > 50
+
+
+def test_dicom_structured_report_holds_the_predicted_points(
+    api: Api, project: tuple[str, str, str], data_root: Path
+) -> None:
+    import highdicom as hd
+    import pydicom
+
+    pid, _, predict = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    source = dicom_file("RG1_UNCR.dcm")
+    points = _predict(api, pid, predict, source.read_bytes(), "chest.dcm").json()["landmarks"]
+    r = api.client.post(
+        f"/v1/projects/{pid}/predict/sr",
+        files={"file": ("chest.dcm", source.read_bytes())},
+        headers=api.headers(predict),
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "application/dicom"
+    ds = pydicom.dcmread(io.BytesIO(r.content))
+    assert ds.Modality == "SR" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    original = pydicom.dcmread(source)
+    assert ds.StudyInstanceUID == original.StudyInstanceUID  # filed beside the image it describes
+    sr = hd.sr.srread(io.BytesIO(r.content))
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert [g.tracking_identifier.split()[0] for g in groups] == CODES
+    for g, lm in zip(groups, points, strict=True):
+        # DICOM's pixel-centre origin is (0.5, 0.5); ours (0, 0).
+        assert g.roi.value[0].tolist() == pytest.approx([lm["x"] + 0.5, lm["y"] + 0.5], abs=1e-3)
+        image_ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0]  # the SCOORD's selected-from IMAGE item
+        assert image_ref.ReferencedSOPInstanceUID == original.SOPInstanceUID
+    not_dicom = api.client.post(
+        f"/v1/projects/{pid}/predict/sr", files={"file": ("x.jpg", _image(data_root))}, headers=api.headers(predict)
+    )
+    assert_problem(not_dicom, 422, "sr-needs-dicom")
