@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
@@ -86,17 +87,32 @@ SpacingY = Annotated[float | None, Form(description="mm per pixel along y")]
 VersionField = Annotated[uuid.UUID | None, Form(description="a version of this project; default: the active one")]
 
 
-async def _single(
+ImageFile = Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")]
+
+
+@dataclass
+class Predicted:
+    """One uploaded image, decoded, and the model's prediction on it."""
+
+    data: bytes
+    image: DecodedImage
+    result: PredictionOut
+    #: Server-Timing header value: decoding and the model (preprocess + forward + heatmap decoding), in ms.
+    timing: str
+
+
+async def predicted(
     project_id: uuid.UUID,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    principal: Principal,
-    file: UploadFile,
-    spacing_x_mm: float | None,
-    spacing_y_mm: float | None,
-    version_id: uuid.UUID | None,
-) -> tuple[bytes, DecodedImage, PredictionOut]:
+    principal: PredictDep,
+    file: ImageFile,
+    spacing_x_mm: SpacingX = None,
+    spacing_y_mm: SpacingY = None,
+    version_id: VersionField = None,
+) -> Predicted:
+    """The single-image predict routes' shared work: the project, the version, the image, the prediction."""
     projects.get_project(session, principal.clinic(), project_id)
     version = _version(session, project_id, version_id)
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
@@ -105,34 +121,19 @@ async def _single(
     image = await run_in_threadpool(decode_upload, data, file.filename, settings.max_image_pixels, spacing)
     t1 = time.perf_counter()
     [result] = await _infer(request, version, [(image, file.filename)])
-    # Server-Timing lets clients (and bench/predict.py) see decoding and the model apart from the rest.
-    request.state.server_timing = f"decode;dur={1e3 * (t1 - t0):.1f}, model;dur={1e3 * (time.perf_counter() - t1):.1f}"
-    return data, image, result
+    timing = f"decode;dur={1e3 * (t1 - t0):.1f}, model;dur={1e3 * (time.perf_counter() - t1):.1f}"
+    return Predicted(data, image, result, timing)
 
 
-ImageFile = Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")]
+PredictedDep = Annotated[Predicted, Depends(predicted)]
 
 
 @router.post("/predict", response_model=PredictionOut)
-async def predict(
-    project_id: uuid.UUID,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: PredictDep,
-    file: ImageFile,
-    spacing_x_mm: SpacingX = None,
-    spacing_y_mm: SpacingY = None,
-    version_id: VersionField = None,
-) -> PredictionOut:
+async def predict(response: Response, p: PredictedDep) -> PredictionOut:
     """Every landmark the model knows, in the original image's pixels (and mm where the spacing is known), with
     the model version that produced them. Nothing of the image is stored."""
-    _, _, result = await _single(
-        project_id, request, session, settings, principal, file, spacing_x_mm, spacing_y_mm, version_id
-    )
-    response.headers["Server-Timing"] = request.state.server_timing
-    return result
+    response.headers["Server-Timing"] = p.timing
+    return p.result
 
 
 @router.post(
@@ -140,24 +141,11 @@ async def predict(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "the image with the landmarks drawn"}},
 )
-async def predict_render(
-    project_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: PredictDep,
-    file: ImageFile,
-    spacing_x_mm: SpacingX = None,
-    spacing_y_mm: SpacingY = None,
-    version_id: VersionField = None,
-) -> Response:
+async def predict_render(p: PredictedDep) -> Response:
     """The prediction drawn on the image (rings labelled with the codes; red where the confidence is below
     0.3), for a human to check. The JSON prediction is in the X-Model-Version header and /predict."""
-    _, image, result = await _single(
-        project_id, request, session, settings, principal, file, spacing_x_mm, spacing_y_mm, version_id
-    )
-    png = await run_in_threadpool(render_png, image.pixels, result.landmarks)
-    return Response(png, media_type="image/png", headers={"X-Model-Version": str(result.model_version_id)})
+    png = await run_in_threadpool(render_png, p.image.pixels, p.result.landmarks)
+    return Response(png, media_type="image/png", headers={"X-Model-Version": str(p.result.model_version_id)})
 
 
 @router.post(
@@ -165,27 +153,14 @@ async def predict_render(
     response_class=Response,
     responses={200: {"content": {"application/dicom": {}}, "description": "a TID 1500 DICOM SR"}},
 )
-async def predict_sr(
-    project_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: PredictDep,
-    file: ImageFile,
-    spacing_x_mm: SpacingX = None,
-    spacing_y_mm: SpacingY = None,
-    version_id: VersionField = None,
-) -> Response:
+async def predict_sr(p: PredictedDep) -> Response:
     """A DICOM Structured Report (TID 1500 measurement report, one point per landmark) that references the
     uploaded DICOM image, for PACS that store results as DICOM. DICOM input only."""
-    data, image, result = await _single(
-        project_id, request, session, settings, principal, file, spacing_x_mm, spacing_y_mm, version_id
-    )
-    if image.format != "dicom":
+    if p.image.format != "dicom":
         raise Problem(422, "a structured report refers to a DICOM image: upload the DICOM file", slug="sr-needs-dicom")
-    model = f"v{result.model_version_number} {result.checkpoint_sha256[:16]}"
-    sr = await run_in_threadpool(structured_report, data, result.landmarks, model)
-    return Response(sr, media_type="application/dicom", headers={"X-Model-Version": str(result.model_version_id)})
+    model = f"v{p.result.model_version_number} {p.result.checkpoint_sha256[:16]}"
+    sr = await run_in_threadpool(structured_report, p.data, p.result.landmarks, model)
+    return Response(sr, media_type="application/dicom", headers={"X-Model-Version": str(p.result.model_version_id)})
 
 
 @router.post("/predict/batch", response_model=list[PredictionOut])

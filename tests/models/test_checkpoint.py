@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,11 @@ from models.config import BackboneConfig, CodecConfig
 from models.network import LandmarkNet
 from models.predictor import Predictor
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STEPS = [0, 0, 1, 1, 1]
 CODES = ["S", "N", "D", "U1A", "L1A"]
 PARENT = "ab" * 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """One torch thread: two processes with two OpenMP threads each on the 2-core machine slow a tiny-HRNet
-    forward by ~80x (see tests/models/test_trainer.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -13,17 +11,9 @@ from models.kanet import KANet
 from models.network import LandmarkHead, LandmarkNet
 from models.triplets import random_triplets, select_triplets
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = BackboneConfig(name="hrnet_w18_tiny")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """One torch thread: two processes with two OpenMP threads each on the 2-core machine slow a tiny-HRNet
-    forward by ~80x (see tests/models/test_trainer.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,11 @@ from models.predictor import Predictor
 from models.step_data import StepData
 from tests.models.test_trainer import TwoStepRun, trained_two_step_run
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = BackboneConfig(name="hrnet_w18_tiny")
 #: The codec's localisation bound in heatmap pixels (tests/models/test_codec.py).
 BOUND_HM_PX = 0.05
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """One torch thread: two processes with two OpenMP threads each on the 2-core machine slow a tiny-HRNet
-    forward by ~80x (see tests/models/test_trainer.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _untrained(step_sizes: list[int], codes: list[str], input_size: tuple[int, int], seed: int = 0) -> Checkpoint:

@@ -7,7 +7,6 @@ its checkpoints instead of training again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +24,10 @@ from models.network import LandmarkNet
 from models.step_data import StepData
 from models.trainer import Progress, TrainReport, train_step
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = BackboneConfig(name="hrnet_w18_tiny")
 PROTOCOL = "cld38-5step"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Run this module's training on one thread. On the 2-core test machine, two processes that each use
-    two OpenMP threads (e.g. a benchmark next to the tests) slowed a tiny-HRNet forward from 0.02 s to
-    1.6 s in measurements; one thread keeps the real two-step run at ~25 s even then (~17 s alone)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- (a) a tiny two-step KAMP run on real images ----------------------------------------------------------

@@ -5,12 +5,10 @@ from __future__ import annotations
 import functools
 import io
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from sqlalchemy import select
 
@@ -26,15 +24,9 @@ from .conftest import Api
 from .test_api_core import CEPH, assert_problem
 from .test_studies_annotations import dicom_file
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CODES = ["S", "N", "Me", "Go"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.cache

@@ -21,20 +21,12 @@ import redis
 from sqlalchemy import create_engine, text
 
 from models.datasets import load_protocol
+from server.cli import worker_command
 from server.settings import Settings
 
 from ..server.conftest import PG_ADMIN_URL
+from .tiny import TINY_PROJECT, TINY_TRAINING
 
-TINY = {"iterations": 12, "batch_size": 4, "warmup": 2, "kanet": {"iterations": 4, "hidden": 8}}
-PROJECT = {
-    "name": "ceph",
-    "modality": "cephalometric",
-    "backbone": "hrnet_w18_tiny",
-    "input_width": 64,
-    "input_height": 80,
-    "strategy": "kamp",
-    "training": TINY,
-}
 pytestmark = pytest.mark.slow
 
 
@@ -44,22 +36,7 @@ def _env(settings: dict[str, str]) -> dict[str, str]:
 
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--pool",
-        "solo",
-        "--concurrency",
-        "1",
-        "--loglevel",
-        "info",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    cmd = [*worker_command(beat=False), "--without-gossip", "--without-mingle"]
     return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -88,7 +65,7 @@ def _project_with_step(
     protocol = load_protocol(data_root, "cld38-5step")
     ds = protocol.load_dataset(data_root)
     if pid is None:
-        r = c("POST", "/v1/projects", json={**PROJECT, "training": training or TINY})
+        r = c("POST", "/v1/projects", json={**TINY_PROJECT, "training": training or TINY_TRAINING})
         assert r.status_code == 201, r.text
         pid = r.json()["id"]
     codes = protocol.steps[step].landmarks[:4]
@@ -212,7 +189,7 @@ def test_worker_killed_mid_job_is_reaped_and_the_retry_resumes(
     upgrade(settings.resolved_database_url)
     system = ensure_system_key(settings)
     log = tmp_path / "worker.log"
-    long = {**TINY, "iterations": 400, "state_every": 20}
+    long = {**TINY_TRAINING, "iterations": 400, "state_every": 20}
     worker = _worker(_env(env), log)
     with TestClient(create_app(settings)) as http:
         admin_key = Client(http, system)("POST", "/v1/clinics", json={"name": "A"}).json()["admin_key"]["key"]

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import select
 
 from models.datasets import load_protocol
@@ -17,25 +16,9 @@ from server.storage import LocalBlobStore
 from worker.jobs import Outcome, run_training_job
 
 from ..server.conftest import Api, make_api
+from .tiny import TINY_PROJECT
 
-TRAINING = {"iterations": 12, "batch_size": 4, "warmup": 2, "kanet": {"iterations": 4, "hidden": 8}}
-PROJECT = {
-    "name": "ceph",
-    "modality": "cephalometric",
-    "backbone": "hrnet_w18_tiny",
-    "input_width": 64,
-    "input_height": 80,
-    "strategy": "kamp",
-    "training": TRAINING,
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -106,7 +89,7 @@ def _queue_job(api: Api, pid: str, step: int) -> uuid.UUID:
 def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, admin = api.clinic()
     h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
     step0_studies = _setup_step(api, h, pid, data_root, 0, 6)
 
     job0 = _queue_job(api, pid, 0)
@@ -140,7 +123,7 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
         job = session.get(TrainingJob, job1)
         assert job.status == JobStatus.succeeded and job.model_version_id == versions[1].id
         assert job.progress["stage"] == "train" and job.progress["iteration"] == job.progress["total"]
-        # IKL: step 1 never read step 0's TRAINING images (its validation studies may be read to validate).
+        # IKL: step 1 never read step 0's training images (its validation studies may be read to validate).
         from server.db.entities import Split, Study
 
         train0 = {
@@ -156,7 +139,7 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
 def test_failed_gate_rejects_and_keeps_the_active_version(api: Api, data_root: Path) -> None:
     _, admin = api.clinic()
     h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
     _setup_step(api, h, pid, data_root, 0, 6)
     assert run_training_job(_queue_job(api, pid, 0), api.settings) == Outcome.succeeded
     _setup_step(api, h, pid, data_root, 1, 6)
@@ -175,7 +158,7 @@ def test_failed_gate_rejects_and_keeps_the_active_version(api: Api, data_root: P
 def test_step_without_parent_waits_then_fails_cleanly(api: Api, data_root: Path) -> None:
     _, admin = api.clinic()
     h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
     _setup_step(api, h, pid, data_root, 0, 2)
     _setup_step(api, h, pid, data_root, 1, 2)
     job0 = _queue_job(api, pid, 0)
@@ -197,7 +180,7 @@ def test_cancel_request_stops_a_running_job(api: Api, data_root: Path, monkeypat
     monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
     _, admin = api.clinic()
     h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=PROJECT, headers=h).json()["id"]
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
     _setup_step(api, h, pid, data_root, 0, 4)
     job_id = _queue_job(api, pid, 0)
     original = jobs.train_step
