@@ -6,7 +6,8 @@ cephalogram (968x1200 JPEG), against a real `kamp serve` process, with the model
 The model is a freshly initialised network of the given size (its speed does not depend on its training).
 "Forward" is the network alone on one preprocessed input, measured in this process before the server starts;
 the server reports its decode and model (preprocess + forward + heatmap decoding) times in Server-Timing.
-Service overhead = 1 - forward / request latency, at the median of single-client requests.
+Service overhead = 1 - the server's forward time / request latency, both the medians of the same single-client
+requests (the server reports its forward pass in Server-Timing).
 Writes bench/results/predict.json.
 """
 
@@ -62,8 +63,13 @@ def model_times(checkpoint: Checkpoint, image: np.ndarray, repeats: int) -> dict
     return {"forward_ms_p50": statistics.median(forward), "predictor_ms_p50": statistics.median(full)}
 
 
-def start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "KAMP_DATA_DIR": str(data_dir), "KAMP_RATE_LIMIT_PER_MINUTE": "0"}
+def start_server(data_dir: Path, port: int, single_thread: bool = True) -> tuple[subprocess.Popen, str]:
+    env = {
+        **os.environ,
+        "KAMP_DATA_DIR": str(data_dir),
+        "KAMP_RATE_LIMIT_PER_MINUTE": "0",
+        "KAMP_INFERENCE_SINGLE_THREAD": "1" if single_thread else "0",
+    }
     for k in ("KAMP_DATABASE_URL", "KAMP_BROKER_URL", "KAMP_RESULT_BACKEND"):
         env.pop(k, None)
     log = data_dir / "serve.log"
@@ -123,8 +129,10 @@ def setup_project(base: str, system_key: str, checkpoint: Checkpoint, data_dir: 
 
 
 def run_clients(base: str, pid: str, key: str, data: bytes, concurrency: int, requests: int) -> dict[str, float]:
+    """Latency percentiles and throughput of `concurrency` clients, with the medians of the server's own timings
+    (Server-Timing: image decoding, preprocess, forward, heatmap decoding, model) of the same requests."""
     latencies: list[float] = []
-    models: list[float] = []
+    parts: dict[str, list[float]] = {}
     lock = threading.Lock()
     per_client = max(1, requests // concurrency)
 
@@ -139,10 +147,11 @@ def run_clients(base: str, pid: str, key: str, data: bytes, concurrency: int, re
                 )
                 dt = 1e3 * (time.perf_counter() - t0)
                 r.raise_for_status()
-                timing = dict(re.findall(r"(\w+);dur=([\d.]+)", r.headers.get("server-timing", "")))
+                timing = re.findall(r"(\w+);dur=([\d.]+)", r.headers.get("server-timing", ""))
                 with lock:
                     latencies.append(dt)
-                    models.append(float(timing.get("model", "nan")))
+                    for name, value in timing:
+                        parts.setdefault(name, []).append(float(value))
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     t0 = time.perf_counter()
@@ -158,7 +167,7 @@ def run_clients(base: str, pid: str, key: str, data: bytes, concurrency: int, re
         "p95_ms": percentile(latencies, 95),
         "p99_ms": percentile(latencies, 99),
         "throughput_rps": len(latencies) / wall,
-        "server_model_ms_p50": float(np.nanmedian(models)),
+        **{f"server_{k}_ms_p50": statistics.median(v) for k, v in parts.items()},
     }
 
 
@@ -203,28 +212,35 @@ def main(argv: list[str] | None = None) -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="kamp-bench-") as tmp:
-        server, system_key = start_server(Path(tmp), port)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            pid, key = setup_project(base, system_key, checkpoint, Path(tmp))
-            run_clients(base, pid, key, data, 1, 3)  # warm-up: loads the model into the cache
-            for c in (int(v) for v in args.concurrency.split(",")):
-                row = run_clients(base, pid, key, data, c, max(args.requests, c))
-                rows.append(row)
-                print(
-                    f"{c:>3} clients: p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  p99 {row['p99_ms']:7.1f} ms"
-                    f"  {row['throughput_rps']:5.2f} req/s  (server model p50 {row['server_model_ms_p50']:.1f} ms)",
-                    flush=True,
-                )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    modes = {"single inference thread": True, "web worker threads": False}
+    for mode, single_thread in modes.items():
+        with tempfile.TemporaryDirectory(prefix="kamp-bench-") as tmp:
+            server, system_key = start_server(Path(tmp), port, single_thread)
+            try:
+                base = f"http://127.0.0.1:{port}"
+                pid, key = setup_project(base, system_key, checkpoint, Path(tmp))
+                run_clients(base, pid, key, data, 1, 3)  # warm-up: loads the model into the cache
+                print(mode, flush=True)
+                for c in (int(v) for v in args.concurrency.split(",")):
+                    row = run_clients(base, pid, key, data, c, max(args.requests, c)) | {"mode": mode}
+                    rows.append(row)
+                    print(
+                        f"{c:>3} clients: p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  "
+                        f"p99 {row['p99_ms']:7.1f} ms  {row['throughput_rps']:5.2f} req/s  "
+                        f"(server forward p50 {row['server_forward_ms_p50']:.1f} ms)",
+                        flush=True,
+                    )
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
     single = rows[0]
-    overhead = 1 - model["forward_ms_p50"] / single["p50_ms"]
+    # Side by side in the same requests: the server's forward pass against the whole request.
+    overhead = 1 - single["server_forward_ms_p50"] / single["p50_ms"]
     print(
         f"service overhead at p50, one client: {100 * overhead:.1f}% of the request "
-        f"({single['p50_ms'] - model['forward_ms_p50']:.1f} ms of {single['p50_ms']:.1f} ms)"
+        f"({single['p50_ms'] - single['server_forward_ms_p50']:.1f} ms of {single['p50_ms']:.1f} ms; in the server: "
+        f"image {single['server_image_ms_p50']:.1f}, preprocess {single['server_preprocess_ms_p50']:.1f}, "
+        f"forward {single['server_forward_ms_p50']:.1f}, decode {single['server_decode_ms_p50']:.1f} ms)"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

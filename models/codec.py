@@ -23,10 +23,11 @@ from .geometry import Affine
 
 def image_to_unit_float(image: np.ndarray) -> np.ndarray:
     """(H, W) array -> float32 in [0, 1]: uint8 / 255, uint16 / 65535, floats clipped."""
+    # One pass with the float32 result as the only temporary (astype + divide made two full-size arrays).
     if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
+        return np.multiply(image, np.float32(1.0 / 255.0), dtype=np.float32)
     if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0
+        return np.multiply(image, np.float32(1.0 / 65535.0), dtype=np.float32)
     if np.issubdtype(image.dtype, np.floating):
         return np.clip(np.nan_to_num(image.astype(np.float32)), 0.0, 1.0)
     raise TypeError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")

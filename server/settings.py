@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     gate_max_new_mre: float = Field(default=4.0, gt=0)
     #: ... and no old step's MRE may grow by more than this over the parent version's (same unit).
     gate_old_tolerance: float = Field(default=0.5, ge=0)
+    #: Run every prediction on one dedicated thread (one OpenMP pool) instead of the web server's worker threads.
+    inference_single_thread: bool = True
     #: A running job whose heartbeat is older than this (seconds) is taken for dead by the reaper.
     job_stale_after_s: int = Field(default=900, gt=0)
 

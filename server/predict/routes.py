@@ -55,7 +55,9 @@ def _predict(
 ) -> list[PredictionOut]:
     blobs = LocalBlobStore(request.app.state.settings.resolved_blob_dir)
     predictor = request.app.state.model_cache.get(version.id, version.checkpoint_blob, blobs)
-    results = predictor.predict([im.pixels for im, _ in images], [im.spacing_mm for im, _ in images])
+    timings: dict[str, float] = {}
+    results = predictor.predict([im.pixels for im, _ in images], [im.spacing_mm for im, _ in images], timings)
+    request.state.model_timings = timings
     out = []
     for (image, filename), prediction in zip(images, results, strict=True):
         sx, sy = image.spacing_mm or (None, None)
@@ -77,7 +79,10 @@ def _predict(
 async def _infer(
     request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]]
 ) -> list[PredictionOut]:
-    """Run `_predict` on the model cache's single inference thread."""
+    """Run `_predict` on the model cache's single inference thread (or, if so configured, on any of the web
+    server's worker threads)."""
+    if not request.app.state.settings.inference_single_thread:
+        return await run_in_threadpool(_predict, request, version, images)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(request.app.state.model_cache.executor, _predict, request, version, images)
 
@@ -97,7 +102,8 @@ class Predicted:
     data: bytes
     image: DecodedImage
     result: PredictionOut
-    #: Server-Timing header value: decoding and the model (preprocess + forward + heatmap decoding), in ms.
+    #: Server-Timing header value, ms: "image" (decoding the upload), "preprocess", "forward", "decode" (heatmaps to
+    #: points) and "model" (the three with the model cache and the answer's assembly).
     timing: str
 
 
@@ -121,7 +127,8 @@ async def predicted(
     image = await run_in_threadpool(decode_upload, data, file.filename, settings.max_image_pixels, spacing)
     t1 = time.perf_counter()
     [result] = await _infer(request, version, [(image, file.filename)])
-    timing = f"decode;dur={1e3 * (t1 - t0):.1f}, model;dur={1e3 * (time.perf_counter() - t1):.1f}"
+    parts = {"image": 1e3 * (t1 - t0), **request.state.model_timings, "model": 1e3 * (time.perf_counter() - t1)}
+    timing = ", ".join(f"{k};dur={v:.1f}" for k, v in parts.items())
     return Predicted(data, image, result, timing)
 
 
