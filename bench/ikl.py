@@ -143,11 +143,34 @@ class Runner:
         total = len(seeds) * (1 + len(strategies) * (steps - 1))
         with tqdm(total=total, desc=f"{self.protocol.name} {self.profile.name}", unit="step") as bar:
             for seed in seeds:
-                step0 = self.run_one("step0", seed, 0, None, bar)
+                step0: Checkpoint | None = None
                 for strategy in strategies:
-                    previous = step0
-                    for t in range(1, steps):
+                    start = self.resume_point(strategy, seed, steps)
+                    bar.update(start - 1)  # steps already evaluated
+                    if start >= steps:
+                        continue  # every step of this chain is evaluated: nothing to train
+                    if start == 1:
+                        step0 = step0 or self.run_one("step0", seed, 0, None, bar)
+                        previous = step0
+                    else:
+                        previous = Checkpoint.load(self.ckpt_path(strategy, seed, start - 1))
+                    for t in range(start, steps):
                         previous = self.run_one(strategy, seed, t, previous, bar)
+                if step0 is None:
+                    bar.update(1)  # step 0 was not needed by any chain
+
+    def resume_point(self, strategy: str, seed: int, steps: int) -> int:
+        """The first step of the chain still to run: after the last step that is evaluated and, unless the
+        chain is complete, whose checkpoint is kept to continue from (checkpoints are not committed, so a
+        fresh checkout restarts an incomplete chain from the latest checkpoint it has)."""
+        done = 1
+        while done < steps and self.eval_path(strategy, seed, done).is_file():
+            done += 1
+        if done >= steps:
+            return steps
+        while done > 1 and not self.ckpt_path(strategy, seed, done - 1).is_file():
+            done -= 1
+        return done
 
 
 def machine() -> dict[str, Any]:

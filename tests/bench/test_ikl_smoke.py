@@ -78,3 +78,25 @@ def test_joint_data_holds_every_label_and_partial_only_its_own(data_root: Path) 
     assert partial.labelled[:3, :n0].all() and not partial.labelled[:3, n0:].any()
     assert partial.labelled[3:, n0:].all() and not partial.labelled[3:, :n0].any()
     assert ikl_step.codes == protocol.steps[1].landmarks
+
+
+def test_resume_point_continues_from_the_last_kept_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    from bench.profiles import PROFILES
+    from models.datasets import load_protocol
+
+    runner = ikl.Runner(load_protocol(data_root, "cld38-5step"), PROFILES["smoke"], data_root, tmp_path, "cpu")
+
+    def touch(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+
+    assert runner.resume_point("kamp", 0, 5) == 1  # nothing done
+    for t in (1, 2):
+        touch(runner.eval_path("kamp", 0, t))
+    # Steps 1-2 evaluated but no checkpoint kept (a fresh checkout): the chain restarts at step 1.
+    assert runner.resume_point("kamp", 0, 5) == 1
+    touch(runner.ckpt_path("kamp", 0, 2))
+    assert runner.resume_point("kamp", 0, 5) == 3  # continues from step 2's checkpoint
+    for t in (3, 4):
+        touch(runner.eval_path("kamp", 0, t))
+    assert runner.resume_point("kamp", 0, 5) == 5  # complete: nothing to train, no checkpoint needed
