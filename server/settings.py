@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=60_000_000, gt=0)
     #: Requests per minute per API key (429 above); 0 disables the limit.
     rate_limit_per_minute: int = Field(default=1200, ge=0)
-    #: Share of a landmark set's studies that get the validation role (drawn once, then frozen).
+    #: Share of a landmark set's studies that get the validation role (decided by quota as each joins, then frozen).
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     #: Celery broker; default: SQLite under the data folder (kombu's SQLAlchemy transport). Production:
     #: redis://host:6379/0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import math
 import uuid
 from collections.abc import Sequence
 
@@ -40,22 +40,27 @@ def validate_points(points: Sequence[PointIn], landmark_set: LandmarkSet, study:
     return {p.code: [p.x, p.y] for p in sorted(points, key=lambda p: order[p.code])}
 
 
-def draw_role(set_id: uuid.UUID, pixel_sha256: str, validation_fraction: float) -> str:
-    """Deterministic train/val draw from the set and the image content (reproducible, no stored seed)."""
-    h = int(hashlib.sha256(f"{set_id}:{pixel_sha256}".encode()).hexdigest()[:8], 16)
-    return "val" if h / 0xFFFFFFFF < validation_fraction else "train"
+def next_role(joined: int, validation: int, validation_fraction: float) -> str:
+    """The role of the next study to join a set that already has `joined` studies, `validation` of them "val":
+    "val" while the set is below its share of validation studies (rounded half up), else "train". A quota rather
+    than a random draw: even a small set gets its validation studies (6 studies at 20% give one), so its versions
+    can be validated."""
+    target = math.floor(validation_fraction * (joined + 1) + 0.5)
+    return "val" if validation < target else "train"
 
 
 def split_of(session: Session, study: Study, landmark_set: LandmarkSet, validation_fraction: float) -> Split:
-    """The study's role in the set: drawn once when it first joins, frozen afterwards."""
+    """The study's role in the set: decided once when it first joins (by the quota), frozen afterwards."""
     row = session.scalar(select(Split).where(Split.study_id == study.id, Split.set_id == landmark_set.id))
     if row is None:
+        roles = list(session.scalars(select(Split.role).where(Split.set_id == landmark_set.id)))
         row = Split(
             study_id=study.id,
             set_id=landmark_set.id,
-            role=draw_role(landmark_set.id, study.pixel_sha256, validation_fraction),
+            role=next_role(len(roles), roles.count("val"), validation_fraction),
         )
         session.add(row)
+        session.flush()  # the next study of the same import counts this one
     return row
 
 

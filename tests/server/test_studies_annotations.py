@@ -224,16 +224,20 @@ def test_predict_role_cannot_upload_or_annotate(api: Api, ceph_jpeg: bytes) -> N
     assert_problem(upload(api, predict, ceph_jpeg), 403, "forbidden")
 
 
-def test_split_draw_is_deterministic_and_near_the_fraction() -> None:
-    import uuid
+def test_split_quota_gives_small_sets_their_validation_studies() -> None:
+    from server.annotations.service import next_role
 
-    from server.annotations.service import draw_role
+    def roles(n: int, fraction: float) -> list[str]:
+        out: list[str] = []
+        for _ in range(n):
+            out.append(next_role(len(out), out.count("val"), fraction))
+        return out
 
-    set_id = uuid.UUID(int=7)
-    roles = [draw_role(set_id, f"{i:064x}", 0.2) for i in range(2000)]
-    assert roles == [draw_role(set_id, f"{i:064x}", 0.2) for i in range(2000)]
-    assert 0.17 < roles.count("val") / len(roles) < 0.23
-    assert all(draw_role(set_id, f"{i:064x}", 0.0) == "train" for i in range(100))
+    assert roles(6, 0.2).count("val") == 1 and roles(10, 0.2).count("val") == 2
+    assert roles(100, 0.2).count("val") == 20
+    assert roles(6, 0.5).count("val") == 3
+    assert roles(2, 0.2) == ["train", "train"]  # too small a set for a validation study at 20%
+    assert roles(50, 0.0).count("val") == 0
 
 
 def _isbi_points(data_root: Path, image_id: str, codes: list[str]) -> dict[str, tuple[float, float]]:
