@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .batches import Batch, BatchSampler, PreparedData
 from .checkpoint import Checkpoint, LandmarkInfo
@@ -484,4 +483,4 @@ def _save_state(path: str | Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["Progress", "TrainReport", "nn", "train_step"]
+__all__ = ["Progress", "TrainReport", "train_step"]

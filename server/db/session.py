@@ -1,8 +1,7 @@
-"""Engines and sessions. One place commits: the request (get_session) or the task that owns the session."""
+"""Engines and session factories. One place commits: the request handler, or the job function that owns the session."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
@@ -27,16 +26,3 @@ def make_engine(url: str) -> Engine:
 @lru_cache
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(make_engine(url), expire_on_commit=False)
-
-
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits if the block succeeds and rolls back otherwise."""
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
