@@ -12,11 +12,12 @@ from .db.session import session_factory
 from .deps import SessionDep
 from .errors import Problem, install_problem_handlers
 from .predict.cache import ModelCache
+from .predict.jobs import router as prediction_jobs_router
 from .predict.routes import router as predict_router
 from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
 from .studies.routes import router as studies_router
-from .training.queue import celery_enqueue
+from .training.queue import TASK_PREDICT_JOB, celery_enqueue
 from .training.routes import router as training_router
 
 DESCRIPTION = """
@@ -35,12 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = session_factory(settings.resolved_database_url)
     app.state.rate_limiter = RateLimiter()
     app.state.enqueue = celery_enqueue(settings)  # tests swap in a fake
+    app.state.enqueue_prediction = celery_enqueue(settings, TASK_PREDICT_JOB)
     install_problem_handlers(app)
     app.include_router(clinics_router)
     app.include_router(projects_router)
     app.include_router(studies_router)
     app.include_router(annotations_router)
     app.include_router(predict_router)
+    app.include_router(prediction_jobs_router)
     app.state.model_cache = ModelCache()
     app.include_router(training_router)
 

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     gate_old_tolerance: float = Field(default=0.5, ge=0)
     #: Run every prediction on one dedicated thread (one OpenMP pool) instead of the web server's worker threads.
     inference_single_thread: bool = True
+    #: Most images in one asynchronous prediction job (POST /v1/projects/{id}/predict/jobs; 413 above).
+    max_prediction_job_images: int = Field(default=500, gt=0)
     #: A running job whose heartbeat is older than this (seconds) is taken for dead by the reaper.
     job_stale_after_s: int = Field(default=900, gt=0)
 

@@ -1,7 +1,7 @@
 """Blob storage behind one small interface: content-addressed (sha256), written atomically.
 
 The local folder is the embedded default. Several hosts (API nodes and GPU workers) share blobs through a
-common volume, or through another `BlobStore` (e.g. object storage via fsspec) with the same four methods.
+common volume, or through another `BlobStore` (e.g. object storage via fsspec) with the same five methods.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def path(self, key: str) -> Path: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalBlobStore:
@@ -61,3 +62,8 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove a blob; a missing one is no error (deleting twice is harmless). Only for blobs that one owner
+        made unique to itself (e.g. a prediction job's inputs): content addressing shares equal blobs."""
+        self.path(key).unlink(missing_ok=True)

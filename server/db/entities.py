@@ -205,6 +205,31 @@ class ModelVersion(IdMixin, Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
 
+class PredictionJob(IdMixin, Base):
+    """Prediction on many images by a worker: queued -> running -> succeeded | failed.
+
+    The model version is fixed at submission, so a later promotion does not change a job's answers. The images
+    are kept as blobs only until the job finishes; the results stay, as one JSON blob."""
+
+    __tablename__ = "prediction_jobs"
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    model_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("model_versions.id"))
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=20), index=True)
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    #: One per image, in upload order: {"blob", "filename", "width", "height", "spacing": [x, y] | None,
+    #: "spacing_source"}.
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: The JSON list of predictions (the /predict/batch schema), once succeeded.
+    result_blob: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    celery_task_id: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
 class VersionEvent(IdMixin, Base):
     """Who promoted, rejected or rolled back which version, when and why: the audit trail."""
 

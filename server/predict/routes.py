@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import Principal, require
@@ -18,12 +19,12 @@ from ..deps import SessionDep, SettingsDep
 from ..errors import Problem, not_found
 from ..imaging import DecodedImage
 from ..projects import repository as projects
+from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies.routes import parse_spacing, read_capped
-from ..studies.schemas import Spacing
 from ..studies.service import decode_upload
 from .outputs import render_png, structured_report
-from .schemas import PredictedLandmark, PredictionOut
+from .schemas import PredictionOut, prediction_out
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["predict"])
 PredictDep = Annotated[Principal, Depends(require(Role.predict, Role.admin, Role.annotator))]
@@ -31,7 +32,8 @@ PredictDep = Annotated[Principal, Depends(require(Role.predict, Role.admin, Role
 MAX_BATCH = 16
 
 
-def _version(session: SessionDep, project_id: uuid.UUID, version_id: uuid.UUID | None) -> ModelVersion:
+def resolve_version(session: Session, project_id: uuid.UUID, version_id: uuid.UUID | None) -> ModelVersion:
+    """The given version of the project (404 if it is not the project's), else the active one (409 if none)."""
     if version_id is not None:
         version = session.get(ModelVersion, version_id)
         if version is None or version.project_id != project_id:
@@ -58,22 +60,10 @@ def _predict(
     timings: dict[str, float] = {}
     results = predictor.predict([im.pixels for im, _ in images], [im.spacing_mm for im, _ in images], timings)
     request.state.model_timings = timings
-    out = []
-    for (image, filename), prediction in zip(images, results, strict=True):
-        sx, sy = image.spacing_mm or (None, None)
-        out.append(
-            PredictionOut(
-                model_version_id=version.id,
-                model_version_number=version.number,
-                checkpoint_sha256=version.checkpoint_sha256,
-                width=image.width,
-                height=image.height,
-                spacing=Spacing(x_mm=sx, y_mm=sy, source=str(image.spacing_source)),
-                landmarks=[PredictedLandmark(**vars(lm)) for lm in prediction.landmarks],
-                filename=filename,
-            )
-        )
-    return out
+    return [
+        prediction_out(version, prediction, spacing_source=str(image.spacing_source), filename=filename)
+        for (image, filename), prediction in zip(images, results, strict=True)
+    ]
 
 
 async def _infer(
@@ -120,7 +110,7 @@ async def predicted(
 ) -> Predicted:
     """The single-image predict routes' shared work: the project, the version, the image, the prediction."""
     projects.get_project(session, principal.clinic(), project_id)
-    version = _version(session, project_id, version_id)
+    version = resolve_version(session, project_id, version_id)
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     data = await read_capped(file, settings.max_upload_bytes)
     t0 = time.perf_counter()
@@ -185,17 +175,19 @@ async def predict_batch(
     """Several images in one request (one forward pass in batches); the spacing, if given, applies to all.
     Any unusable image refuses the whole request, naming the file."""
     projects.get_project(session, principal.clinic(), project_id)
-    version = _version(session, project_id, version_id)
+    version = resolve_version(session, project_id, version_id)
     if len(files) > MAX_BATCH:
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
-    images = []
-    for f in files:
-        data = await read_capped(f, settings.max_upload_bytes)
-        try:
-            image = await run_in_threadpool(decode_upload, data, f.filename, settings.max_image_pixels, spacing)
-        except Problem as exc:
-            exc.detail = f"{f.filename}: {exc.detail}"
-            raise
-        images.append((image, f.filename))
+    images = [(await decode_named(f, settings, spacing), f.filename) for f in files]
     return await _infer(request, version, images)
+
+
+async def decode_named(upload: UploadFile, settings: Settings, spacing: tuple[float, float] | None) -> DecodedImage:
+    """One upload of several, decoded; a refusal names the file."""
+    data = await read_capped(upload, settings.max_upload_bytes)
+    try:
+        return await run_in_threadpool(decode_upload, data, upload.filename, settings.max_image_pixels, spacing)
+    except Problem as exc:
+        exc.detail = f"{upload.filename}: {exc.detail}"
+        raise

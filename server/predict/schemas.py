@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from ..studies.schemas import Spacing
+
+if TYPE_CHECKING:
+    from models.predictor import Prediction
+
+    from ..db.entities import ModelVersion
 
 
 class PredictedLandmark(BaseModel):
@@ -27,3 +34,48 @@ class PredictionOut(BaseModel):
     spacing: Spacing
     landmarks: list[PredictedLandmark]
     filename: str | None = None
+
+
+def prediction_out(
+    version: ModelVersion,
+    prediction: Prediction,
+    *,
+    spacing_source: str,
+    filename: str | None,
+) -> PredictionOut:
+    """The answer for one image, the same from the synchronous routes and from a prediction job."""
+    width, height = prediction.image_size
+    sx, sy = prediction.spacing_mm or (None, None)
+    return PredictionOut(
+        model_version_id=version.id,
+        model_version_number=version.number,
+        checkpoint_sha256=version.checkpoint_sha256,
+        width=width,
+        height=height,
+        spacing=Spacing(x_mm=sx, y_mm=sy, source=spacing_source),
+        landmarks=[PredictedLandmark(**vars(lm)) for lm in prediction.landmarks],
+        filename=filename,
+    )
+
+
+class JobLinks(BaseModel):
+    self: str
+    results: str
+
+
+class PredictionJobOut(BaseModel):
+    """An asynchronous prediction job: its model version (fixed at submission), status and progress."""
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    model_version_id: uuid.UUID
+    status: str = Field(description="queued, running, succeeded or failed")
+    total: int = Field(description="images in the job")
+    done: int = Field(description="images predicted so far")
+    error: str | None
+    created_by: uuid.UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+    links: JobLinks

@@ -1,10 +1,12 @@
-"""Enqueueing training jobs through Celery by task name, so the API never imports worker code.
+"""Enqueueing jobs (training, batch prediction) through Celery by task name, so the API never imports worker code.
 
-The worker registers the task under TASK_TRAIN_JOB; the API only needs a client that can publish to the broker.
+The worker registers the tasks under TASK_TRAIN_JOB and TASK_PREDICT_JOB; the API only needs a client that can
+publish to the broker.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
@@ -16,11 +18,20 @@ if TYPE_CHECKING:
     from celery import Celery
 
 TASK_TRAIN_JOB = "kamp.train_job"
+TASK_PREDICT_JOB = "kamp.predict_job"
 
 #: Fail fast when the broker is down: the caller marks the job failed and answers 503 instead of hanging.
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 Enqueue = Callable[[uuid.UUID], str]
+
+_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+
+
+def queue_error(exc: BaseException) -> str:
+    """What to tell a client whose job could not be enqueued, without the password a broker URL may carry."""
+    detail = _CREDENTIALS.sub("//***@", str(exc))
+    return f"could not reach the job queue: {type(exc).__name__}: {detail}"
 
 
 @lru_cache
@@ -32,8 +43,8 @@ def celery_client(broker_url: str, result_backend: str) -> Celery:
     return client
 
 
-def celery_enqueue(settings: Settings) -> Enqueue:
-    """A function that publishes one job's task and answers its Celery task id.
+def celery_enqueue(settings: Settings, task: str = TASK_TRAIN_JOB) -> Enqueue:
+    """A function that publishes one job's `task` and answers its Celery task id.
 
     The job's state lives in the database, so the task's result is never stored (ignore_result); that also
     keeps a result backend that is down from stalling the request."""
@@ -41,7 +52,7 @@ def celery_enqueue(settings: Settings) -> Enqueue:
 
     def enqueue(job_id: uuid.UUID) -> str:
         result = celery_client(broker, backend).send_task(
-            TASK_TRAIN_JOB, args=[str(job_id)], ignore_result=True, retry_policy=_PUBLISH_RETRY
+            task, args=[str(job_id)], ignore_result=True, retry_policy=_PUBLISH_RETRY
         )
         return str(result.id)
 

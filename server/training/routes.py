@@ -19,7 +19,7 @@ from ..errors import Problem, not_found
 from ..projects import repository as projects
 from ..storage import LocalBlobStore
 from . import repository as repo
-from .queue import Enqueue
+from .queue import Enqueue, queue_error
 from .schemas import (
     LOG_TAIL_LINES,
     EventOut,
@@ -36,7 +36,6 @@ from .schemas import (
 
 router = APIRouter()
 
-_CREDENTIALS = re.compile(r"//[^/@\s]*@")
 _QUEUE_DOWN = {503: {"description": "the job queue could not be reached; the job is marked failed"}}
 
 
@@ -108,8 +107,7 @@ def _dispatch(request: Request, session: Session, job: TrainingJob) -> None:
     try:
         task_id = enqueue(job.id)
     except Exception as exc:
-        detail = _CREDENTIALS.sub("//***@", str(exc))  # a broker URL in the message may carry a password
-        error = f"could not reach the job queue: {type(exc).__name__}: {detail}"
+        error = queue_error(exc)
         session.execute(
             update(TrainingJob)
             .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)

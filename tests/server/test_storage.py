@@ -37,3 +37,11 @@ def test_bad_and_missing_keys(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         store.get("0" * 64)
     assert not store.exists("0" * 64)
+
+
+def test_delete_is_idempotent(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    key = store.put(b"job input")
+    store.delete(key)
+    store.delete(key)
+    assert not store.exists(key) and [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -175,6 +175,75 @@ def test_worker_on_redis_and_postgresql(
         worker.wait(timeout=30)
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_prediction_job_on_redis_and_postgresql(
+    production_like: tuple[dict[str, str], Settings], data_root: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.cli import ensure_system_key
+    from server.db.entities import ModelVersion, PredictionJob, VersionStatus
+    from server.db.session import session_factory
+    from server.migrate import upgrade
+    from server.storage import LocalBlobStore
+    from server.training.queue import TASK_PREDICT_JOB, celery_enqueue
+
+    from ..server.test_predict import tiny_checkpoint
+
+    env, settings = production_like
+    upgrade(settings.resolved_database_url)
+    system = ensure_system_key(settings)
+    log = tmp_path / "worker.log"
+    worker = _worker(_env(env), log)
+    try:
+        with TestClient(create_app(settings)) as http:
+            admin_key = Client(http, system)("POST", "/v1/clinics", json={"name": "A"}).json()["admin_key"]["key"]
+            c = Client(http, admin_key)
+            pid = c("POST", "/v1/projects", json=TINY_PROJECT).json()["id"]
+            blobs = LocalBlobStore(settings.resolved_blob_dir)
+            key = blobs.put(tiny_checkpoint(data_root, 15).to_bytes())
+            with session_factory(settings.resolved_database_url)() as session:
+                version = ModelVersion(
+                    project_id=uuid.UUID(pid),
+                    number=1,
+                    step=0,
+                    checkpoint_blob=key,
+                    checkpoint_sha256=key,
+                    strategy="finetune",
+                    status=VersionStatus.active,
+                )
+                session.add(version)
+                session.commit()
+            image = (data_root / "isbi2015" / "images" / "151.jpg").read_bytes()
+            form = {"spacing_x_mm": "0.1", "spacing_y_mm": "0.1"}
+            r = c("POST", f"/v1/projects/{pid}/predict/jobs", files=[("files", ("a.jpg", image))], data=form)
+            assert r.status_code == 202, r.text
+            job = r.json()
+            _wait(
+                lambda: c("GET", job["links"]["self"]).json()["status"] == "succeeded", 120, "the prediction job", log
+            )
+            [result] = c("GET", job["links"]["results"]).json()
+            sync = c("POST", f"/v1/projects/{pid}/predict", files={"file": ("a.jpg", image)}, data=form).json()
+            for field in ("model_version_id", "width", "height", "spacing", "filename"):
+                assert result[field] == sync[field]
+            assert [lm["code"] for lm in result["landmarks"]] == [lm["code"] for lm in sync["landmarks"]]
+            for a, b in zip(result["landmarks"], sync["landmarks"], strict=True):
+                for field in ("x", "y", "x_mm", "y_mm", "confidence"):
+                    assert a[field] == pytest.approx(b[field], abs=1e-3)
+            with session_factory(settings.resolved_database_url)() as session:
+                row = session.get(PredictionJob, uuid.UUID(job["id"]))
+                assert row is not None and row.inputs and not any(blobs.exists(e["blob"]) for e in row.inputs)
+
+            # The same task delivered again finds the job finished and does nothing.
+            task_id = celery_enqueue(settings, TASK_PREDICT_JOB)(uuid.UUID(job["id"]))
+            done = re.compile(rf"Task kamp.predict_job\[{task_id}\] succeeded .*'skipped'")
+            _wait(lambda: done.search(log.read_text()), 60, "the duplicate delivery", log)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
 def test_worker_killed_mid_job_is_reaped_and_the_retry_resumes(
     production_like: tuple[dict[str, str], Settings], data_root: Path, tmp_path: Path
 ) -> None:

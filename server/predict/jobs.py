@@ -1,0 +1,170 @@
+"""/v1/projects/{id}/predict/jobs: prediction on many images by a worker (submit, follow, fetch the results).
+
+The images are validated up front exactly as /predict/batch does and kept as blobs only until the job ends; the
+job is committed before it is enqueued (a worker must never get an id it cannot read yet)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from ..db.base import utcnow
+from ..db.entities import JobStatus, PredictionJob
+from ..deps import SessionDep, SettingsDep
+from ..errors import Problem
+from ..projects import repository as projects
+from ..storage import LocalBlobStore
+from ..studies.routes import parse_spacing
+from ..training.queue import Enqueue, queue_error
+from . import job_inputs
+from . import repository as repo
+from .routes import PredictDep, SpacingX, SpacingY, VersionField, decode_named, resolve_version
+from .schemas import JobLinks, PredictionJobOut, PredictionOut
+
+router = APIRouter(prefix="/v1/projects/{project_id}/predict/jobs", tags=["predict"])
+
+_QUEUE_DOWN = {503: {"description": "the job queue could not be reached; the job is marked failed"}}
+_UNFINISHED = (JobStatus.queued, JobStatus.running)
+
+
+def _job_out(job: PredictionJob) -> PredictionJobOut:
+    path = f"/v1/projects/{job.project_id}/predict/jobs/{job.id}"
+    return PredictionJobOut(
+        id=job.id,
+        project_id=job.project_id,
+        model_version_id=job.model_version_id,
+        status=job.status.value,
+        total=job.total,
+        done=job.done,
+        error=job.error,
+        created_by=job.created_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        heartbeat_at=job.heartbeat_at,
+        finished_at=job.finished_at,
+        links=JobLinks(self=path, results=f"{path}/results"),
+    )
+
+
+def _dispatch(request: Request, session: Session, job: PredictionJob, blobs: LocalBlobStore) -> None:
+    """Enqueue the committed job and store its task id. If the queue cannot be reached, the job is marked failed
+    and its images are deleted, so nothing stays queued that no worker sees."""
+    enqueue: Enqueue = request.app.state.enqueue_prediction
+    try:
+        task_id = enqueue(job.id)
+    except Exception as exc:
+        error = queue_error(exc)
+        session.execute(
+            update(PredictionJob)
+            .where(PredictionJob.id == job.id, PredictionJob.status == JobStatus.queued)
+            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+        )
+        session.commit()
+        job_inputs.delete(blobs, job.inputs)
+        raise Problem(
+            503,
+            f"{error}; the job is marked failed, submit the images again later",
+            slug="queue-unavailable",
+            extra={"job_id": str(job.id)},
+        ) from exc
+    job.celery_task_id = task_id
+    session.commit()
+
+
+@router.post("", status_code=202, response_model=PredictionJobOut, responses=_QUEUE_DOWN)
+async def submit_prediction_job(
+    project_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PredictDep,
+    files: Annotated[list[UploadFile], File(description="the images (up to KAMP_MAX_PREDICTION_JOB_IMAGES)")],
+    spacing_x_mm: SpacingX = None,
+    spacing_y_mm: SpacingY = None,
+    version_id: VersionField = None,
+) -> PredictionJobOut:
+    """Queue the prediction of many images with one model version (the given one, else the one active now; a
+    later promotion does not change the job). Any unusable image refuses the whole request, naming the file,
+    and nothing is stored. Follow the job at links.self; its answers are at links.results once it succeeded."""
+    projects.get_project(session, principal.clinic(), project_id)
+    version = resolve_version(session, project_id, version_id)
+    limit = settings.max_prediction_job_images
+    if not files:
+        raise Problem(422, "upload at least one image as `files`", slug="no-images")
+    if len(files) > limit:
+        raise Problem(413, f"at most {limit} images per job; got {len(files)}", slug="job-too-large")
+    spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
+    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    job_id = uuid.uuid4()
+    inputs: list[dict] = []
+    try:
+        for f in files:
+            image = await decode_named(f, settings, spacing)
+            inputs.append(await run_in_threadpool(job_inputs.store, blobs, job_id, image, f.filename))
+        job = PredictionJob(
+            id=job_id,
+            project_id=project_id,
+            model_version_id=version.id,
+            status=JobStatus.queued,
+            total=len(inputs),
+            done=0,
+            inputs=inputs,
+            created_by=principal.key_id,
+        )
+        session.add(job)
+        session.commit()
+    except BaseException:
+        job_inputs.delete(blobs, inputs)  # unique to this job: nobody else holds them
+        raise
+    _dispatch(request, session, job, blobs)
+    return _job_out(job)
+
+
+@router.get("", response_model=list[PredictionJobOut])
+def list_prediction_jobs(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    principal: PredictDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[PredictionJobOut]:
+    """The project's prediction jobs, newest first."""
+    project = projects.get_project(session, principal.clinic(), project_id)
+    return [_job_out(j) for j in repo.list_jobs(session, project.id, limit)]
+
+
+@router.get("/{job_id}", response_model=PredictionJobOut)
+def get_prediction_job(
+    project_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep, principal: PredictDep
+) -> PredictionJobOut:
+    """A job's status and progress (images done of total)."""
+    return _job_out(repo.get_job(session, principal.clinic(), project_id, job_id))
+
+
+@router.get(
+    "/{job_id}/results",
+    response_model=list[PredictionOut],
+    responses={409: {"description": "the job has not succeeded (yet): queued, running or failed (with its error)"}},
+)
+def prediction_job_results(
+    project_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PredictDep
+) -> Response:
+    """Every image's prediction, in upload order, in the /predict/batch schema; once the job succeeded."""
+    job = repo.get_job(session, principal.clinic(), project_id, job_id)
+    if job.status in _UNFINISHED:
+        raise Problem(
+            409,
+            f"the job is {job.status.value} ({job.done} of {job.total} images done); ask again later",
+            slug="job-not-finished",
+            headers={"Retry-After": "5"},
+        )
+    if job.status != JobStatus.succeeded or job.result_blob is None:
+        raise Problem(409, f"the job {job.status.value}: {job.error}", slug="job-failed")
+    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    if not blobs.exists(job.result_blob):
+        raise Problem(404, "the job's results are missing from blob storage", slug="blob-missing")
+    return Response(blobs.get(job.result_blob), media_type="application/json")

@@ -1,0 +1,166 @@
+"""The prediction job: claim it, predict its images in chunks with the job's model version, store the answers as
+one JSON blob, delete the images.
+
+Idempotent: the row is claimed with a conditional update (queued -> running), so a task delivered twice predicts
+once; every later write is conditional on the job still running. The images are deleted when the job ends,
+whichever way (and by a redelivery that finds the job finished, should a worker have died just before).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from server.db.entities import JobStatus, ModelVersion, PredictionJob
+from server.db.session import session_factory
+from server.imaging import ImagingError, decode_image
+from server.predict import job_inputs
+from server.predict.cache import ModelCache
+from server.predict.schemas import prediction_out
+from server.settings import Settings
+from server.storage import LocalBlobStore
+
+from .jobs import Outcome, utcnow
+
+log = logging.getLogger("kamp.worker")
+#: Images per forward pass and per progress write (each is also the heartbeat).
+CHUNK = 8
+#: Models of this worker process, so that consecutive jobs of one version load it once.
+_models = ModelCache(capacity=2)
+
+
+def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
+    factory = session_factory(settings.resolved_database_url)
+    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    with factory() as session:
+        job = session.get(PredictionJob, job_id)
+        if job is None:
+            log.warning("prediction job %s does not exist", job_id)
+            return Outcome.skipped
+        if not _claim(session, job, settings):
+            if job.status not in (JobStatus.queued, JobStatus.running):
+                job_inputs.delete(blobs, job.inputs)  # left behind if a worker died right after finishing it
+            return Outcome.skipped
+        try:
+            outcome = _predict(session, settings, blobs, job)
+        except Exception as exc:
+            session.rollback()
+            log.exception("prediction job %s failed", job_id)
+            ended = _end(session, job.id, status=JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+            outcome = Outcome.failed if ended else Outcome.skipped
+        if outcome != Outcome.skipped:  # skipped: the job was taken from us; its new owner cleans up
+            job_inputs.delete(blobs, job.inputs)
+        return outcome
+
+
+def _claim(session: Session, job: PredictionJob, settings: Settings) -> bool:
+    """Conditional claim: queued -> running, or a running job whose worker stopped beating. One winner."""
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.job_stale_after_s)
+    claimable = (PredictionJob.status == JobStatus.queued) | (
+        (PredictionJob.status == JobStatus.running) & (PredictionJob.heartbeat_at < stale)
+    )
+    result = session.execute(
+        update(PredictionJob)
+        .where(PredictionJob.id == job.id, claimable)
+        .values(status=JobStatus.running, started_at=now, heartbeat_at=now, done=0)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(job)
+    if result.rowcount != 1:
+        log.info("prediction job %s not claimed (status %s)", job.id, job.status)
+        return False
+    return True
+
+
+def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: PredictionJob) -> Outcome:
+    version = session.get(ModelVersion, job.model_version_id)
+    assert version is not None  # a foreign key
+    predictor = _models.get(version.id, version.checkpoint_blob, blobs)
+    inputs: list[dict[str, Any]] = list(job.inputs)
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(inputs), CHUNK):
+        entries = inputs[start : start + CHUNK]
+        images = [_pixels(blobs, job.id, e, settings) for e in entries]
+        spacing = [tuple(e["spacing"]) if e["spacing"] else None for e in entries]
+        predictions = predictor.predict(images, spacing)
+        for entry, prediction in zip(entries, predictions, strict=True):
+            source, name = entry["spacing_source"], entry["filename"]
+            out = prediction_out(version, prediction, spacing_source=source, filename=name)
+            results.append(out.model_dump(mode="json"))
+        if not _progress(session, job.id, start + len(entries)):
+            return Outcome.skipped
+    key = blobs.put(json.dumps(results).encode())  # atomic: a temporary file renamed into place
+    done = _end(session, job.id, status=JobStatus.succeeded, result_blob=key, done=len(inputs))
+    return Outcome.succeeded if done else Outcome.skipped
+
+
+def _pixels(blobs: LocalBlobStore, job_id: uuid.UUID, entry: dict[str, Any], settings: Settings) -> np.ndarray:
+    """One image of the job, decoded again as at submission; (H, W) uint16."""
+    name = entry["filename"]
+    data = job_inputs.unpack(job_id, blobs.get(entry["blob"]))
+    try:
+        image = decode_image(
+            data, filename=name, max_pixels=settings.max_image_pixels, spacing_mm=job_inputs.user_spacing(entry)
+        )
+    except ImagingError as exc:
+        raise RuntimeError(f"{name}: {exc.message}") from exc
+    if image.pixel_sha256 != entry["pixel_sha256"]:
+        raise RuntimeError(f"{name}: the image decodes to other pixels than at submission")
+    return image.pixels
+
+
+def _progress(session: Session, job_id: uuid.UUID, done: int) -> bool:
+    """Record progress and beat; False if the job is no longer ours to run (e.g. the reaper failed it)."""
+    result = session.execute(
+        update(PredictionJob)
+        .where(PredictionJob.id == job_id, PredictionJob.status == JobStatus.running)
+        .values(done=done, heartbeat_at=utcnow())
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def _end(session: Session, job_id: uuid.UUID, **values: object) -> bool:
+    """Finish the running job with `values`; False if it was not running any more."""
+    now = utcnow()
+    result = session.execute(
+        update(PredictionJob)
+        .where(PredictionJob.id == job_id, PredictionJob.status == JobStatus.running)
+        .values(**values, finished_at=now, heartbeat_at=now)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def reap_stale_prediction_jobs(settings: Settings) -> list[uuid.UUID]:
+    """Fail running prediction jobs whose worker stopped beating, and delete their images. Returns them."""
+    factory = session_factory(settings.resolved_database_url)
+    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    stale = utcnow() - timedelta(seconds=settings.job_stale_after_s)
+    reaped = []
+    with factory() as session:
+        q = select(PredictionJob).where(PredictionJob.status == JobStatus.running, PredictionJob.heartbeat_at < stale)
+        for job in list(session.scalars(q)):
+            beat = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
+            error = f"the worker stopped responding (last heartbeat {beat}); submit the images again"
+            result = session.execute(
+                update(PredictionJob)
+                .where(PredictionJob.id == job.id, PredictionJob.status == JobStatus.running)
+                .where(PredictionJob.heartbeat_at < stale)
+                .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            if result.rowcount == 1:
+                job_inputs.delete(blobs, job.inputs)
+                reaped.append(job.id)
+    return reaped
