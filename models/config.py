@@ -79,7 +79,10 @@ class KANetConfig:
     triplets: list[tuple[str, str, str]] | None = None
     #: Stage-I pseudo-label: the old model's heatmap as it is ("heatmap") or a clean Gaussian rendered at
     #: its decoded peak ("gaussian").
-    target: Literal["heatmap", "gaussian"] = "heatmap"
+    #: "gaussian" by default: distillation by softmaxes (l_KSD) leaves the old channels free to drift in level (the
+    #: softmax ignores a constant), so after one KSD step the old model's raw heatmaps are far from unit-peak
+    #: Gaussians (minima of -2 to -6 measured) and a KA-Net fitted to them does not converge.
+    target: Literal["heatmap", "gaussian"] = "gaussian"
 
 
 @dataclass(kw_only=True)
@@ -105,6 +108,12 @@ class TrainConfig:
     ksd_mode: Literal["marginal", "rows"] = "marginal"
     #: Weight of the l_KA term relative to l_KSD inside the alpha bracket.
     ka_weight: float = 1.0
+    #: How stage II uses the frozen KA-Net. "features": KA-Net reads the NEW model's features F' (masked by the
+    #: new landmarks' labels) and its output must match the old landmark's stage-I pseudo-label, so the gradient
+    #: reaches the new backbone through KA-Net (the association is kept in the shared features).
+    #: "pseudo_label": KA-Net reads the old model's features and its output is a target for the new model's heatmap
+    #: of the old landmark (an earlier reading; it degraded old landmarks on cld38-5step, docs/benchmarks.md).
+    ka_mode: Literal["features", "pseudo_label"] = "features"
     #: Weight of CPR's entropy regulariser (added to LwF).
     cpr_beta: float = 0.1
     seed: int = 0

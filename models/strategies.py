@@ -43,6 +43,8 @@ def step_loss(
     teacher: torch.Tensor | None = None,
     teacher_features: torch.Tensor | None = None,
     ka: KAContext | None = None,
+    student_features: torch.Tensor | None = None,
+    ka_target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts for one batch.
 
@@ -55,7 +57,10 @@ def step_loss(
         student: (B, K, h, w) heatmaps of the model being trained; its first num_old channels are the old
             landmarks, in the teacher's order.
         teacher: (B, num_old, h, w) heatmaps of the frozen previous model on the same batch.
-        teacher_features: (B, C, h, w) its features F (for KA-Net).
+        teacher_features: (B, C, h, w) its features F (KA-Net's input in ka_mode "pseudo_label").
+        student_features: (B, C, h, w) the new model's features F' (KA-Net's input in ka_mode "features";
+            the gradient flows through the frozen KA-Net into them).
+        ka_target: (B, N, h, w) the stage-I pseudo-label of each triplet's old landmark (ka_mode "features").
     """
     l_gt = config.gt_scale * heatmap_mse(student, batch.targets, batch.mask)
     parts = {"gt": l_gt.item()}
@@ -78,11 +83,29 @@ def step_loss(
     parts["ksd"] = l_ksd.item()
     distil = l_ksd
     if strategy in ASSOCIATING and ka is not None:
-        if teacher_features is None:
-            raise ValueError("KAMP needs the previous model's features for KA-Net")
-        with torch.no_grad():
-            ka_hm, ka_mask = ka_prediction(ka, teacher_features, batch)
-        l_ka = config.gt_scale * heatmap_mse(student[:, ka.old], ka_hm, ka_mask)
+        l_ka = _ka_loss(config, batch, student, ka, teacher_features, student_features, ka_target)
         parts["ka"] = l_ka.item()
         distil = distil + config.ka_weight * l_ka
     return total + config.alpha * distil, parts
+
+
+def _ka_loss(
+    config: TrainConfig,
+    batch: Batch,
+    student: torch.Tensor,
+    ka: KAContext,
+    teacher_features: torch.Tensor | None,
+    student_features: torch.Tensor | None,
+    ka_target: torch.Tensor | None,
+) -> torch.Tensor:
+    """l_KA in either reading of stage II (TrainConfig.ka_mode)."""
+    if config.ka_mode == "features":
+        if student_features is None or ka_target is None:
+            raise ValueError("KAMP (ka_mode 'features') needs the new model's features and the KA target")
+        ka_hm, ka_mask = ka_prediction(ka, student_features, batch)
+        return config.gt_scale * heatmap_mse(ka_hm, ka_target, ka_mask)
+    if teacher_features is None:
+        raise ValueError("KAMP needs the previous model's features for KA-Net")
+    with torch.no_grad():
+        ka_hm, ka_mask = ka_prediction(ka, teacher_features, batch)
+    return config.gt_scale * heatmap_mse(student[:, ka.old], ka_hm, ka_mask)

@@ -190,11 +190,17 @@ def train_step(
         batch = prepared.batch(sampler.next(), config.augment, rng, device)
         x = batch.x.to(memory_format=torch.channels_last) if device.type == "cuda" else batch.x
         with _autocast(device, config.amp):
-            hm = student(x)
+            s_feat = ka_target = None
+            if ka is not None and config.ka_mode == "features":
+                hm, s_feat = student.forward_with_features(x)
+            else:
+                hm = student(x)
             t_hm = t_feat = None
             if teacher is not None and num_old:
                 with torch.no_grad():
                     t_hm, t_feat = teacher.forward_with_features(x)
+        if ka is not None and t_hm is not None and s_feat is not None:
+            ka_target = _ka_target(t_hm.float()[:, ka.old], codec, config)
         loss, parts = step_loss(
             strategy,
             config,
@@ -204,6 +210,8 @@ def train_step(
             None if t_hm is None else t_hm.float(),
             None if t_feat is None else t_feat.float(),
             ka,
+            None if s_feat is None else s_feat.float(),
+            ka_target,
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at iteration {it}: {parts}")
@@ -367,10 +375,7 @@ def _train_kanet(
         with torch.no_grad(), _autocast(device, config.amp):
             t_hm, feats = teacher.forward_with_features(batch.x)
         t_hm, feats = t_hm.float(), feats.float()
-        target = t_hm[:, ka.old]
-        if config.kanet.target == "gaussian":
-            peaks, _ = codec.decode(target)
-            target = codec.encode(peaks)
+        target = _ka_target(t_hm[:, ka.old], codec, config)
         g1, g2 = batch.targets[:, ka.new_a], batch.targets[:, ka.new_b]
         mask = batch.mask[:, ka.new_a] & batch.mask[:, ka.new_b]
         loss = config.gt_scale * heatmap_mse(ka.kanet(feats, g1, g2), target, mask)
@@ -381,6 +386,16 @@ def _train_kanet(
         if (it + 1) % 10 == 0 or it + 1 == kc.iterations:
             timer.report("kanet", it + 1, kc.iterations, it + 1, {"ka_net": last})
     return last
+
+
+def _ka_target(old_heatmaps: torch.Tensor, codec: HeatmapCodec, config: TrainConfig) -> torch.Tensor:
+    """Stage I's pseudo-label of each triplet's old landmark, (B, N, h, w), from the old model's heatmaps of
+    them (B, N, h, w): the heatmaps as they are, or unit-peak Gaussians at their decoded peaks."""
+    if config.kanet.target != "gaussian":
+        return old_heatmaps
+    with torch.no_grad():
+        peaks, _ = codec.decode(old_heatmaps)
+        return codec.encode(peaks).to(old_heatmaps.device)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------

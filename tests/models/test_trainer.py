@@ -211,17 +211,25 @@ def test_teachers_stay_in_eval_mode(synthetic_step0: Checkpoint, monkeypatch: py
     (and never updates) its running statistics, and no gradient reaches them."""
     teacher_calls: list[tuple[bool, bool]] = []
     kanet_calls: list[bool] = []
+    built: list[LandmarkNet] = []  # the teacher, and the copy source of the student (never called itself)
     forward_with_features = LandmarkNet.forward_with_features
+    build_model = Checkpoint.build_model
     ka_prediction = strategies_module.ka_prediction
 
+    def spy_build(self: Checkpoint, *args: object, **kwargs: object) -> LandmarkNet:
+        built.append(build_model(self, *args, **kwargs))
+        return built[-1]
+
     def spy_teacher(self: LandmarkNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        teacher_calls.append((self.training, any(p.requires_grad for p in self.parameters())))
+        if any(self is m for m in built):  # the student calls it too (KA-Net reads its features)
+            teacher_calls.append((self.training, any(p.requires_grad for p in self.parameters())))
         return forward_with_features(self, x)
 
     def spy_kanet(ka, features, batch):  # type: ignore[no-untyped-def]
         kanet_calls.append(ka.kanet.training)
         return ka_prediction(ka, features, batch)
 
+    monkeypatch.setattr(Checkpoint, "build_model", spy_build)
     monkeypatch.setattr(LandmarkNet, "forward_with_features", spy_teacher)
     monkeypatch.setattr(strategies_module, "ka_prediction", spy_kanet)
     before = {k: v.clone() for k, v in synthetic_step0.state_dict.items()}
