@@ -115,6 +115,11 @@ class HeatmapCodec:
         the blur radius of the border the smoothing would drag the peak towards the edge (the padding has no
         true values), so there the unsmoothed heatmap is refined instead.
 
+        The Newton step reads only the 3x3 pixels around the argmax, and their smoothed values only the blur
+        radius further, so only that window of each heatmap is gathered and smoothed (with the border replicated,
+        as smoothing the whole heatmap would): the same result as blurring the whole (B, K, h, w) maps, at a
+        cost that does not grow with the heatmap size.
+
         Args:
             heatmaps: (B, K, h, w).
         Returns:
@@ -125,11 +130,12 @@ class HeatmapCodec:
         hm = heatmaps.detach().to(torch.float32)
         conf, flat = hm.reshape(b, k, -1).max(dim=-1)
         iy, ix = flat // w, flat % w
-        offset = _newton_offset(torch.log(hm.clamp_min(1e-10)), ix, iy)
+        radius = self._blur_radius() if blur else 0
+        window = _window(hm, ix, iy, radius + 1)  # (B, K, 2 * radius + 3, 2 * radius + 3) around each argmax
+        offset = _newton_offset(torch.log(window[..., radius : radius + 3, radius : radius + 3].clamp_min(1e-10)))
         if blur:
-            radius = self._blur_radius()
             inner = (ix >= radius) & (ix < w - radius) & (iy >= radius) & (iy < h - radius)
-            smooth = _newton_offset(torch.log(self._blur(hm).clamp_min(1e-10)), ix, iy)
+            smooth = _newton_offset(torch.log(self._blur_window(window).clamp_min(1e-10)))
             offset = torch.where(inner[..., None], smooth, offset)
         coords = torch.stack([ix, iy], dim=-1).to(torch.float32) + offset
         return coords, conf.clamp(0.0, 1.0)
@@ -137,17 +143,16 @@ class HeatmapCodec:
     def _blur_radius(self) -> int:
         return max(1, math.ceil(2 * self.config.sigma))
 
-    def _blur(self, hm: torch.Tensor) -> torch.Tensor:
+    def _blur_window(self, window: torch.Tensor) -> torch.Tensor:
+        """The Gaussian blur (of the target sigma, truncated at the blur radius r) at a window's central 3x3
+        pixels: (..., 2r + 3, 2r + 3) -> (..., 3, 3); separable, along x and then along y."""
         sigma = self.config.sigma
         radius = self._blur_radius()
-        t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=hm.device)
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=window.device)
         g = torch.exp(-(t**2) / (2 * sigma**2))
         g = g / g.sum()
-        b, k, h, w = hm.shape
-        x = hm.reshape(b * k, 1, h, w)
-        x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
-        x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), g.view(1, 1, -1, 1))
-        return x.reshape(b, k, h, w)
+        x = window.unfold(-1, 2 * radius + 1, 1) @ g  # (..., 2r + 3, 3): along x
+        return x.unfold(-2, 2 * radius + 1, 1) @ g  # (..., 3, 3): then along y
 
     def decode_to_image(
         self, heatmaps: torch.Tensor, image_to_input: Sequence[Affine]
@@ -167,17 +172,26 @@ class HeatmapCodec:
         return self.image_to_heatmap(image_to_input).inverse()
 
 
-def _newton_offset(logh: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
-    """One Newton step on (B, K, h, w) log-heatmaps from the integer peaks (ix, iy), each (B, K).
+def _window(hm: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, reach: int) -> torch.Tensor:
+    """The (2 * reach + 1)-pixel square of each (B, K, h, w) heatmap centred on (ix, iy), each (B, K), with the
+    border pixels replicated outside the heatmap: (B, K, 2 * reach + 1, 2 * reach + 1)."""
+    b, k, h, w = hm.shape
+    t = torch.arange(-reach, reach + 1, device=hm.device)
+    rows = (iy[..., None] + t).clamp(0, h - 1)  # (B, K, n)
+    cols = (ix[..., None] + t).clamp(0, w - 1)
+    index = (rows[..., :, None] * w + cols[..., None, :]).reshape(b, k, -1)
+    n = 2 * reach + 1
+    return hm.reshape(b, k, h * w).gather(-1, index).reshape(b, k, n, n)
+
+
+def _newton_offset(logh: torch.Tensor) -> torch.Tensor:
+    """One Newton step from the centre of (B, K, 3, 3) log-heatmap windows centred on the integer peaks.
 
     Returns (B, K, 2) offsets clipped to one pixel; zero where the Hessian is not negative definite.
     """
-    b, k, h, w = logh.shape
-    pad = F.pad(logh.reshape(b * k, 1, h, w), (1, 1, 1, 1), mode="replicate").reshape(b, k, -1)
 
     def at(dy: int, dx: int) -> torch.Tensor:
-        idx = (iy + 1 + dy) * (w + 2) + (ix + 1 + dx)
-        return pad.gather(-1, idx[..., None])[..., 0]
+        return logh[..., 1 + dy, 1 + dx]
 
     c = at(0, 0)
     gx = 0.5 * (at(0, 1) - at(0, -1))

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from .settings import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
+    # async: a plain def dependency is run on the thread pool, a hop that costs more than this whole function.
     return request.app.state.settings
 
 

@@ -23,7 +23,8 @@ def decode_raster(data: bytes, max_pixels: int, subject: str) -> DecodedImage:
     try:
         image.load()
         if image_format in ("jpeg", "tiff"):
-            image = ImageOps.exif_transpose(image)  # as every viewer shows it
+            # As every viewer shows it; in place, since otherwise Pillow copies the image even when nothing turns.
+            ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on damaged data
         raise truncated_image(subject) from exc
     mode = image.mode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -31,7 +32,9 @@ class DecodedImage:
         spacing_source: where ``spacing_mm`` comes from: the DICOM "PixelSpacing" or "ImagerPixelSpacing", the
             MetaImage/NRRD/NIfTI "header", the "user", or "none".
         pixel_sha256: hex sha256 of the shape and the pixels (see ``pixel_digest``): the same picture uploaded
-            twice, with other metadata or other de-identified UIDs, has the same digest.
+            twice, with other metadata or other de-identified UIDs, has the same digest. Computed on first use
+            and kept (a property): hashing a cephalogram's pixels takes over a millisecond, and prediction,
+            which stores nothing, never needs it.
         source_bytes_deidentified: the bytes to store: the de-identified DICOM file (pixel data untouched) for
             DICOM input, the original bytes for every other format.
         dicom: the de-identified dataset (DICOM input only).
@@ -49,7 +52,6 @@ class DecodedImage:
     format: ImageFormat
     spacing_mm: tuple[float, float] | None
     spacing_source: SpacingSource
-    pixel_sha256: str
     source_bytes_deidentified: bytes = field(repr=False)
     dicom: Dataset | None = field(default=None, repr=False)
     deid_method: str | None = None
@@ -58,9 +60,13 @@ class DecodedImage:
     bits_stored: int | None = None
     transfer_syntax: str | None = None
 
+    @cached_property
+    def pixel_sha256(self) -> str:
+        return pixel_digest(self.pixels)
+
 
 def finish(pixels: np.ndarray, **fields: object) -> DecodedImage:
     """Build the result from an (H, W) uint16 image and the format's fields; freezes the array."""
     pixels.flags.writeable = False
     height, width = pixels.shape
-    return DecodedImage(pixels=pixels, width=width, height=height, pixel_sha256=pixel_digest(pixels), **fields)  # type: ignore[arg-type]
+    return DecodedImage(pixels=pixels, width=width, height=height, **fields)  # type: ignore[arg-type]

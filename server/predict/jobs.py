@@ -91,8 +91,7 @@ async def submit_prediction_job(
     """Queue the prediction of many images with one model version (the given one, else the one active now; a
     later promotion does not change the job). Any unusable image refuses the whole request, naming the file,
     and nothing is stored. Follow the job at links.self; its answers are at links.results once it succeeded."""
-    projects.get_project(session, principal.clinic(), project_id)
-    version = resolve_version(session, project_id, version_id)
+    version = resolve_version(session, principal.clinic(), project_id, version_id)
     limit = settings.max_prediction_job_images
     if not files:
         raise Problem(422, "upload at least one image as `files`", slug="no-images")

@@ -10,15 +10,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import Principal, require
-from ..db.entities import ModelVersion, Role, VersionStatus
+from ..db.entities import ModelVersion, Project, Role, VersionStatus
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem, not_found
 from ..imaging import DecodedImage
-from ..projects import repository as projects
 from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies.routes import parse_spacing, read_capped
@@ -32,24 +31,34 @@ PredictDep = Annotated[Principal, Depends(require(Role.predict, Role.admin, Role
 MAX_BATCH = 16
 
 
-def resolve_version(session: Session, project_id: uuid.UUID, version_id: uuid.UUID | None) -> ModelVersion:
-    """The given version of the project (404 if it is not the project's), else the active one (409 if none)."""
+def resolve_version(
+    session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID, version_id: uuid.UUID | None
+) -> ModelVersion:
+    """The given version of the clinic's project (404 if it is not the project's), else the project's active one
+    (409 if none); 404 if the project is not the clinic's.
+
+    One query per request: the project's owner and the version together, without what loading the project would
+    also fetch (every landmark set, with its landmarks and associations) and without the version's validation
+    report. The active version is looked up every time, so a promotion or rollback applies to the next request."""
+    wanted = ModelVersion.id == version_id if version_id is not None else ModelVersion.status == VersionStatus.active
+    row = session.execute(
+        select(Project.clinic_id, ModelVersion)
+        .outerjoin(ModelVersion, (ModelVersion.project_id == Project.id) & wanted)
+        .where(Project.id == project_id)
+        .options(defer(ModelVersion.report), defer(ModelVersion.hyperparameters))
+    ).first()
+    if row is None or row.clinic_id != clinic_id:
+        raise not_found("project")
+    if row.ModelVersion is not None:
+        return row.ModelVersion
     if version_id is not None:
-        version = session.get(ModelVersion, version_id)
-        if version is None or version.project_id != project_id:
-            raise not_found("model version")
-        return version
-    version = session.scalar(
-        select(ModelVersion).where(ModelVersion.project_id == project_id, ModelVersion.status == VersionStatus.active)
+        raise not_found("model version")
+    raise Problem(
+        409,
+        "the project has no active model version yet: submit a landmark set for training and "
+        "let it pass validation (or promote a version)",
+        slug="no-model",
     )
-    if version is None:
-        raise Problem(
-            409,
-            "the project has no active model version yet: submit a landmark set for training and "
-            "let it pass validation (or promote a version)",
-            slug="no-model",
-        )
-    return version
 
 
 def _predict(
@@ -109,8 +118,7 @@ async def predicted(
     version_id: VersionField = None,
 ) -> Predicted:
     """The single-image predict routes' shared work: the project, the version, the image, the prediction."""
-    projects.get_project(session, principal.clinic(), project_id)
-    version = resolve_version(session, project_id, version_id)
+    version = resolve_version(session, principal.clinic(), project_id, version_id)
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     data = await read_capped(file, settings.max_upload_bytes)
     t0 = time.perf_counter()
@@ -174,8 +182,7 @@ async def predict_batch(
 ) -> list[PredictionOut]:
     """Several images in one request (one forward pass in batches); the spacing, if given, applies to all.
     Any unusable image refuses the whole request, naming the file."""
-    projects.get_project(session, principal.clinic(), project_id)
-    version = resolve_version(session, project_id, version_id)
+    version = resolve_version(session, principal.clinic(), project_id, version_id)
     if len(files) > MAX_BATCH:
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)

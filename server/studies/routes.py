@@ -102,7 +102,7 @@ def list_studies(
     session: SessionDep,
     principal: AnnotatorDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="studies to skip")] = 0,
 ) -> list[StudyOut]:
     rows = session.scalars(
         select(Study)

@@ -215,6 +215,70 @@ def test_decode_picks_each_channel_independently() -> None:
     assert torch.allclose(coords, kp, atol=BOUND_HM_PX)
 
 
+def _full_map_decode(codec: HeatmapCodec, heatmaps: torch.Tensor, blur: bool) -> torch.Tensor:
+    """DARK decoding as first written: blur every whole heatmap (replicate padding), take the log of the whole
+    maps, one Newton step at the argmax; the reference the windowed decode must reproduce. (B, K, 2)."""
+    b, k, h, w = heatmaps.shape
+    hm = heatmaps.to(torch.float32)
+    flat = hm.reshape(b, k, -1).max(dim=-1).indices
+    iy, ix = flat // w, flat % w
+
+    def newton(logh: torch.Tensor) -> torch.Tensor:
+        pad = torch.nn.functional.pad(logh.reshape(b * k, 1, h, w), (1, 1, 1, 1), mode="replicate").reshape(b, k, -1)
+
+        def at(dy: int, dx: int) -> torch.Tensor:
+            return pad.gather(-1, ((iy + 1 + dy) * (w + 2) + ix + 1 + dx)[..., None])[..., 0]
+
+        gx, gy = 0.5 * (at(0, 1) - at(0, -1)), 0.5 * (at(1, 0) - at(-1, 0))
+        hxx, hyy = at(0, 1) - 2 * at(0, 0) + at(0, -1), at(1, 0) - 2 * at(0, 0) + at(-1, 0)
+        hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+        det = hxx * hyy - hxy**2
+        ok = (det > 1e-12) & (hxx < 0)
+        safe = torch.where(ok, det, torch.ones_like(det))
+        ox = torch.where(ok, -(hyy * gx - hxy * gy) / safe, 0.0).clamp(-1.0, 1.0)
+        oy = torch.where(ok, -(hxx * gy - hxy * gx) / safe, 0.0).clamp(-1.0, 1.0)
+        return torch.stack([ox, oy], dim=-1)
+
+    offset = newton(torch.log(hm.clamp_min(1e-10)))
+    if blur:
+        sigma = codec.config.sigma
+        r = max(1, math.ceil(2 * sigma))
+        t = torch.arange(-r, r + 1, dtype=torch.float32)
+        g = torch.exp(-(t**2) / (2 * sigma**2))
+        g = g / g.sum()
+        x = hm.reshape(b * k, 1, h, w)
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+        smooth = newton(torch.log(x.reshape(b, k, h, w).clamp_min(1e-10)))
+        inner = (ix >= r) & (ix < w - r) & (iy >= r) & (iy < h - r)
+        offset = torch.where(inner[..., None], smooth, offset)
+    return torch.stack([ix, iy], dim=-1).to(torch.float32) + offset
+
+
+@pytest.mark.parametrize("sigma", [1.5, 2.0, 3.0])
+def test_windowed_decode_equals_full_map_decode(sigma: float) -> None:
+    """The decode blurs only a window around each argmax: the same points as blurring the whole maps, on noisy
+    predicted-like heatmaps (peaks of random height, noise, some saturated pixels) with many peaks on, next to
+    or within the blur radius of the border (where the border fallback and the replicated padding act)."""
+    codec = _codec((128, 160), sigma=sigma)
+    w, h = codec.heatmap_size
+    gen = torch.Generator().manual_seed(int(10 * sigma))
+    b, k = 6, 24
+    xy = torch.rand(b, k, 2, generator=gen) * torch.tensor([w - 1.0, h - 1.0])
+    # Half the peaks within 4 pixels of a border (some just outside it), on the left/top or right/bottom.
+    near = torch.rand(b, k, 2, generator=gen) * 4.4 - 0.7
+    side = torch.rand(b, k, 2, generator=gen) < 0.5
+    edge = torch.where(side, near, torch.tensor([w - 1.0, h - 1.0]) - near)
+    xy = torch.where(torch.rand(b, k, 1, generator=gen) < 0.5, edge, xy)
+    heat = codec.encode(xy) * (0.2 + 0.8 * torch.rand(b, k, 1, 1, generator=gen))
+    heat = (heat + 0.05 * torch.randn(heat.shape, generator=gen)).clamp(0.0, 1.0)
+    ix = heat.reshape(b, k, -1).max(dim=-1).indices % w
+    assert int((ix == 0).sum()) > 0 and int((ix == w - 1).sum()) > 0  # peaks on the very border are covered
+    for blur in (True, False):
+        coords, _ = codec.decode(heat, blur=blur)
+        assert float((coords - _full_map_decode(codec, heat, blur)).abs().max()) < 1e-4, f"blur={blur}"
+
+
 @pytest.mark.parametrize("image_wh", [(500, 300), (300, 500), (968, 1200)])
 def test_decode_to_image_round_trip(image_wh: tuple[int, int]) -> None:
     """Image points -> heatmap targets -> decode_to_image: back to the image points within the heatmap bound

@@ -309,6 +309,25 @@ def test_isbi_cephalogram_jpeg(data_root: Path) -> None:
     assert with_spacing.pixel_sha256 == image.pixel_sha256
 
 
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_jpeg_exif_orientation_is_applied(orientation: int) -> None:
+    """A camera JPEG is decoded as viewers show it: EXIF Orientation 6 is a quarter turn clockwise (Pillow's
+    ROTATE_270), 3 a half turn, 1 as stored. A grey JPEG is lossy, so compare with the stored pixels decoded
+    by Pillow and turned by hand."""
+    stored = np.repeat(np.repeat(_gradient(6, 8).astype(np.float64), 8, 0), 8, 1)  # 48 x 64, smooth 8x8 blocks
+    grey = Image.fromarray(((stored - stored.min()) / np.ptp(stored) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    grey.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    with Image.open(io.BytesIO(buffer.getvalue())) as reference:
+        as_stored = np.asarray(reference, np.uint16) * 257
+    image = decode_image(buffer.getvalue(), filename="camera.jpg")
+    expected = {1: as_stored, 6: np.rot90(as_stored, -1), 3: np.rot90(as_stored, 2)}[orientation]
+    assert (image.width, image.height) == (expected.shape[1], expected.shape[0])
+    assert np.array_equal(image.pixels, expected)
+
+
 def _gradient(height: int = 30, width: int = 40) -> np.ndarray:
     """A (30, 40) uint16 image whose every pixel differs, so a transposed or flipped read shows."""
     return (np.arange(height * width, dtype=np.uint16).reshape(height, width) * 7 + 1000).astype(np.uint16)

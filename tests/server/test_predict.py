@@ -207,6 +207,24 @@ def test_a_clinic_predicts_only_with_its_own_projects(api: Api, project: tuple[s
         assert session.get(Project, uuid.UUID(pid)) is not None
 
 
+def test_a_version_of_another_project_is_not_found(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    """The version, the project and the caller's clinic are checked together: a version of the clinic's other
+    project is 404 (not used on this one), and so is any version of another clinic's project."""
+    pid, admin, predict = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    other = api.client.post("/v1/projects", json={**CEPH, "name": "Other"}, headers=api.headers(admin)).json()["id"]
+    foreign = _add_version(api, other, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    assert_problem(_predict(api, pid, predict, _image(data_root), version_id=foreign), 404, "not-found", "version")
+    other_clinic, other_admin = api.clinic("Other clinic")
+    assert_problem(
+        _predict(api, other, api.key(other_clinic, other_admin, "predict"), _image(data_root), version_id=foreign),
+        404,
+        "not-found",
+        "project",
+    )
+    assert_problem(_predict(api, pid, api.system_key, _image(data_root)), 403, "forbidden")
+
+
 def test_render_png(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
     pid, _, predict = project
     vid = _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
