@@ -144,7 +144,7 @@ def table(protocol: Protocol, agg: dict[str, Any], unit: str, profile: dict[str,
         f"A-MRE_t ({unit}) on {n_test} test images after each step t (mean ± SD over "
         "seeds; n = seeds); AT/MT at the last step reached (positive: old landmarks improved).",
         "",
-        "| strategy | seeds | " + " | ".join(f"A-MRE_{t}" for t in range(n)) + " | AT | MT | SDR 2 mm |",
+        "| strategy | seeds | " + " | ".join(f"A-MRE_{t}" for t in range(n)) + f" | AT | MT | SDR 2 {unit} |",
         "|---|---|" + "---|" * n + "---|---|---|",
     ]
     for strategy, a in agg.items():
