@@ -9,18 +9,16 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from ..db.base import utcnow
 from ..db.entities import JobStatus, PredictionJob
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem
 from ..projects import repository as projects
 from ..storage import LocalBlobStore
 from ..studies.routes import parse_spacing
-from ..training.queue import Enqueue, queue_error
+from ..training.queue import dispatch
 from . import job_inputs
 from . import repository as repo
 from .routes import PredictDep, SpacingX, SpacingY, VersionField, decode_named, resolve_version
@@ -52,28 +50,14 @@ def _job_out(job: PredictionJob) -> PredictionJobOut:
 
 
 def _dispatch(request: Request, session: Session, job: PredictionJob, blobs: LocalBlobStore) -> None:
-    """Enqueue the committed job and store its task id. If the queue cannot be reached, the job is marked failed
-    and its images are deleted, so nothing stays queued that no worker sees."""
-    enqueue: Enqueue = request.app.state.enqueue_prediction
-    try:
-        task_id = enqueue(job.id)
-    except Exception as exc:
-        error = queue_error(exc)
-        session.execute(
-            update(PredictionJob)
-            .where(PredictionJob.id == job.id, PredictionJob.status == JobStatus.queued)
-            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
-        )
-        session.commit()
-        job_inputs.delete(blobs, job.inputs)
-        raise Problem(
-            503,
-            f"{error}; the job is marked failed, submit the images again later",
-            slug="queue-unavailable",
-            extra={"job_id": str(job.id)},
-        ) from exc
-    job.celery_task_id = task_id
-    session.commit()
+    """Enqueue the committed job; if the queue cannot be reached it is marked failed and its images deleted."""
+    dispatch(
+        session,
+        job,
+        request.app.state.enqueue_prediction,
+        retry="submit the images again later",
+        on_failure=lambda: job_inputs.delete(blobs, job.inputs),
+    )
 
 
 @router.post("", status_code=202, response_model=PredictionJobOut, responses=_QUEUE_DOWN)

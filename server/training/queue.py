@@ -12,7 +12,17 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from sqlalchemy import update
+
+from ..db.base import utcnow
+from ..db.entities import JobStatus
+from ..errors import Problem
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from ..db.entities import PredictionJob, TrainingJob
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -57,3 +67,35 @@ def celery_enqueue(settings: Settings, task: str = TASK_TRAIN_JOB) -> Enqueue:
         return str(result.id)
 
     return enqueue
+
+
+def dispatch(
+    session: Session,
+    job: TrainingJob | PredictionJob,
+    enqueue: Enqueue,
+    *,
+    retry: str,
+    on_failure: Callable[[], None] | None = None,
+) -> None:
+    """Commit the job, then enqueue it (a worker must never get an id it cannot read yet), then store the task
+    id. If the queue cannot be reached the job is marked failed (if still queued), `on_failure` runs, and a 503
+    problem says so, ending with `retry`: nothing stays queued that no worker sees."""
+    session.commit()
+    try:
+        task_id = enqueue(job.id)
+    except Exception as exc:
+        error = queue_error(exc)
+        entity = type(job)
+        session.execute(
+            update(entity)
+            .where(entity.id == job.id, entity.status == JobStatus.queued)
+            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+        )
+        session.commit()
+        if on_failure is not None:
+            on_failure()
+        raise Problem(
+            503, f"{error}; the job is marked failed, {retry}", slug="queue-unavailable", extra={"job_id": str(job.id)}
+        ) from exc
+    job.celery_task_id = task_id
+    session.commit()

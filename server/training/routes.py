@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import FileResponse
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ..auth import AdminDep, ReaderDep
@@ -19,7 +18,7 @@ from ..errors import Problem, not_found
 from ..projects import repository as projects
 from ..storage import LocalBlobStore
 from . import repository as repo
-from .queue import Enqueue, queue_error
+from .queue import dispatch
 from .schemas import (
     LOG_TAIL_LINES,
     EventOut,
@@ -100,28 +99,7 @@ def _version_detail(session: Session, version: ModelVersion) -> VersionDetail:
 
 
 def _dispatch(request: Request, session: Session, job: TrainingJob) -> None:
-    """Commit the job, then enqueue it (a worker must never get an id it cannot read yet), then store the task
-    id. If the queue cannot be reached the job is marked failed, so nothing stays queued that no worker sees."""
-    session.commit()
-    enqueue: Enqueue = request.app.state.enqueue
-    try:
-        task_id = enqueue(job.id)
-    except Exception as exc:
-        error = queue_error(exc)
-        session.execute(
-            update(TrainingJob)
-            .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
-            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
-        )
-        session.commit()
-        raise Problem(
-            503,
-            f"{error}; the job is marked failed, retry it later",
-            slug="queue-unavailable",
-            extra={"job_id": str(job.id)},
-        ) from exc
-    job.celery_task_id = task_id
-    session.commit()
+    dispatch(session, job, request.app.state.enqueue, retry="retry it later")
 
 
 def _new_job(
