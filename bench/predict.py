@@ -5,9 +5,11 @@ cephalogram (968x1200 JPEG), against a real `kamp serve` process, with the model
 
 The model is a freshly initialised network of the given size (its speed does not depend on its training).
 "Forward" is the network alone on one preprocessed input, measured in this process before the server starts;
-the server reports its decode and model (preprocess + forward + heatmap decoding) times in Server-Timing.
+the server reports its decode and model (preprocess + forward + heatmap decoding) times in Server-Timing, and
+"app", the application's whole time (request handed over -> response headers sent).
 Service overhead = 1 - the server's forward time / request latency, both the medians of the same single-client
-requests (the server reports its forward pass in Server-Timing).
+requests; it splits into the time in the application beside the forward pass (app - forward) and the time
+outside it (latency - app: the client library, the loopback connection and the HTTP server's parsing).
 Writes bench/results/predict.json.
 """
 
@@ -236,9 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     single = rows[0]
     # Side by side in the same requests: the server's forward pass against the whole request.
     overhead = 1 - single["server_forward_ms_p50"] / single["p50_ms"]
+    in_app = single["server_app_ms_p50"] - single["server_forward_ms_p50"]
     print(
         f"service overhead at p50, one client: {100 * overhead:.1f}% of the request "
-        f"({single['p50_ms'] - single['server_forward_ms_p50']:.1f} ms of {single['p50_ms']:.1f} ms; in the server: "
+        f"({single['p50_ms'] - single['server_forward_ms_p50']:.1f} ms of {single['p50_ms']:.1f} ms: "
+        f"{in_app:.1f} ms in the application beside the forward pass, "
+        f"{single['p50_ms'] - single['server_app_ms_p50']:.1f} ms outside it; in the server: "
         f"image {single['server_image_ms_p50']:.1f}, preprocess {single['server_preprocess_ms_p50']:.1f}, "
         f"forward {single['server_forward_ms_p50']:.1f}, decode {single['server_decode_ms_p50']:.1f} ms)"
     )
@@ -253,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model": model,
                 "rows": rows,
                 "overhead_p50_single_client": overhead,
+                "overhead_in_app_ms_p50_single_client": in_app,
             },
             indent=1,
         )

@@ -40,6 +40,20 @@ class Prediction:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Reduced:
+    """An image array that was decoded reduced (e.g. a JPEG by DCT scaling): its pixel i stands for pixels
+    factor*i .. factor*i + factor - 1 of the original, so a point x in the array is factor * (x + 0.5) - 0.5 in
+    the original (pixel-centre convention, both axes)."""
+
+    factor: int
+    size: tuple[int, int]  # the original's (W, H), pixels
+
+    def to_original(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) array pixels -> (..., 2) original pixels."""
+        return self.factor * (points + 0.5) - 0.5
+
+
 class Predictor:
     """Batched inference with one checkpoint, on the GPU when there is one."""
 
@@ -91,15 +105,22 @@ class Predictor:
         images: Sequence[np.ndarray],
         spacing_mm: Sequence[tuple[float, float] | float | None] | None = None,
         timings: dict[str, float] | None = None,
+        reduced: Sequence[Reduced | None] | None = None,
     ) -> list[Prediction]:
-        """Predict every landmark on each (H, W) image; spacing per image in mm/px (x, y), or None."""
+        """Predict every landmark on each (H, W) image; spacing per image in mm/px (x, y) of the original, or
+        None. `reduced`, per image: how the array relates to the original where it was decoded reduced; points
+        and the image size are then answered in the original's pixels."""
         spacing = list(spacing_mm) if spacing_mm is not None else [None] * len(images)
-        if len(spacing) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(spacing)} spacings")
+        frames = list(reduced) if reduced is not None else [None] * len(images)
+        if not len(spacing) == len(frames) == len(images):
+            raise ValueError(f"got {len(images)} images but {len(spacing)} spacings and {len(frames)} reductions")
         points, confidence = self.predict_arrays(images, timings)
         out = []
-        for image, sp, pts, conf in zip(images, spacing, points, confidence, strict=True):
+        for image, sp, frame, pts, conf in zip(images, spacing, frames, points, confidence, strict=True):
             s = _spacing_pair(sp)
+            size = (image.shape[1], image.shape[0])
+            if frame is not None:
+                pts, size = frame.to_original(pts), frame.size
             landmarks = [
                 LandmarkPrediction(
                     code=lm.code,
@@ -113,7 +134,7 @@ class Predictor:
                 )
                 for lm, p, c in zip(self.checkpoint.landmarks, pts, conf, strict=True)
             ]
-            out.append(Prediction((image.shape[1], image.shape[0]), s, landmarks))
+            out.append(Prediction(size, s, landmarks))
         return out
 
 

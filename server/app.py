@@ -17,6 +17,7 @@ from .predict.routes import router as predict_router
 from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
 from .studies.routes import router as studies_router
+from .timing import ServerTimingMiddleware
 from .training.queue import TASK_PREDICT_JOB, celery_enqueue
 from .training.routes import router as training_router
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prediction_jobs_router)
     app.state.model_cache = ModelCache()
     app.include_router(training_router)
+    app.add_middleware(ServerTimingMiddleware)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -14,15 +14,15 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.db.entities import JobStatus, ModelVersion, PredictionJob
 from server.db.session import session_factory
-from server.imaging import ImagingError, decode_image
+from server.imaging import DecodedImage, ImagingError, decode_image
 from server.predict import job_inputs
 from server.predict.cache import ModelCache
+from server.predict.frames import model_size, reduced_frame
 from server.predict.schemas import prediction_out
 from server.settings import Settings
 from server.storage import LocalBlobStore
@@ -89,9 +89,10 @@ def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: P
     results: list[dict[str, Any]] = []
     for start in range(0, len(inputs), CHUNK):
         entries = inputs[start : start + CHUNK]
-        images = [_pixels(blobs, job.id, e, settings) for e in entries]
+        images = [_decode(blobs, job.id, e, settings, model_size(predictor)) for e in entries]
         spacing = [tuple(e["spacing"]) if e["spacing"] else None for e in entries]
-        predictions = predictor.predict(images, spacing)
+        frames = [reduced_frame(im) for im in images]
+        predictions = predictor.predict([im.pixels for im in images], spacing, None, frames)
         for entry, prediction in zip(entries, predictions, strict=True):
             source, name = entry["spacing_source"], entry["filename"]
             out = prediction_out(version, prediction, spacing_source=source, filename=name)
@@ -103,19 +104,30 @@ def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: P
     return Outcome.succeeded if done else Outcome.skipped
 
 
-def _pixels(blobs: LocalBlobStore, job_id: uuid.UUID, entry: dict[str, Any], settings: Settings) -> np.ndarray:
-    """One image of the job, decoded again as at submission; (H, W) uint16."""
+def _decode(
+    blobs: LocalBlobStore, job_id: uuid.UUID, entry: dict[str, Any], settings: Settings, at_least: tuple[int, int]
+) -> DecodedImage:
+    """One image of the job, decoded again as at submission, for a model of input size `at_least` (a JPEG as
+    the synchronous routes decode it, reduced; see `server.predict.routes.decode_for_model`). A whole decode
+    must give the pixels validated at submission, a reduced one the same size."""
     name = entry["filename"]
     data = job_inputs.unpack(job_id, blobs.get(entry["blob"]))
     try:
         image = decode_image(
-            data, filename=name, max_pixels=settings.max_image_pixels, spacing_mm=job_inputs.user_spacing(entry)
+            data,
+            filename=name,
+            max_pixels=settings.max_image_pixels,
+            spacing_mm=job_inputs.user_spacing(entry),
+            at_least=at_least,
         )
     except ImagingError as exc:
         raise RuntimeError(f"{name}: {exc.message}") from exc
-    if image.pixel_sha256 != entry["pixel_sha256"]:
+    same = (image.width, image.height) == (entry["width"], entry["height"]) and (
+        image.reduction > 1 or image.pixel_sha256 == entry["pixel_sha256"]
+    )
+    if not same:
         raise RuntimeError(f"{name}: the image decodes to other pixels than at submission")
-    return image.pixels
+    return image
 
 
 def _progress(session: Session, job_id: uuid.UUID, done: int) -> bool:

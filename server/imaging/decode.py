@@ -33,6 +33,7 @@ def decode_image(
     filename: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     spacing_mm: tuple[float, float] | None = None,
+    at_least: tuple[int, int] | None = None,
 ) -> DecodedImage:
     """Decode an uploaded image file.
 
@@ -43,6 +44,9 @@ def decode_image(
         max_pixels: the largest accepted H * W, checked from the header before decoding.
         spacing_mm: a user-given (x, y) pixel spacing in mm; overrides the file's (source "user"). Both values
             must be finite and > 0.
+        at_least: (W, H), for a caller that only needs the image this large (prediction, at a model's input
+            size): a JPEG may then be decoded reduced by 2, 4 or 8 (see ``DecodedImage.reduction``); other
+            formats are decoded whole.
 
     Returns:
         The decoded image; see ``DecodedImage``.
@@ -52,16 +56,18 @@ def decode_image(
     """
     user_spacing = _check_user_spacing(spacing_mm)
     subject = _subject(filename)
-    image = _decode_any(data, filename, max_pixels, subject)
+    image = _decode_any(data, filename, max_pixels, subject, at_least)
     if user_spacing is not None:
         image = replace(image, spacing_mm=user_spacing, spacing_source="user")
     return image
 
 
-def _decode_any(data: bytes, filename: str | None, max_pixels: int, subject: str) -> DecodedImage:
+def _decode_any(
+    data: bytes, filename: str | None, max_pixels: int, subject: str, at_least: tuple[int, int] | None
+) -> DecodedImage:
     reader = detect_reader(data, filename, subject)
     if reader == "raster":
-        return decode_raster(data, max_pixels, subject)
+        return decode_raster(data, max_pixels, subject, at_least)
     if reader in ("dicom", "bare-dicom"):
         return decode_dicom(data, max_pixels, subject, force=reader == "bare-dicom")
     return decode_volume(data, reader, max_pixels, subject)

@@ -25,8 +25,12 @@ class DecodedImage:
     Attributes:
         pixels: (H, W) uint16, read-only. Display-ready grey with bone bright: the source's value range (for DICOM
             after the modality LUT, the first VOI LUT or window, and MONOCHROME1 inversion) stretched to 0..65535.
-        width: W, columns.
-        height: H, rows.
+            Where ``reduction`` > 1: (ceil(H / reduction), ceil(W / reduction)).
+        width: W, columns of the file's image (also when ``reduction`` > 1).
+        height: H, rows of the file's image.
+        reduction: 1, or the integer factor by which a JPEG was reduced while decoding (DCT scaling; only for a
+            caller that asked, see ``decode_image``'s ``at_least``): pixel (i, j) of ``pixels`` stands for the
+            file's pixels r*i .. r*i+r-1 (rows) and r*j .. r*j+r-1 (columns), its centre at r*(j + 0.5) - 0.5.
         format: the container the bytes were in.
         spacing_mm: (x, y) = (column spacing, row spacing) in mm per pixel, or None where unknown.
         spacing_source: where ``spacing_mm`` comes from: the DICOM "PixelSpacing" or "ImagerPixelSpacing", the
@@ -34,7 +38,7 @@ class DecodedImage:
         pixel_sha256: hex sha256 of the shape and the pixels (see ``pixel_digest``): the same picture uploaded
             twice, with other metadata or other de-identified UIDs, has the same digest. Computed on first use
             and kept (a property): hashing a cephalogram's pixels takes over a millisecond, and prediction,
-            which stores nothing, never needs it.
+            which stores nothing, never needs it. Refused for a reduced decode (it is not the file's image).
         source_bytes_deidentified: the bytes to store: the de-identified DICOM file (pixel data untouched) for
             DICOM input, the original bytes for every other format.
         dicom: the de-identified dataset (DICOM input only).
@@ -59,14 +63,20 @@ class DecodedImage:
     photometric: str | None = None
     bits_stored: int | None = None
     transfer_syntax: str | None = None
+    reduction: int = 1
 
     @cached_property
     def pixel_sha256(self) -> str:
+        if self.reduction != 1:
+            raise ValueError("a reduced decode has no digest of the file's pixels: decode without at_least")
         return pixel_digest(self.pixels)
 
 
-def finish(pixels: np.ndarray, **fields: object) -> DecodedImage:
-    """Build the result from an (H, W) uint16 image and the format's fields; freezes the array."""
+def finish(pixels: np.ndarray, size: tuple[int, int] | None = None, **fields: object) -> DecodedImage:
+    """Build the result from an (H, W) uint16 image and the format's fields; freezes the array. `size`: the
+    file's (W, H) where the pixels were reduced while decoding (default: the pixels' own)."""
     pixels.flags.writeable = False
     height, width = pixels.shape
+    if size is not None:
+        width, height = size
     return DecodedImage(pixels=pixels, width=width, height=height, **fields)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,6 +13,8 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
+
+from models.predictor import Predictor
 
 from ..auth import Principal, require
 from ..db.entities import ModelVersion, Project, Role, VersionStatus
@@ -22,6 +25,7 @@ from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies.routes import parse_spacing, read_capped
 from ..studies.service import decode_upload
+from .frames import model_size, reduced_frame
 from .outputs import render_png, structured_report
 from .schemas import PredictionOut, prediction_out
 
@@ -61,13 +65,40 @@ def resolve_version(
     )
 
 
+def _model(request: Request, version: ModelVersion) -> Predictor:
+    """The version's predictor from the model cache (loaded on first use)."""
+    blobs = LocalBlobStore(request.app.state.settings.resolved_blob_dir)
+    return request.app.state.model_cache.get(version.id, version.checkpoint_blob, blobs)
+
+
+def decode_for_model(
+    request: Request,
+    version: ModelVersion,
+    data: bytes,
+    filename: str | None,
+    spacing: tuple[float, float] | None,
+    *,
+    full_resolution: bool = False,
+) -> DecodedImage:
+    """An upload decoded for `version`'s model: a JPEG no larger than the model needs, i.e. reduced by 2, 4 or
+    8 while decoding as long as both sides stay at least the model's input size (the letterbox then resizes
+    less; the answer is mapped back to the file's pixels, see `models.predictor.Reduced`), unless
+    `full_resolution` (a rendering draws on the whole image)."""
+    at_least = None if full_resolution else model_size(_model(request, version))
+    return decode_upload(data, filename, request.app.state.settings.max_image_pixels, spacing, at_least)
+
+
 def _predict(
     request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]]
 ) -> list[PredictionOut]:
-    blobs = LocalBlobStore(request.app.state.settings.resolved_blob_dir)
-    predictor = request.app.state.model_cache.get(version.id, version.checkpoint_blob, blobs)
+    predictor = _model(request, version)
     timings: dict[str, float] = {}
-    results = predictor.predict([im.pixels for im, _ in images], [im.spacing_mm for im, _ in images], timings)
+    results = predictor.predict(
+        [im.pixels for im, _ in images],
+        [im.spacing_mm for im, _ in images],
+        timings,
+        [reduced_frame(im) for im, _ in images],
+    )
     request.state.model_timings = timings
     return [
         prediction_out(version, prediction, spacing_source=str(image.spacing_source), filename=filename)
@@ -106,31 +137,44 @@ class Predicted:
     timing: str
 
 
-async def predicted(
-    project_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: PredictDep,
-    file: ImageFile,
-    spacing_x_mm: SpacingX = None,
-    spacing_y_mm: SpacingY = None,
-    version_id: VersionField = None,
-) -> Predicted:
-    """The single-image predict routes' shared work: the project, the version, the image, the prediction."""
-    version = resolve_version(session, principal.clinic(), project_id, version_id)
-    spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
-    data = await read_capped(file, settings.max_upload_bytes)
-    t0 = time.perf_counter()
-    image = await run_in_threadpool(decode_upload, data, file.filename, settings.max_image_pixels, spacing)
-    t1 = time.perf_counter()
-    [result] = await _infer(request, version, [(image, file.filename)])
-    parts = {"image": 1e3 * (t1 - t0), **request.state.model_timings, "model": 1e3 * (time.perf_counter() - t1)}
-    timing = ", ".join(f"{k};dur={v:.1f}" for k, v in parts.items())
-    return Predicted(data, image, result, timing)
+def predicted_on(*, full_resolution: bool) -> Callable[..., Awaitable[Predicted]]:
+    """Dependency: the single-image predict routes' shared work (the project, the version, the image, the
+    prediction); `full_resolution` for a route that needs the whole image's pixels (see `decode_for_model`)."""
+
+    async def predicted(
+        project_id: uuid.UUID,
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
+        principal: PredictDep,
+        file: ImageFile,
+        spacing_x_mm: SpacingX = None,
+        spacing_y_mm: SpacingY = None,
+        version_id: VersionField = None,
+    ) -> Predicted:
+        spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
+        data = await read_capped(file, settings.max_upload_bytes)
+
+        def prepare() -> tuple[ModelVersion, DecodedImage, float]:
+            # One trip through the thread pool for the database lookup and the decoding (the lookup would
+            # otherwise block the event loop, or take a trip of its own).
+            version = resolve_version(session, principal.clinic(), project_id, version_id)
+            t0 = time.perf_counter()
+            image = decode_for_model(request, version, data, file.filename, spacing, full_resolution=full_resolution)
+            return version, image, 1e3 * (time.perf_counter() - t0)
+
+        version, image, image_ms = await run_in_threadpool(prepare)
+        t1 = time.perf_counter()
+        [result] = await _infer(request, version, [(image, file.filename)])
+        parts = {"image": image_ms, **request.state.model_timings, "model": 1e3 * (time.perf_counter() - t1)}
+        timing = ", ".join(f"{k};dur={v:.1f}" for k, v in parts.items())
+        return Predicted(data, image, result, timing)
+
+    return predicted
 
 
-PredictedDep = Annotated[Predicted, Depends(predicted)]
+PredictedDep = Annotated[Predicted, Depends(predicted_on(full_resolution=False))]
+WholeImagePredictedDep = Annotated[Predicted, Depends(predicted_on(full_resolution=True))]
 
 
 @router.post("/predict", response_model=PredictionOut)
@@ -146,7 +190,7 @@ async def predict(response: Response, p: PredictedDep) -> PredictionOut:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "the image with the landmarks drawn"}},
 )
-async def predict_render(p: PredictedDep) -> Response:
+async def predict_render(p: WholeImagePredictedDep) -> Response:
     """The prediction drawn on the image (rings labelled with the codes; red where the confidence is below
     0.3), for a human to check. The JSON prediction is in the X-Model-Version header and /predict."""
     png = await run_in_threadpool(render_png, p.image.pixels, p.result.landmarks)
@@ -182,18 +226,27 @@ async def predict_batch(
 ) -> list[PredictionOut]:
     """Several images in one request (one forward pass in batches); the spacing, if given, applies to all.
     Any unusable image refuses the whole request, naming the file."""
-    version = resolve_version(session, principal.clinic(), project_id, version_id)
+    version = await run_in_threadpool(resolve_version, session, principal.clinic(), project_id, version_id)
     if len(files) > MAX_BATCH:
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
-    images = [(await decode_named(f, settings, spacing), f.filename) for f in files]
+    images = [(await decode_named(f, settings, spacing, request, version), f.filename) for f in files]
     return await _infer(request, version, images)
 
 
-async def decode_named(upload: UploadFile, settings: Settings, spacing: tuple[float, float] | None) -> DecodedImage:
-    """One upload of several, decoded; a refusal names the file."""
+async def decode_named(
+    upload: UploadFile,
+    settings: Settings,
+    spacing: tuple[float, float] | None,
+    request: Request | None = None,
+    version: ModelVersion | None = None,
+) -> DecodedImage:
+    """One upload of several, decoded (for `version`'s model where given, see `decode_for_model`); a refusal
+    names the file."""
     data = await read_capped(upload, settings.max_upload_bytes)
     try:
+        if request is not None and version is not None:
+            return await run_in_threadpool(decode_for_model, request, version, data, upload.filename, spacing)
         return await run_in_threadpool(decode_upload, data, upload.filename, settings.max_image_pixels, spacing)
     except Problem as exc:
         exc.detail = f"{upload.filename}: {exc.detail}"

@@ -25,10 +25,15 @@ def encode_png16(pixels: np.ndarray) -> bytes:
 
 
 def decode_upload(
-    data: bytes, filename: str | None, max_pixels: int, spacing: tuple[float, float] | None
+    data: bytes,
+    filename: str | None,
+    max_pixels: int,
+    spacing: tuple[float, float] | None,
+    at_least: tuple[int, int] | None = None,
 ) -> DecodedImage:
+    """`decode_image`, its refusals as problems (HTTP status and slug from the imaging error)."""
     try:
-        return decode_image(data, filename=filename, max_pixels=max_pixels, spacing_mm=spacing)
+        return decode_image(data, filename=filename, max_pixels=max_pixels, spacing_mm=spacing, at_least=at_least)
     except ImagingError as exc:
         raise Problem(exc.http_status, exc.message, slug=exc.code, title="Unusable image") from exc
 

@@ -18,7 +18,7 @@ from models.evaluate import evaluate
 from models.geometry import Affine
 from models.metrics import radial_errors
 from models.network import LandmarkNet
-from models.predictor import Predictor
+from models.predictor import Predictor, Reduced
 from models.step_data import StepData
 from tests.models.test_trainer import TwoStepRun, trained_two_step_run
 
@@ -135,6 +135,11 @@ def test_trained_model_on_real_images_of_different_sizes(two_step: TwoStepRun, d
     0.004 heatmap px between full and stored, 0.031 between halved and stored (0.94 stored pixels). The
     tolerance, 0.25 heatmap px (7.6 stored px, 1.5 mm), is 8x that; a wrong scale or a frame mix-up gives
     errors of hundreds of pixels. The blob tests above pin the sub-pixel geometry exactly.
+
+    This 80-iteration model can have two near-equal peaks for a landmark, and resampling then picks either
+    (measured: landmark 3 of image 001, peaks 0.5468 and 0.5472, 49 stored px apart, halved against stored), so
+    the tolerance holds for 90% of the landmarks and the median is within one stored pixel; a frame error
+    moves all of them.
     """
     predictor = Predictor(two_step.step1, device="cpu")
     isbi = load_dataset(data_root / "isbi2015")
@@ -151,8 +156,9 @@ def test_trained_model_on_real_images_of_different_sizes(two_step: TwoStepRun, d
         pts = np.array([[(lm.x, lm.y) for lm in p.landmarks] for p in predictions])  # (3, 24, 2)
         full_in_stored = Affine.resize((1935, 2400), (968, 1200)).apply(pts[0])
         half_in_stored = Affine.resize((484, 600), (968, 1200)).apply(pts[2])
-        assert np.abs(full_in_stored - pts[1]).max() < tolerance_stored_px
-        assert np.abs(half_in_stored - pts[1]).max() < tolerance_stored_px
+        for other in (full_in_stored, half_in_stored):
+            errors = np.abs(other - pts[1]).max(axis=-1)  # (24,) stored px
+            assert np.median(errors) < 1.0 and (errors < tolerance_stored_px).mean() >= 0.9, errors.round(2)
         # Every point lies in its own image.
         for p, (w, h) in zip(pts, [(1935, 2400), (968, 1200), (484, 600)], strict=True):
             assert (p >= -0.5).all() and (p[:, 0] <= w - 0.5).all() and (p[:, 1] <= h - 0.5).all()
@@ -260,3 +266,22 @@ def test_evaluate_with_predictor_and_no_shared_code(small: Checkpoint) -> None:
     data = StepData(images, np.full((2, 1, 2), 5.0), ["Z"])
     with pytest.raises(ValueError, match="share no landmark"):
         evaluate(Predictor(small, device="cpu"), data)
+
+
+def test_reduced_images_answer_in_the_originals_pixels(small: Checkpoint) -> None:
+    """An array decoded reduced by r: its pixel i stands for original pixels r*i .. r*i + r - 1, so a point x in
+    the array is r * (x + 0.5) - 0.5 in the original, and mm are taken from the original's pixels."""
+    assert Reduced(2, (10, 10)).to_original(np.array([[0.0, 0.0], [1.5, 3.0]])).tolist() == [[0.5, 0.5], [3.5, 6.5]]
+    assert Reduced(8, (10, 10)).to_original(np.array([-0.5, 0.0])).tolist() == [-0.5, 3.5]  # edges stay edges
+    predictor = Predictor(small, device="cpu")
+    images = _random_images(2)
+    frame = Reduced(4, (4 * images[0].shape[1] - 3, 4 * images[0].shape[0]))
+    out = predictor.predict(images, spacing_mm=[0.1, None], reduced=[frame, None])
+    pts, _ = predictor.predict_arrays(images)
+    assert out[0].image_size == frame.size and out[1].image_size == (images[1].shape[1], images[1].shape[0])
+    for k, lm in enumerate(out[0].landmarks):
+        assert (lm.x, lm.y) == pytest.approx((4 * (pts[0, k, 0] + 0.5) - 0.5, 4 * (pts[0, k, 1] + 0.5) - 0.5))
+        assert (lm.x_mm, lm.y_mm) == pytest.approx((lm.x * 0.1, lm.y * 0.1))
+    assert [(lm.x, lm.y) for lm in out[1].landmarks] == [tuple(p) for p in pts[1]]
+    with pytest.raises(ValueError, match="reductions"):
+        predictor.predict(images, reduced=[None])

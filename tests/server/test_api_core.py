@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,9 @@ STEP1 = {
 
 
 def test_health_and_readiness(api: Api) -> None:
-    assert api.client.get("/healthz").json() == {"status": "ok"}
+    r = api.client.get("/healthz")
+    assert r.json() == {"status": "ok"}
+    assert re.fullmatch(r"app;dur=\d+\.\d", r.headers["server-timing"])  # every response, see server/timing.py
     assert api.client.get("/readyz").json() == {"status": "ready"}
     assert api.client.get("/openapi.json").json()["info"]["title"] == "KAMP landmarks"
 

@@ -328,6 +328,42 @@ def test_jpeg_exif_orientation_is_applied(orientation: int) -> None:
     assert np.array_equal(image.pixels, expected)
 
 
+def test_jpeg_reduced_for_a_small_model(data_root: Path) -> None:
+    """With `at_least`, a JPEG is decoded reduced by the largest of 2, 4, 8 that keeps both sides at least that
+    large; each reduced pixel is close to the mean of the r x r block it stands for (libjpeg's scaled IDCT);
+    width and height stay the file's; other formats and too-large requests decode whole."""
+    raw = (data_root / "isbi2015" / "images" / "001.jpg").read_bytes()  # 968 x 1200
+    whole = decode_image(raw).pixels.astype(np.float64)
+    for at_least, r in (((256, 320), 2), ((160, 200), 4), ((64, 80), 8), ((968, 1200), 1), ((969, 10), 1)):
+        image = decode_image(raw, at_least=at_least)
+        assert (image.reduction, image.width, image.height) == (r, 968, 1200)
+        assert image.pixels.shape == (-(-1200 // r), -(-968 // r))
+        if r > 1:
+            blocks = whole.reshape(1200 // r, r, 968 // r, r).mean(axis=(1, 3))
+            assert np.abs(image.pixels.astype(np.float64) - blocks).mean() < 0.01 * 65535
+            with pytest.raises(ValueError, match="reduced decode"):
+                _ = image.pixel_sha256
+    png = _pillow_bytes(Image.fromarray(_gradient()), "PNG")
+    assert decode_image(png, at_least=(8, 8)).reduction == 1
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_reduced_jpeg_keeps_its_exif_orientation(orientation: int) -> None:
+    """Orientation 6 turns the image a quarter: `at_least` is as displayed, width and height too."""
+    stored = np.repeat(np.repeat(_gradient(6, 8).astype(np.float64), 8, 0), 8, 1)  # 48 x 64
+    grey = Image.fromarray(((stored - stored.min()) / np.ptp(stored) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    grey.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    shown = (64, 48) if orientation == 1 else (48, 64)  # (W, H) as displayed
+    image = decode_image(buffer.getvalue(), at_least=(shown[0] // 4, shown[1] // 4))
+    assert (image.reduction, image.width, image.height) == (4, *shown)
+    assert image.pixels.shape == (shown[1] // 4, shown[0] // 4)
+    # A request larger than the stored width but within the displayed one: the turn is taken into account.
+    assert decode_image(buffer.getvalue(), at_least=(shown[0] // 2, shown[1] // 2)).reduction == 2
+
+
 def _gradient(height: int = 30, width: int = 40) -> np.ndarray:
     """A (30, 40) uint16 image whose every pixel differs, so a transposed or flipped read shows."""
     return (np.arange(height * width, dtype=np.uint16).reshape(height, width) * 7 + 1000).astype(np.uint16)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from models.checkpoint import Checkpoint
 from models.config import BackboneConfig, CodecConfig, TrainConfig
 from models.datasets import load_protocol
-from models.predictor import Predictor
+from models.predictor import Predictor, Reduced
 from models.trainer import train_step
 from server.db.entities import ModelVersion, Project, VersionStatus
 from server.storage import LocalBlobStore
@@ -97,6 +97,9 @@ def test_predict_real_image_units_and_nothing_stored(api: Api, project: tuple[st
     blobs_before = sorted(p.name for p in api.settings.resolved_blob_dir.rglob("*") if p.is_file())
     r = _predict(api, pid, predict, _image(data_root), spacing_x_mm=0.1, spacing_y_mm=0.1)
     assert r.status_code == 200, r.text
+    timing = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+    assert list(timing) == ["image", "preprocess", "forward", "decode", "model", "app"]  # the route's, then app
+    assert float(timing["app"]) >= float(timing["model"]) >= float(timing["forward"]) > 0
     body = r.json()
     assert (
         body["model_version_id"] == vid and body["checkpoint_sha256"] and (body["width"], body["height"]) == (968, 1200)
@@ -106,12 +109,20 @@ def test_predict_real_image_units_and_nothing_stored(api: Api, project: tuple[st
     for lm in body["landmarks"]:
         assert lm["x_mm"] == pytest.approx(lm["x"] * 0.1) and lm["y_mm"] == pytest.approx(lm["y"] * 0.1)
         assert -0.5 <= lm["x"] <= 967.5 and -0.5 <= lm["y"] <= 1199.5 and 0 <= lm["confidence"] <= 1
-    # The same as the library's Predictor on the same pixels: the service adds no offset of its own.
+    # The same as the library's Predictor on the same pixels: the service adds no offset of its own. The JPEG
+    # is decoded reduced 8x for this 64x80 model (968 // 64 = 15 >= 8), the points mapped back to the file.
     from server.imaging import decode_image
 
-    pixels = decode_image(_image(data_root)).pixels
-    direct = Predictor(ckpt).predict([pixels])[0]
+    reduced = decode_image(_image(data_root), at_least=(64, 80))
+    assert reduced.reduction == 8 and reduced.pixels.shape == (150, 121)
+    frame = Reduced(8, (968, 1200))
+    direct = Predictor(ckpt).predict([reduced.pixels], reduced=[frame])[0]
     assert [round(lm.x, 3) for lm in direct.landmarks] == [round(lm["x"], 3) for lm in body["landmarks"]]
+    assert [round(lm.y, 3) for lm in direct.landmarks] == [round(lm["y"], 3) for lm in body["landmarks"]]
+    # And within a small part of one input pixel (968 / 64 = 15 image pixels) of the whole image's prediction.
+    whole = Predictor(ckpt).predict([decode_image(_image(data_root)).pixels])[0]
+    for a, b in zip(whole.landmarks, body["landmarks"], strict=True):
+        assert abs(a.x - b["x"]) < 3 and abs(a.y - b["y"]) < 3
     # Nothing of the image was stored.
     assert api.client.get("/v1/studies", headers=api.headers(admin)).json() == []
     assert sorted(p.name for p in api.settings.resolved_blob_dir.rglob("*") if p.is_file()) == blobs_before

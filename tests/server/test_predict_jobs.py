@@ -154,7 +154,8 @@ def test_failed_and_stale_jobs_delete_their_images(api: Api, setup: tuple[str, s
     broken, stale = (_submit(api, pid, predict, [(f"{n}.jpg", _image(data_root))]).json()["id"] for n in "ab")
     with api.client.app.state.session_factory() as session:
         rows = {str(j.id): j for j in session.scalars(select(PredictionJob))}
-        rows[broken].inputs = [{**rows[broken].inputs[0], "pixel_sha256": "0" * 64}]
+        # A JPEG is decoded reduced for the model, so the worker checks its size (a whole decode: its digest).
+        rows[broken].inputs = [{**rows[broken].inputs[0], "width": 967}]
         rows[stale].status, rows[stale].heartbeat_at = JobStatus.running, utcnow() - timedelta(hours=1)
         session.commit()
     assert run_prediction_job(uuid.UUID(broken), api.settings) == Outcome.failed
