@@ -13,6 +13,10 @@ from models.cli import build_parser
 from models.cli import main as models_main
 
 from .settings import Settings
+from .training.queue import QUEUE_PREDICTION, QUEUE_TRAINING
+
+#: The job queues a worker can serve (see server.training.queue).
+WORKER_QUEUES = (QUEUE_TRAINING, QUEUE_PREDICTION)
 
 
 def ensure_system_key(settings: Settings, *, force_new: bool = False) -> str | None:
@@ -45,10 +49,15 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
-def worker_command(*, beat: bool, loglevel: str = "info") -> list[str]:
+def worker_command(*, beat: bool, loglevel: str = "info", queues: Sequence[str] = WORKER_QUEUES) -> list[str]:
     """The Celery worker as a command line (a subprocess: the server package never imports the worker's).
 
-    One job at a time per process (`--pool solo`): training already uses every core or the GPU."""
+    One job at a time per process (`--pool solo`): training already uses every core or the GPU. `queues`: the
+    job queues it serves (training, prediction or both); the node is named after them."""
+    unknown = sorted(set(queues) - set(WORKER_QUEUES))
+    if unknown or not queues:
+        raise SystemExit(f"unknown queue {', '.join(unknown) or '(none)'}: choose from {', '.join(WORKER_QUEUES)}")
+    served = list(queues) + (["celery"] if QUEUE_TRAINING in queues else [])  # tasks sent before queues existed
     cmd = [
         sys.executable,
         "-m",
@@ -62,6 +71,10 @@ def worker_command(*, beat: bool, loglevel: str = "info") -> list[str]:
         "1",
         "--loglevel",
         loglevel,
+        "--queues",
+        ",".join(served),
+        "--hostname",
+        f"{'+'.join(queues)}@%h",
     ]
     if beat:  # the periodic reaper of jobs whose worker died
         cmd += ["--beat", "--schedule", str(Settings().data_dir / "celerybeat-schedule")]
@@ -70,7 +83,8 @@ def worker_command(*, beat: bool, loglevel: str = "info") -> list[str]:
 
 def _worker(args: argparse.Namespace) -> int:
     """Run a worker in the foreground: the GPU when there is one (bf16 autocast), else the CPU."""
-    return subprocess.call(worker_command(beat=args.beat, loglevel=args.loglevel))
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    return subprocess.call(worker_command(beat=args.beat, loglevel=args.loglevel, queues=queues))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -84,15 +98,19 @@ def _serve(args: argparse.Namespace) -> int:
     key = ensure_system_key(settings)
     if key:
         print(f"first start: system-admin key (shown once, store it now): {key}", flush=True)
-    worker = None
+    workers = []
     if not args.no_worker:
-        worker = subprocess.Popen(worker_command(beat=True, loglevel="warning"))
-        print(f"started the embedded training worker (pid {worker.pid})", flush=True)
+        # One worker per queue: a prediction job does not wait for a training run to end.
+        workers.append(subprocess.Popen(worker_command(beat=True, loglevel="warning", queues=[QUEUE_TRAINING])))
+        workers.append(subprocess.Popen(worker_command(beat=False, loglevel="warning", queues=[QUEUE_PREDICTION])))
+        pids = ", ".join(str(w.pid) for w in workers)
+        print(f"started the embedded training and prediction workers (pids {pids})", flush=True)
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.terminate()
+        for worker in workers:
             try:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -105,10 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run the API on the embedded defaults (SQLite and blobs under ./var)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--no-worker", action="store_true", help="do not start the embedded training worker")
+    s.add_argument("--no-worker", action="store_true", help="do not start the embedded workers")
     s.set_defaults(func=_serve)
-    w = sub.add_parser("worker", help="run a training worker (GPU when there is one, else CPU)")
+    w = sub.add_parser("worker", help="run a job worker (GPU when there is one, else CPU)")
     w.add_argument("--beat", action="store_true", help="also run the periodic reaper of dead jobs")
+    w.add_argument(
+        "--queues",
+        default=",".join(WORKER_QUEUES),
+        help="the job queues to serve, comma-separated: training, prediction (default: both)",
+    )
     w.add_argument("--loglevel", default="info")
     w.set_defaults(func=_worker)
     i = sub.add_parser("install", help="create or upgrade the database and make the system-admin key")

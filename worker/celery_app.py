@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from server.settings import Settings, get_settings
+from server.training.queue import QUEUE_TRAINING, TASK_QUEUES
 
 #: Longer than any training run: Redis re-delivers an unacknowledged task only after this many seconds.
 VISIBILITY_TIMEOUT_S = 24 * 3600
@@ -33,6 +34,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
             {"visibility_timeout": VISIBILITY_TIMEOUT_S} if settings.resolved_broker_url.startswith("redis") else {}
         ),
         broker_connection_retry_on_startup=True,
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
+        task_default_queue=QUEUE_TRAINING,  # the periodic reaper runs where training runs
         result_expires=7 * 24 * 3600,
     )
     return app

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 TASK_TRAIN_JOB = "kamp.train_job"
 TASK_PREDICT_JOB = "kamp.predict_job"
+#: Each kind of job has its own queue, so a prediction job never waits behind a training run when a worker
+#: serves the prediction queue (`kamp serve` starts one per queue; `kamp worker --queues` picks).
+QUEUE_TRAINING = "training"
+QUEUE_PREDICTION = "prediction"
+TASK_QUEUES = {TASK_TRAIN_JOB: QUEUE_TRAINING, TASK_PREDICT_JOB: QUEUE_PREDICTION}
 
 #: Fail fast when the broker is down: the caller marks the job failed and answers 503 instead of hanging.
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -62,7 +67,7 @@ def celery_enqueue(settings: Settings, task: str = TASK_TRAIN_JOB) -> Enqueue:
 
     def enqueue(job_id: uuid.UUID) -> str:
         result = celery_client(broker, backend).send_task(
-            task, args=[str(job_id)], ignore_result=True, retry_policy=_PUBLISH_RETRY
+            task, args=[str(job_id)], queue=TASK_QUEUES[task], ignore_result=True, retry_policy=_PUBLISH_RETRY
         )
         return str(result.id)
 

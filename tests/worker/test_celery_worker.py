@@ -323,6 +323,14 @@ def test_kamp_serve_embedded_end_to_end(tmp_path: Path, data_root: Path) -> None
             _wait(lambda: _job(c, job)["status"] in ("succeeded", "failed"), 240, "the embedded worker", log)
             assert _job(c, job)["status"] == "succeeded", _job(c, job)
             assert c("GET", f"/v1/projects/{pid}/versions").json()["versions"][0]["status"] == "active"
+            # A prediction job goes through the embedded prediction worker (its own queue and process).
+            image = (data_root / "isbi2015" / "images" / "151.jpg").read_bytes()
+            r = c("POST", f"/v1/projects/{pid}/predict/jobs", files=[("files", ("151.jpg", image))])
+            assert r.status_code == 202, r.text
+            url = r.json()["links"]["self"]
+            _wait(lambda: c("GET", url).json()["status"] in ("succeeded", "failed"), 120, "the prediction worker", log)
+            assert c("GET", url).json()["status"] == "succeeded", c("GET", url).json()
+            assert len(c("GET", f"{url}/results").json()[0]["landmarks"]) == 4
     finally:
         serve.send_signal(signal.SIGINT)
         try:
