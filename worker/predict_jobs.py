@@ -52,8 +52,11 @@ def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
             outcome = _predict(session, settings, blobs, job)
         except Exception as exc:
             session.rollback()
-            log.exception("prediction job %s failed", job_id)
             ended = _end(session, job.id, status=JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+            if ended:
+                log.exception("prediction job %s failed", job_id)
+            else:  # e.g. cancelled while this chunk ran: its images were deleted under it
+                log.info("prediction job %s ended elsewhere (%s: %s)", job_id, type(exc).__name__, exc)
             outcome = Outcome.failed if ended else Outcome.skipped
         if outcome != Outcome.skipped:  # skipped: the job was taken from us; its new owner cleans up
             job_inputs.delete(blobs, job.inputs)

@@ -1,4 +1,4 @@
-"""/v1/projects/{id}/predict/jobs: prediction on many images by a worker (submit, follow, fetch the results).
+"""/v1/projects/{id}/predict/jobs: prediction on many images by a worker (submit, follow, cancel, fetch the results).
 
 The images are validated up front exactly as /predict/batch does and kept as blobs only until the job ends; the
 job is committed before it is enqueued (a worker must never get an id it cannot read yet)."""
@@ -9,9 +9,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from ..db.base import utcnow
 from ..db.entities import JobStatus, PredictionJob
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem
@@ -128,6 +130,35 @@ def get_prediction_job(
     return _job_out(repo.get_job(session, principal.clinic(), project_id, job_id))
 
 
+@router.post(
+    "/{job_id}/cancel",
+    response_model=PredictionJobOut,
+    responses={409: {"description": "the job has already ended (succeeded, failed or cancelled)"}},
+)
+def cancel_prediction_job(
+    project_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PredictDep
+) -> PredictionJobOut:
+    """Stop a queued or running job: it ends cancelled at once and its images are deleted. A running job's
+    worker stops at its next chunk (8 images) and drops its partial answers. A job that has ended answers 409."""
+    job = repo.get_job(session, principal.clinic(), project_id, job_id)
+    result = session.execute(
+        update(PredictionJob)
+        .where(PredictionJob.id == job.id, PredictionJob.status.in_(_UNFINISHED))  # the worker may end it meanwhile
+        .values(status=JobStatus.cancelled, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(job)
+    if result.rowcount != 1:
+        raise Problem(
+            409,
+            f"the job has already ended ({job.status.value}); only a queued or running job can be cancelled",
+            slug="job-ended",
+        )
+    job_inputs.delete(LocalBlobStore(settings.resolved_blob_dir), job.inputs)
+    return _job_out(job)
+
+
 @router.get(
     "/{job_id}/results",
     response_model=list[PredictionOut],
@@ -145,6 +176,8 @@ def prediction_job_results(
             slug="job-not-finished",
             headers={"Retry-After": "5"},
         )
+    if job.status == JobStatus.cancelled:
+        raise Problem(409, "the job was cancelled: it has no results", slug="job-cancelled")
     if job.status != JobStatus.succeeded or job.result_blob is None:
         raise Problem(409, f"the job {job.status.value}: {job.error}", slug="job-failed")
     blobs = LocalBlobStore(settings.resolved_blob_dir)

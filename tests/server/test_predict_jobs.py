@@ -167,3 +167,34 @@ def test_failed_and_stale_jobs_delete_their_images(api: Api, setup: tuple[str, s
         )
         assert error in body["detail"]
     assert _blobs(api) == before and len(queue.calls) == 2
+
+
+def test_cancel_queued_and_running_jobs(api: Api, setup: tuple[str, str, str], data_root: Path) -> None:
+    pid, admin, predict = setup
+    queue = FakeQueue(api)
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    before = _blobs(api)
+    queued, running = (_submit(api, pid, predict, [(f"{n}.jpg", _image(data_root))]).json() for n in "ab")
+    assert _blobs(api) != before
+    with api.client.app.state.session_factory() as session:
+        job = session.get(PredictionJob, uuid.UUID(running["id"]))
+        job.status, job.started_at, job.heartbeat_at = JobStatus.running, utcnow(), utcnow()
+        session.commit()
+    for job in (queued, running):
+        r = api.client.post(f"{job['links']['self']}/cancel", headers=api.headers(predict))
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled" and r.json()["finished_at"]
+        assert_problem(api.client.get(job["links"]["results"], headers=api.headers(admin)), 409, "job-cancelled")
+        again = api.client.post(f"{job['links']['self']}/cancel", headers=api.headers(predict))
+        assert_problem(again, 409, "job-ended", "already ended (cancelled)")
+    assert _blobs(api) == before  # the images are gone at once
+    # The tasks still in the queue find the jobs ended and do nothing; a finished job cannot be cancelled either.
+    assert queue.run() == [Outcome.skipped, Outcome.skipped]
+    assert {queue.job(j["id"]).status for j in (queued, running)} == {JobStatus.cancelled}
+    done = _submit(api, pid, predict, [("c.jpg", _image(data_root))]).json()
+    assert queue.run()[-1] == Outcome.succeeded
+    assert_problem(api.client.post(f"{done['links']['self']}/cancel", headers=api.headers(predict)), 409, "job-ended")
+    # Another clinic's key sees no such job.
+    _, other_admin = api.clinic("other")
+    r = api.client.post(f"{done['links']['self']}/cancel", headers=api.headers(other_admin))
+    assert_problem(r, 404)
