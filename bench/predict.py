@@ -65,15 +65,17 @@ def model_times(checkpoint: Checkpoint, image: np.ndarray, repeats: int) -> dict
     return {"forward_ms_p50": statistics.median(forward), "predictor_ms_p50": statistics.median(full)}
 
 
-def start_server(data_dir: Path, port: int, single_thread: bool = True) -> tuple[subprocess.Popen, str]:
-    env = {
-        **os.environ,
-        "KAMP_DATA_DIR": str(data_dir),
-        "KAMP_RATE_LIMIT_PER_MINUTE": "0",
-        "KAMP_INFERENCE_SINGLE_THREAD": "1" if single_thread else "0",
-    }
-    for k in ("KAMP_DATABASE_URL", "KAMP_BROKER_URL", "KAMP_RESULT_BACKEND"):
-        env.pop(k, None)
+#: The server's inference modes compared side by side: the setting each needs.
+MODES = {
+    "one inference thread, batches of up to 4 (default)": {"KAMP_INFERENCE_MAX_BATCH": "4"},
+    "one inference thread, one request at a time": {"KAMP_INFERENCE_MAX_BATCH": "1"},
+    "web worker threads": {"KAMP_INFERENCE_SINGLE_THREAD": "0"},
+}
+
+
+def start_server(data_dir: Path, port: int, settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAMP_")}  # the embedded defaults, then:
+    env |= {"KAMP_DATA_DIR": str(data_dir), "KAMP_RATE_LIMIT_PER_MINUTE": "0", **settings}
     log = data_dir / "serve.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--no-worker", "--port", str(port)],
@@ -214,10 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     rows = []
-    modes = {"single inference thread": True, "web worker threads": False}
-    for mode, single_thread in modes.items():
+    for mode, settings in MODES.items():
         with tempfile.TemporaryDirectory(prefix="kamp-bench-") as tmp:
-            server, system_key = start_server(Path(tmp), port, single_thread)
+            server, system_key = start_server(Path(tmp), port, settings)
             try:
                 base = f"http://127.0.0.1:{port}"
                 pid, key = setup_project(base, system_key, checkpoint, Path(tmp))

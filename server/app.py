@@ -11,6 +11,7 @@ from .clinics.routes import router as clinics_router
 from .db.session import session_factory
 from .deps import SessionDep
 from .errors import Problem, install_problem_handlers
+from .predict.batcher import InferenceBatcher
 from .predict.cache import ModelCache
 from .predict.jobs import router as prediction_jobs_router
 from .predict.routes import router as predict_router
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict_router)
     app.include_router(prediction_jobs_router)
     app.state.model_cache = ModelCache()
+    app.state.inference = InferenceBatcher(settings.inference_max_batch)
     app.include_router(training_router)
     app.add_middleware(ServerTimingMiddleware)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 
 from models.checkpoint import Checkpoint
 from models.predictor import Predictor
@@ -15,16 +14,18 @@ from ..storage import BlobStore
 
 
 class ModelCache:
-    """Also owns the one thread that runs inference: torch's OpenMP pool belongs to the thread that calls it,
-    so inference spread over a web server's many worker threads makes many pools that spin against each other
-    on the same cores. One thread, one pool; requests queue for it (the model uses every core anyway)."""
+    """Up to `capacity` predictors, least recently used dropped first; thread-safe, one load per version."""
 
     def __init__(self, capacity: int = 4, device: str = "auto") -> None:
         self.capacity, self.device = capacity, device
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kamp-inference")
         self._models: OrderedDict[uuid.UUID, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[uuid.UUID, threading.Lock] = {}
+
+    def loaded(self, version_id: uuid.UUID) -> Predictor | None:
+        """The version's predictor if it is loaded already (never blocks on a load: for the event loop)."""
+        with self._lock:
+            return self._models.get(version_id)
 
     def get(self, version_id: uuid.UUID, blob: str, blobs: BlobStore) -> Predictor:
         with self._lock:

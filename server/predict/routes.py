@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
 
-from models.predictor import Predictor
+from models.predictor import Prediction, Predictor
 
 from ..auth import Principal, require
 from ..db.entities import ModelVersion, Project, Role, VersionStatus
@@ -88,33 +88,46 @@ def decode_for_model(
     return decode_upload(data, filename, request.app.state.settings.max_image_pixels, spacing, at_least)
 
 
-def _predict(
+def _outputs(
+    version: ModelVersion, images: list[tuple[DecodedImage, str | None]], predictions: list[Prediction]
+) -> list[PredictionOut]:
+    return [
+        prediction_out(version, prediction, spacing_source=str(image.spacing_source), filename=filename)
+        for (image, filename), prediction in zip(images, predictions, strict=True)
+    ]
+
+
+def _predict_here(
     request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]]
 ) -> list[PredictionOut]:
-    predictor = _model(request, version)
+    """Predict on the calling thread (a web server worker thread, when so configured)."""
     timings: dict[str, float] = {}
-    results = predictor.predict(
+    predictions = _model(request, version).predict(
         [im.pixels for im, _ in images],
         [im.spacing_mm for im, _ in images],
         timings,
         [reduced_frame(im) for im, _ in images],
     )
     request.state.model_timings = timings
-    return [
-        prediction_out(version, prediction, spacing_source=str(image.spacing_source), filename=filename)
-        for (image, filename), prediction in zip(images, results, strict=True)
-    ]
+    return _outputs(version, images, predictions)
 
 
 async def _infer(
     request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]]
 ) -> list[PredictionOut]:
-    """Run `_predict` on the model cache's single inference thread (or, if so configured, on any of the web
-    server's worker threads)."""
+    """Predict on the inference thread, batched with other requests waiting for the same model (see
+    `server.predict.batcher`), or, if so configured, on one of the web server's worker threads."""
     if not request.app.state.settings.inference_single_thread:
-        return await run_in_threadpool(_predict, request, version, images)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app.state.model_cache.executor, _predict, request, version, images)
+        return await run_in_threadpool(_predict_here, request, version, images)
+    predictor = request.app.state.model_cache.loaded(version.id) or await run_in_threadpool(_model, request, version)
+    served = request.app.state.inference.submit(
+        predictor,
+        [im.pixels for im, _ in images],
+        [im.spacing_mm for im, _ in images],
+        [reduced_frame(im) for im, _ in images],
+    )
+    predictions, request.state.model_timings = await asyncio.wrap_future(served)
+    return _outputs(version, images, predictions)
 
 
 SpacingX = Annotated[float | None, Form(description="mm per pixel along x; overrides the file's")]
@@ -133,7 +146,8 @@ class Predicted:
     image: DecodedImage
     result: PredictionOut
     #: Server-Timing header value, ms: "image" (decoding the upload), "preprocess", "forward", "decode" (heatmaps to
-    #: points) and "model" (the three with the model cache and the answer's assembly).
+    #: points) of the pass that served it, "model" (from handing the image over to the answer: with the wait for
+    #: the inference thread), and "batch" (desc: the images in that pass, this request's and others').
     timing: str
 
 
@@ -167,7 +181,10 @@ def predicted_on(*, full_resolution: bool) -> Callable[..., Awaitable[Predicted]
         t1 = time.perf_counter()
         [result] = await _infer(request, version, [(image, file.filename)])
         parts = {"image": image_ms, **request.state.model_timings, "model": 1e3 * (time.perf_counter() - t1)}
-        timing = ", ".join(f"{k};dur={v:.1f}" for k, v in parts.items())
+        batch = parts.pop("batch", None)  # images in the forward pass that served this request: not a duration
+        timing = ", ".join(
+            [f"{k};dur={v:.1f}" for k, v in parts.items()] + ([f"batch;desc={batch:.0f}"] if batch else [])
+        )
         return Predicted(data, image, result, timing)
 
     return predicted

@@ -97,8 +97,11 @@ def test_predict_real_image_units_and_nothing_stored(api: Api, project: tuple[st
     blobs_before = sorted(p.name for p in api.settings.resolved_blob_dir.rglob("*") if p.is_file())
     r = _predict(api, pid, predict, _image(data_root), spacing_x_mm=0.1, spacing_y_mm=0.1)
     assert r.status_code == 200, r.text
-    timing = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
-    assert list(timing) == ["image", "preprocess", "forward", "decode", "model", "app"]  # the route's, then app
+    timing = dict(part.split(";", 1) for part in r.headers["server-timing"].split(", "))
+    # The route's durations, the size of the forward pass that served it (alone here), then the app's.
+    assert list(timing) == ["image", "preprocess", "forward", "decode", "model", "batch", "app"]
+    assert timing["batch"] == "desc=1"
+    timing = {k: v.removeprefix("dur=") for k, v in timing.items() if k != "batch"}
     assert float(timing["app"]) >= float(timing["model"]) >= float(timing["forward"]) > 0
     body = r.json()
     assert (
