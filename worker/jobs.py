@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from models.checkpoint import Checkpoint
@@ -24,6 +24,7 @@ from server.db.entities import (
     JobStatus,
     LandmarkSet,
     ModelVersion,
+    PredictionJob,
     Project,
     TrainingJob,
     VersionEvent,
@@ -122,22 +123,46 @@ def _parent(session: Session, job: TrainingJob) -> tuple[ModelVersion | None, bo
     return None, bool(pending)
 
 
-def _claim(session: Session, job: TrainingJob, settings: Settings) -> bool:
-    """Conditional claim: queued -> running, or a running job whose worker stopped beating. One winner."""
-    now = utcnow()
-    stale = now - timedelta(seconds=settings.job_stale_after_s)
-    claimable = (TrainingJob.status == JobStatus.queued) | (
-        (TrainingJob.status == JobStatus.running) & (TrainingJob.heartbeat_at < stale)
+def claim_row(
+    session: Session,
+    entity: type[TrainingJob] | type[PredictionJob],
+    job_id: uuid.UUID,
+    now: datetime,
+    stale_after_s: int,
+    *conditions: ColumnElement[bool],
+    **values: object,
+) -> bool:
+    """Conditional claim of a job row, for either kind of job: queued -> running, or a running job whose worker
+    stopped beating (heartbeat older than `stale_after_s`), narrowed by `conditions`; sets the heartbeat to `now`
+    and `values`. One winner however many workers try at once (a single UPDATE ... WHERE); committed."""
+    stale = now - timedelta(seconds=stale_after_s)
+    claimable = (entity.status == JobStatus.queued) | (
+        (entity.status == JobStatus.running) & (entity.heartbeat_at < stale)
     )
     result = session.execute(
-        update(TrainingJob)
-        .where(TrainingJob.id == job.id, claimable, TrainingJob.cancel_requested.is_(False))
-        .values(status=JobStatus.running, started_at=func.coalesce(TrainingJob.started_at, now), heartbeat_at=now)
+        update(entity)
+        .where(entity.id == job_id, claimable, *conditions)
+        .values(status=JobStatus.running, heartbeat_at=now, **values)
         .execution_options(synchronize_session=False)
     )
     session.commit()
+    return result.rowcount == 1
+
+
+def _claim(session: Session, job: TrainingJob, settings: Settings) -> bool:
+    """Claim the training job unless it was asked to cancel; a resumed job keeps its first start time."""
+    now = utcnow()
+    claimed = claim_row(
+        session,
+        TrainingJob,
+        job.id,
+        now,
+        settings.job_stale_after_s,
+        TrainingJob.cancel_requested.is_(False),
+        started_at=func.coalesce(TrainingJob.started_at, now),
+    )
     session.refresh(job)
-    if result.rowcount != 1:
+    if not claimed:
         log.info("job %s not claimed (status %s)", job.id, job.status)
         if job.status == JobStatus.queued and job.cancel_requested:
             _finish(session, job, JobStatus.cancelled, "cancelled before it started")

@@ -27,7 +27,7 @@ from server.predict.schemas import prediction_out
 from server.settings import Settings
 from server.storage import LocalBlobStore
 
-from .jobs import Outcome, utcnow
+from .jobs import Outcome, claim_row, utcnow
 
 log = logging.getLogger("kamp.worker")
 #: Images per forward pass and per progress write (each is also the heartbeat).
@@ -64,21 +64,11 @@ def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
 
 
 def _claim(session: Session, job: PredictionJob, settings: Settings) -> bool:
-    """Conditional claim: queued -> running, or a running job whose worker stopped beating. One winner."""
+    """Claim the prediction job; a job taken over from a dead worker starts again from its first image."""
     now = utcnow()
-    stale = now - timedelta(seconds=settings.job_stale_after_s)
-    claimable = (PredictionJob.status == JobStatus.queued) | (
-        (PredictionJob.status == JobStatus.running) & (PredictionJob.heartbeat_at < stale)
-    )
-    result = session.execute(
-        update(PredictionJob)
-        .where(PredictionJob.id == job.id, claimable)
-        .values(status=JobStatus.running, started_at=now, heartbeat_at=now, done=0)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
+    claimed = claim_row(session, PredictionJob, job.id, now, settings.job_stale_after_s, started_at=now, done=0)
     session.refresh(job)
-    if result.rowcount != 1:
+    if not claimed:
         log.info("prediction job %s not claimed (status %s)", job.id, job.status)
         return False
     return True
