@@ -277,6 +277,55 @@ def train_step(
 # ---- stage I --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class FittedKANet:
+    """Stage I's result: the frozen KA-Net with its triplets as head channels of `codes` (the previous model's
+    codes, then the step's new ones), the triplets by code, and KA-Net's last training loss."""
+
+    ka: KAContext
+    codes: list[str]
+    triplets: list[Triplet]
+    loss: float | None
+
+
+def fit_ka_net(previous: Checkpoint, data: StepData, strategy: str, config: TrainConfig) -> FittedKANet:
+    """Stage I of a KAMP step alone, for diagnostics (e.g. bench/ka_diagnostics.py): the triplets chosen as
+    `train_step` chooses them and a KA-Net trained as it trains one, on `previous`'s features of `data` (the
+    step's images with the new labels). Its random initialisation and batch order may differ from those of a
+    `train_step` with the same seed, which draws other numbers first."""
+    if strategy not in ASSOCIATING:
+        raise ValueError(f"{strategy!r} has no KA-Net; choose one of {', '.join(sorted(ASSOCIATING))}")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    old_codes = previous.codes
+    new_codes = [c for c in data.codes if c not in old_codes]
+    if not new_codes:
+        raise ValueError("the data has no landmark the previous model lacks")
+    codes = old_codes + new_codes
+    prepared = PreparedData(data, codes, HeatmapCodec(previous.codec))
+    teacher = previous.build_model(device).requires_grad_(False)
+    report = TrainReport(strategy, previous.step + 1, new_codes, old_codes, len(data), 0, 0.0, 0.0, str(device))
+    sampler = BatchSampler(len(prepared), config.batch_size, rng)
+    ka = _stage_one(
+        teacher,
+        prepared,
+        data,
+        codes,
+        old_codes,
+        new_codes,
+        strategy,
+        config,
+        rng,
+        device,
+        sampler,
+        _Timer(None),
+        None,
+        report,
+    )
+    return FittedKANet(ka, codes, report.triplets, report.kanet_loss)
+
+
 def _stage_one(
     teacher: LandmarkNet,
     prepared: PreparedData,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bench import ikl
+from bench import ikl, ka_diagnostics
 
 
 @pytest.mark.slow
@@ -52,6 +53,24 @@ def test_smoke_profile_runs_reports_and_resumes(data_root: Path, tmp_path: Path)
     assert {p.name: p.read_text() for p in (out / "evals").glob("*.json")} == evals
     assert {p: p.stat().st_mtime_ns for p in (out / "checkpoints").rglob("*.safetensors")} == checkpoints
     assert len(json.loads((out / "runs.json").read_text())) == 2
+
+    # The KA-Net diagnostic reads the same models: its teacher and student errors of each triplet's old landmark
+    # are the step-0 and KAMP step-1 evaluations' errors of that landmark.
+    common = ["--protocol", "cld38-5step", "--profile", "smoke", "--data-root", str(data_root), "--out", str(tmp_path)]
+    assert ka_diagnostics.main(common) == 0
+    diag = json.loads((out / "diagnostics" / "ka-kamp-seed0.json").read_text())
+    [step] = diag["steps"]
+    assert step["step"] == 1 and diag["unit"] == "mm" and step["triplets"]
+    evals = {
+        n: json.loads((out / "evals" / f"{n}-seed0-step{t}.json").read_text()) for n, t in (("step0", 0), ("kamp", 1))
+    }
+    for tr in step["triplets"]:
+        old = tr["triplet"][0]
+        assert tr["teacher"] == pytest.approx(np.nanmean(np.array(evals["step0"]["errors"][old], float)), abs=1e-3)
+        assert tr["student"] == pytest.approx(np.nanmean(np.array(evals["kamp"]["errors"][old], float)), abs=1e-3)
+        assert all(0 <= tr[w] < 500 for w in ka_diagnostics.WAYS)
+    assert "| 1 |" in (out / "diagnostics" / "ka-kamp-seed0.md").read_text()
+    assert ka_diagnostics.main([*common, "--seed", "7"]) == 2  # no models of that seed: a clear error
 
 
 def test_changed_profile_settings_are_refused(tmp_path: Path) -> None:

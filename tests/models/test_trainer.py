@@ -22,7 +22,7 @@ from models.datasets import Protocol, load_protocol
 from models.evaluate import evaluate
 from models.network import LandmarkNet
 from models.step_data import StepData
-from models.trainer import Progress, TrainReport, train_step
+from models.trainer import Progress, TrainReport, fit_ka_net, train_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -376,3 +376,11 @@ def test_step0_without_landmarks_raises() -> None:
     data = _synthetic(OLD)
     with pytest.raises(ValueError):
         train_step(None, StepData(data.images, data.keypoints[:, :0], []), "finetune", _config(1), backbone=TINY)
+
+
+def test_fit_ka_net_refuses_a_strategy_or_data_without_a_ka_net(run: TwoStepRun) -> None:
+    """Stage I alone (bench/ka_diagnostics.py runs it; the smoke benchmark test checks its figures)."""
+    with pytest.raises(ValueError, match="'lwf' has no KA-Net"):
+        fit_ka_net(run.step0, run.test, "lwf", TrainConfig())
+    with pytest.raises(ValueError, match="no landmark the previous model lacks"):
+        fit_ka_net(run.step0, run.test.select(run.step0.codes), "kamp", TrainConfig())
