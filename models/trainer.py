@@ -151,22 +151,7 @@ def train_step(
 
     ka: KAContext | None = None
     if teacher is not None and strategy in ASSOCIATING and new_codes:
-        ka = _stage_one(
-            teacher,
-            prepared,
-            data,
-            codes,
-            old_codes,
-            new_codes,
-            strategy,
-            config,
-            rng,
-            device,
-            sampler,
-            timer,
-            state,
-            report,
-        )
+        ka = _stage_one(teacher, prepared, data, config, rng, sampler, timer, state, report)
 
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _lr_lambda(config)
@@ -307,22 +292,7 @@ def fit_ka_net(previous: Checkpoint, data: StepData, strategy: str, config: Trai
     teacher = previous.build_model(device).requires_grad_(False)
     report = TrainReport(strategy, previous.step + 1, new_codes, old_codes, len(data), 0, 0.0, 0.0, str(device))
     sampler = BatchSampler(len(prepared), config.batch_size, rng)
-    ka = _stage_one(
-        teacher,
-        prepared,
-        data,
-        codes,
-        old_codes,
-        new_codes,
-        strategy,
-        config,
-        rng,
-        device,
-        sampler,
-        _Timer(None),
-        None,
-        report,
-    )
+    ka = _stage_one(teacher, prepared, data, config, rng, sampler, _Timer(None), None, report)
     return FittedKANet(ka, codes, report.triplets, report.kanet_loss)
 
 
@@ -330,19 +300,17 @@ def _stage_one(
     teacher: LandmarkNet,
     prepared: PreparedData,
     data: StepData,
-    codes: list[str],
-    old_codes: list[str],
-    new_codes: list[str],
-    strategy: str,
     config: TrainConfig,
     rng: np.random.Generator,
-    device: torch.device,
     sampler: BatchSampler,
     timer: _Timer,
     state: dict[str, Any] | None,
     report: TrainReport,
 ) -> KAContext:
-    """Choose triplets and train KA-Net (or restore both from a training state)."""
+    """Choose triplets and train KA-Net (or restore both from a training state). The codes are the prepared
+    data's (the report's old ones, then its new ones); the device is the teacher's."""
+    codes, old_codes, new_codes, strategy = prepared.codes, report.old_codes, report.new_codes, report.strategy
+    device = next(teacher.parameters()).device
     kc = config.kanet
     if state is not None and "triplets" in state:
         triplets = [tuple(t) for t in state["triplets"]]
