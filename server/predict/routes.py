@@ -24,7 +24,7 @@ from ..imaging import DecodedImage
 from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies.routes import parse_spacing, read_capped
-from ..studies.service import decode_upload
+from ..studies.service import decode_upload, ingest
 from .frames import model_size, reduced_frame
 from .outputs import render_png, structured_report
 from .schemas import PredictionOut, prediction_out
@@ -133,6 +133,13 @@ async def _infer(
 SpacingX = Annotated[float | None, Form(description="mm per pixel along x; overrides the file's")]
 SpacingY = Annotated[float | None, Form(description="mm per pixel along y")]
 VersionField = Annotated[uuid.UUID | None, Form(description="a version of this project; default: the active one")]
+StoreField = Annotated[
+    bool,
+    Form(
+        description="also keep the image as a study of the clinic (de-identified, as POST /v1/studies does; the "
+        "same pixels twice give the same study), answered as study_id; default: nothing of the image is stored"
+    ),
+]
 
 
 ImageFile = Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")]
@@ -165,6 +172,7 @@ def predicted_on(*, full_resolution: bool) -> Callable[..., Awaitable[Predicted]
         spacing_x_mm: SpacingX = None,
         spacing_y_mm: SpacingY = None,
         version_id: VersionField = None,
+        store: StoreField = False,
     ) -> Predicted:
         spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
         data = await read_capped(file, settings.max_upload_bytes)
@@ -174,13 +182,16 @@ def predicted_on(*, full_resolution: bool) -> Callable[..., Awaitable[Predicted]
             # otherwise block the event loop, or take a trip of its own).
             version = resolve_version(session, principal.clinic(), project_id, version_id)
             t0 = time.perf_counter()
-            image = decode_for_model(request, version, data, file.filename, spacing, full_resolution=full_resolution)
+            whole = full_resolution or store  # a study keeps the whole image
+            image = decode_for_model(request, version, data, file.filename, spacing, full_resolution=whole)
             return version, image, 1e3 * (time.perf_counter() - t0)
 
         version, image, image_ms = await run_in_threadpool(prepare)
         t1 = time.perf_counter()
         [result] = await _infer(request, version, [(image, file.filename)])
         parts = {"image": image_ms, **request.state.model_timings, "model": 1e3 * (time.perf_counter() - t1)}
+        if store:
+            result.study_id = await _keep(request, session, principal, image, file.filename)
         batch = parts.pop("batch", None)  # images in the forward pass that served this request: not a duration
         timing = ", ".join(
             [f"{k};dur={v:.1f}" for k, v in parts.items()] + ([f"batch;desc={batch:.0f}"] if batch else [])
@@ -197,7 +208,8 @@ WholeImagePredictedDep = Annotated[Predicted, Depends(predicted_on(full_resoluti
 @router.post("/predict", response_model=PredictionOut)
 async def predict(response: Response, p: PredictedDep) -> PredictionOut:
     """Every landmark the model knows, in the original image's pixels (and mm where the spacing is known), with
-    the model version that produced them. Nothing of the image is stored."""
+    the model version that produced them. Nothing of the image is stored unless asked (store=true: kept as a
+    study of the clinic, its id answered as study_id)."""
     response.headers["Server-Timing"] = p.timing
     return p.result
 
@@ -240,15 +252,33 @@ async def predict_batch(
     spacing_x_mm: SpacingX = None,
     spacing_y_mm: SpacingY = None,
     version_id: VersionField = None,
+    store: StoreField = False,
 ) -> list[PredictionOut]:
     """Several images in one request (one forward pass in batches); the spacing, if given, applies to all.
-    Any unusable image refuses the whole request, naming the file."""
+    Any unusable image refuses the whole request, naming the file; with store=true each image is kept as a
+    study once all are predicted."""
     version = await run_in_threadpool(resolve_version, session, principal.clinic(), project_id, version_id)
     if len(files) > MAX_BATCH:
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
-    images = [(await decode_named(f, settings, spacing, request, version), f.filename) for f in files]
-    return await _infer(request, version, images)
+    if store:  # whole decodes: a study keeps the whole image
+        images = [(await decode_named(f, settings, spacing), f.filename) for f in files]
+    else:
+        images = [(await decode_named(f, settings, spacing, request, version), f.filename) for f in files]
+    results = await _infer(request, version, images)
+    if store:
+        for result, (image, filename) in zip(results, images, strict=True):
+            result.study_id = await _keep(request, session, principal, image, filename)
+    return results
+
+
+async def _keep(
+    request: Request, session: Session, principal: Principal, image: DecodedImage, filename: str | None
+) -> uuid.UUID:
+    """Keep a predicted image as a study of the caller's clinic (store=true); its id."""
+    blobs = LocalBlobStore(request.app.state.settings.resolved_blob_dir)
+    study, _ = await run_in_threadpool(ingest, session, blobs, principal.clinic(), image, filename)
+    return study.id
 
 
 async def decode_named(

@@ -34,6 +34,9 @@ class PredictionOut(BaseModel):
     spacing: Spacing
     landmarks: list[PredictedLandmark]
     filename: str | None = None
+    study_id: uuid.UUID | None = Field(
+        default=None, description="the study the image was kept as, when asked (store=true); else null"
+    )
 
 
 def prediction_out(

@@ -187,6 +187,33 @@ def test_batch_and_dicom(api: Api, project: tuple[str, str, str], data_root: Pat
     )
 
 
+def test_store_keeps_the_image_as_a_study_when_asked(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
+    pid, admin, predict = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    plain = _predict(api, pid, predict, _image(data_root))
+    assert plain.json()["study_id"] is None and api.client.get("/v1/studies", headers=api.headers(admin)).json() == []
+    kept = _predict(api, pid, predict, _image(data_root), "ceph.jpg", store="true", spacing_x_mm=0.1, spacing_y_mm=0.1)
+    assert kept.status_code == 200, kept.text
+    study_id = kept.json()["study_id"]
+    [study] = api.client.get("/v1/studies", headers=api.headers(admin)).json()
+    assert study["id"] == study_id and (study["width"], study["height"]) == (968, 1200)
+    assert study["filename"] == "ceph.jpg" and study["spacing"]["x_mm"] == 0.1
+    # The whole image was decoded for the study; the answer is the one of a whole decode (not a reduced one).
+    from server.imaging import decode_image
+
+    whole = Predictor(tiny_checkpoint(data_root, 15)).predict([decode_image(_image(data_root)).pixels])[0]
+    assert [round(lm.x, 3) for lm in whole.landmarks] == [round(lm["x"], 3) for lm in kept.json()["landmarks"]]
+    # The same pixels again: the same study; the batch route keeps each of its images too.
+    assert _predict(api, pid, predict, _image(data_root), store="true").json()["study_id"] == study_id
+    files = [("files", ("a.jpg", _image(data_root, "151"))), ("files", ("b.jpg", _image(data_root, "001")))]
+    r = api.client.post(
+        f"/v1/projects/{pid}/predict/batch", files=files, data={"store": "true"}, headers=api.headers(predict)
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["study_id"] == study_id and r.json()[1]["study_id"] not in (None, study_id)
+    assert len(api.client.get("/v1/studies", headers=api.headers(admin)).json()) == 2
+
+
 @pytest.mark.parametrize(
     ("data", "form", "status", "slug"),
     [
