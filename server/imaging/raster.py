@@ -23,17 +23,19 @@ def decode_raster(data: bytes, max_pixels: int, subject: str, at_least: tuple[in
     image = _open_pillow(data, max_pixels, subject)
     image_format = _PILLOW_FORMATS[str(image.format)]
     size = image.size
-    reduction = 1
+    reduction, turned = 1, False
     try:
         if at_least is not None and image_format == "jpeg":
-            reduction = _draft(image, at_least)
+            # `at_least` is as displayed: swapped for an EXIF orientation that turns the image by 90 degrees.
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+            reduction = _draft(image, at_least[::-1] if turned else at_least)
         image.load()
         if image_format in ("jpeg", "tiff"):
             # As every viewer shows it; in place, since otherwise Pillow copies the image even when nothing turns.
             ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on damaged data
         raise truncated_image(subject) from exc
-    if reduction > 1 and _turned(image, size, reduction):
+    if reduction > 1 and turned:
         size = size[::-1]
     mode = image.mode
     try:
@@ -91,20 +93,12 @@ def _open_pillow(data: bytes, max_pixels: int, subject: str) -> Image.Image:
 
 
 def _draft(image: Image.Image, at_least: tuple[int, int]) -> int:
-    """Ask Pillow for the largest JPEG reduction (1, 2, 4 or 8) that keeps both sides >= `at_least` (W, H, as
-    displayed: swapped for an EXIF orientation that turns the image by 90 degrees); the reduction chosen."""
+    """Ask Pillow for the largest JPEG reduction (1, 2, 4 or 8) that keeps both stored sides >= `at_least`
+    (W, H); the reduction chosen."""
     w, h = at_least
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
-        w, h = h, w
     width = image.width
     drafted = image.draft(None, (max(1, w), max(1, h)))
     return 1 if drafted is None else round(width / drafted[1][2])  # Pillow's box: the size / the reduction
-
-
-def _turned(image: Image.Image, size: tuple[int, int], reduction: int) -> bool:
-    """Whether EXIF orientation turned the reduced image by 90 degrees: its width is the reduced height."""
-    w, h = ((s + reduction - 1) // reduction for s in size)
-    return w != h and image.size == (h, w)
 
 
 def _declared_size(data: bytes) -> tuple[int, int] | None:
