@@ -20,12 +20,10 @@ from ..errors import Problem
 from ..settings import Settings
 
 if TYPE_CHECKING:
+    from celery import Celery
     from sqlalchemy.orm import Session
 
     from ..db.entities import PredictionJob, TrainingJob
-
-if TYPE_CHECKING:
-    from celery import Celery
 
 TASK_TRAIN_JOB = "kamp.train_job"
 TASK_PREDICT_JOB = "kamp.predict_job"
