@@ -22,7 +22,7 @@ from server.db.session import session_factory
 from server.imaging import DecodedImage, ImagingError, decode_image
 from server.predict import job_inputs
 from server.predict.cache import ModelCache
-from server.predict.frames import model_size, reduced_frame
+from server.predict.frames import model_inputs, model_size
 from server.predict.schemas import prediction_out
 from server.settings import Settings
 from server.storage import LocalBlobStore
@@ -82,10 +82,10 @@ def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: P
     results: list[dict[str, Any]] = []
     for start in range(0, len(inputs), CHUNK):
         entries = inputs[start : start + CHUNK]
+        # Decoded as at submission (with the spacing the client gave then), so the spacing is the submitted one.
         images = [_decode(blobs, job.id, e, settings, model_size(predictor)) for e in entries]
-        spacing = [tuple(e["spacing"]) if e["spacing"] else None for e in entries]
-        frames = [reduced_frame(im) for im in images]
-        predictions = predictor.predict([im.pixels for im in images], spacing, None, frames)
+        pixels, spacing, frames = model_inputs(images)
+        predictions = predictor.predict(pixels, spacing, None, frames)
         for entry, prediction in zip(entries, predictions, strict=True):
             source, name = entry["spacing_source"], entry["filename"]
             out = prediction_out(version, prediction, spacing_source=source, filename=name)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from models.predictor import Predictor, Reduced
 
 from ..imaging import DecodedImage
@@ -10,6 +14,13 @@ from ..imaging import DecodedImage
 def model_size(predictor: Predictor) -> tuple[int, int]:
     """(W, H): the smallest image the model needs, its input size; a JPEG may be decoded down to it."""
     return predictor.codec.input_size
+
+
+def model_inputs(
+    images: Sequence[DecodedImage],
+) -> tuple[list[np.ndarray], list[tuple[float, float] | None], list[Reduced | None]]:
+    """`Predictor.predict`'s per-image arguments: the (H, W) pixels, the spacing in mm/px, the reductions."""
+    return [im.pixels for im in images], [im.spacing_mm for im in images], [reduced_frame(im) for im in images]
 
 
 def reduced_frame(image: DecodedImage) -> Reduced | None:

@@ -25,7 +25,7 @@ from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies.routes import parse_spacing, read_capped
 from ..studies.service import decode_upload, ingest
-from .frames import model_size, reduced_frame
+from .frames import model_inputs, model_size
 from .outputs import render_png, structured_report
 from .schemas import PredictionOut, prediction_out
 
@@ -84,8 +84,13 @@ def decode_for_model(
     8 while decoding as long as both sides stay at least the model's input size (the letterbox then resizes
     less; the answer is mapped back to the file's pixels, see `models.predictor.Reduced`), unless
     `full_resolution` (a rendering draws on the whole image)."""
-    at_least = None if full_resolution else model_size(_model(request, version))
+    at_least = _wanted(request, version, full_resolution)
     return decode_upload(data, filename, request.app.state.settings.max_image_pixels, spacing, at_least)
+
+
+def _wanted(request: Request, version: ModelVersion, full_resolution: bool) -> tuple[int, int] | None:
+    """The smallest image size (W, H) `version`'s model needs, or None for the whole image."""
+    return None if full_resolution else model_size(_model(request, version))
 
 
 def _outputs(
@@ -102,12 +107,8 @@ def _predict_here(
 ) -> list[PredictionOut]:
     """Predict on the calling thread (a web server worker thread, when so configured)."""
     timings: dict[str, float] = {}
-    predictions = _model(request, version).predict(
-        [im.pixels for im, _ in images],
-        [im.spacing_mm for im, _ in images],
-        timings,
-        [reduced_frame(im) for im, _ in images],
-    )
+    pixels, spacing, frames = model_inputs([im for im, _ in images])
+    predictions = _model(request, version).predict(pixels, spacing, timings, frames)
     request.state.model_timings = timings
     return _outputs(version, images, predictions)
 
@@ -120,12 +121,7 @@ async def _infer(
     if not request.app.state.settings.inference_single_thread:
         return await run_in_threadpool(_predict_here, request, version, images)
     predictor = request.app.state.model_cache.loaded(version.id) or await run_in_threadpool(_model, request, version)
-    served = request.app.state.inference.submit(
-        predictor,
-        [im.pixels for im, _ in images],
-        [im.spacing_mm for im, _ in images],
-        [reduced_frame(im) for im, _ in images],
-    )
+    served = request.app.state.inference.submit(predictor, *model_inputs([im for im, _ in images]))
     predictions, request.state.model_timings = await asyncio.wrap_future(served)
     return _outputs(version, images, predictions)
 
@@ -261,10 +257,8 @@ async def predict_batch(
     if len(files) > MAX_BATCH:
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
-    if store:  # whole decodes: a study keeps the whole image
-        images = [(await decode_named(f, settings, spacing), f.filename) for f in files]
-    else:
-        images = [(await decode_named(f, settings, spacing, request, version), f.filename) for f in files]
+    at_least = await run_in_threadpool(_wanted, request, version, store)  # a study keeps the whole image
+    images = [(await decode_named(f, settings, spacing, at_least), f.filename) for f in files]
     results = await _infer(request, version, images)
     if store:
         for result, (image, filename) in zip(results, images, strict=True):
@@ -285,16 +279,15 @@ async def decode_named(
     upload: UploadFile,
     settings: Settings,
     spacing: tuple[float, float] | None,
-    request: Request | None = None,
-    version: ModelVersion | None = None,
+    at_least: tuple[int, int] | None = None,
 ) -> DecodedImage:
-    """One upload of several, decoded (for `version`'s model where given, see `decode_for_model`); a refusal
-    names the file."""
+    """One upload of several, decoded (a JPEG reduced down to `at_least` where given, see `decode_for_model`);
+    a refusal names the file."""
     data = await read_capped(upload, settings.max_upload_bytes)
     try:
-        if request is not None and version is not None:
-            return await run_in_threadpool(decode_for_model, request, version, data, upload.filename, spacing)
-        return await run_in_threadpool(decode_upload, data, upload.filename, settings.max_image_pixels, spacing)
+        return await run_in_threadpool(
+            decode_upload, data, upload.filename, settings.max_image_pixels, spacing, at_least
+        )
     except Problem as exc:
         exc.detail = f"{upload.filename}: {exc.detail}"
         raise
