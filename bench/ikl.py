@@ -2,6 +2,9 @@
 
     python -m bench.ikl --protocol cld38-5step --profile cpu --strategies finetune,lwf,cpr,kamp,joint
 
+A strategy may carry TrainConfig overrides for its steps 1 and later, measured as an arm of its own beside the
+defaults: `--strategies kamp@ka_mode=pseudo_label` (bench/arms.py).
+
 Writes bench/results/<protocol>-<profile>/: results.json, table.md and PNG plots; checkpoints/ and evals/ hold
 the resumable work (a rerun skips every (strategy, seed, step) already evaluated, and a step interrupted
 mid-way resumes from its training-state file). Runs with other seeds merge into the same table.
@@ -24,16 +27,19 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import Checkpoint
-from models.config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, from_dict
+from models.config import BackboneConfig, CodecConfig, TrainConfig, from_dict
 from models.datasets import DatasetInfo, Protocol, default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.step_data import StepData
 from models.trainer import Progress, train_step
 
+from .arms import Arm, parse_arm
 from .profiles import PROFILES, Profile
 from .report import write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Step 0, shared by every arm of a seed: supervised training of the first landmark set.
+STEP0 = Arm("step0", "finetune")
 
 
 def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, cap: int | None) -> StepData:
@@ -51,9 +57,12 @@ def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, cap: i
     return ds.step_data(images(t), protocol.steps[t].landmarks, protocol.annotator)
 
 
-def train_config(profile: Profile, seed: int, t: int, device: str) -> TrainConfig:
-    overrides = dict(profile.train) if t else {}
-    config = from_dict(TrainConfig, {**overrides})
+def train_config(
+    profile: Profile, seed: int, t: int, device: str, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The TrainConfig of step t: the profile's settings, then (steps >= 1) an arm's `overrides`."""
+    settings = {**profile.train, **(overrides or {})} if t else {}
+    config = from_dict(TrainConfig, settings)
     config.iterations = profile.step0_iterations if t == 0 else profile.step_iterations
     config.batch_size = profile.batch_size
     config.lr = profile.lr
@@ -79,13 +88,14 @@ class Runner:
         name = "step0" if t == 0 else strategy
         return self.out / "evals" / f"{name}-seed{seed}-step{t}.json"
 
-    def run_one(self, strategy: str, seed: int, t: int, previous: Checkpoint | None, bar: tqdm) -> Checkpoint:
+    def run_one(self, arm: Arm, seed: int, t: int, previous: Checkpoint | None, bar: tqdm) -> Checkpoint:
+        strategy = arm.name
         path = self.ckpt_path(strategy, seed, t)
         if path.is_file():
             checkpoint = Checkpoint.load(path)
             seconds = None
         else:
-            data = step_data(self.protocol, self.ds, strategy, t, self.profile.max_step_images)
+            data = step_data(self.protocol, self.ds, arm.strategy, t, self.profile.max_step_images)
             inner: dict[str, tqdm] = {}
 
             def progress(p: Progress) -> None:
@@ -105,8 +115,8 @@ class Runner:
             checkpoint, _ = train_step(
                 previous,
                 data,
-                "finetune" if t == 0 else strategy,
-                train_config(self.profile, seed, t, self.device),
+                "finetune" if t == 0 else arm.strategy,
+                train_config(self.profile, seed, t, self.device, arm.overrides),
                 backbone=BackboneConfig(name=self.profile.backbone),
                 codec=CodecConfig(input_size=self.profile.input_size, sigma=self.profile.sigma),
                 names=self.names,
@@ -122,6 +132,7 @@ class Runner:
             result = evaluate(checkpoint, self.test.select(self.protocol.landmarks_up_to(t)))
             record = {
                 "strategy": strategy,
+                **({"base_strategy": arm.strategy, "overrides": arm.overrides} if arm.overrides else {}),
                 "seed": seed,
                 "step": t,
                 "unit": result.unit,
@@ -138,24 +149,24 @@ class Runner:
         bar.update(1)
         return checkpoint
 
-    def run(self, strategies: list[str], seeds: list[int], max_steps: int | None) -> None:
+    def run(self, arms: list[Arm], seeds: list[int], max_steps: int | None) -> None:
         steps = min(self.protocol.num_steps, max_steps or self.protocol.num_steps)
-        total = len(seeds) * (1 + len(strategies) * (steps - 1))
+        total = len(seeds) * (1 + len(arms) * (steps - 1))
         with tqdm(total=total, desc=f"{self.protocol.name} {self.profile.name}", unit="step") as bar:
             for seed in seeds:
                 step0: Checkpoint | None = None
-                for strategy in strategies:
-                    start = self.resume_point(strategy, seed, steps)
+                for arm in arms:
+                    start = self.resume_point(arm.name, seed, steps)
                     bar.update(start - 1)  # steps already evaluated
                     if start >= steps:
                         continue  # every step of this chain is evaluated: nothing to train
                     if start == 1:
-                        step0 = step0 or self.run_one("step0", seed, 0, None, bar)
+                        step0 = step0 or self.run_one(STEP0, seed, 0, None, bar)
                         previous = step0
                     else:
-                        previous = Checkpoint.load(self.ckpt_path(strategy, seed, start - 1))
+                        previous = Checkpoint.load(self.ckpt_path(arm.name, seed, start - 1))
                     for t in range(start, steps):
-                        previous = self.run_one(strategy, seed, t, previous, bar)
+                        previous = self.run_one(arm, seed, t, previous, bar)
                 if step0 is None:
                     bar.update(1)  # step 0 was not needed by any chain
 
@@ -204,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--protocol", required=True)
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    p.add_argument("--strategies", default="finetune,lwf,cpr,kamp,joint")
+    p.add_argument(
+        "--strategies",
+        default="finetune,lwf,cpr,kamp,joint",
+        help="comma-separated strategies, each optionally with overrides: kamp@ka_mode=pseudo_label",
+    )
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--data-root", type=Path, default=None)
@@ -212,11 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--report-only", action="store_true", help="only rebuild results.json, table and plots")
     args = p.parse_args(argv)
-    strategies = [s for s in args.strategies.split(",") if s]
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        p.error(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
     try:
+        arms = [parse_arm(s) for s in args.strategies.split(",") if s]
         seeds = [int(s) for s in args.seeds.split(",")]
         data_root = args.data_root or default_data_root()
         protocol = load_protocol(data_root, args.protocol)
@@ -227,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     _check_profile(out, asdict(profile))
     if not args.report_only:
         t0 = time.perf_counter()
-        Runner(protocol, profile, data_root, out, args.device).run(strategies, seeds, args.max_steps)
+        Runner(protocol, profile, data_root, out, args.device).run(arms, seeds, args.max_steps)
         _append_wall(
             out,
             {
-                "strategies": strategies,
+                "strategies": [a.name for a in arms],
                 "seeds": seeds,
                 "seconds": time.perf_counter() - t0,
                 "machine": machine(),

@@ -32,7 +32,8 @@ PAPER = {
     ),
 }
 ORDER = ["finetune", "lwf", "cpr", "kamp_ksd_only", "kamp_random", "kamp", "joint_partial", "joint"]
-EVAL = re.compile(r"(?P<name>[a-z_0-9]+)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
+# An arm's name is its strategy, maybe with overrides (bench/arms.py): kamp@ka_mode=pseudo_label.
+EVAL = re.compile(r"(?P<name>[a-z_0-9]+(?:@[A-Za-z_0-9]+=[A-Za-z_0-9.+-]+)*)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
 
 
 def load_results(out: Path, protocol: Protocol) -> dict[str, dict[int, IncrementalResult]]:
@@ -65,8 +66,10 @@ def _errors(record: dict[str, Any]) -> dict[str, np.ndarray]:
     return {c: np.array([np.nan if v is None else v for v in vals]) for c, vals in record["errors"].items()}
 
 
-def _order(strategy: str) -> int:
-    return ORDER.index(strategy) if strategy in ORDER else len(ORDER)
+def _order(name: str) -> tuple[int, str]:
+    """Strategies in the paper's order; an arm with overrides right after its strategy."""
+    strategy = name.split("@")[0]
+    return (ORDER.index(strategy) if strategy in ORDER else len(ORDER), name)
 
 
 def _mean_sd(values: list[float | None]) -> dict[str, float | None]:

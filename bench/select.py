@@ -35,6 +35,7 @@ from models.predictor import Predictor
 from models.step_data import StepData
 from models.trainer import train_step
 
+from .arms import parse_value
 from .ikl import RESULTS, Runner, step_data, train_config
 from .profiles import PROFILES
 
@@ -60,15 +61,8 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
             raise ValueError(f"--grid wants name=v1,v2,...; got {item!r}")
         if name not in fields:
             raise ValueError(f"{name!r} is not a TrainConfig field")
-        grid[name] = [_value(v) for v in values.split(",")]
+        grid[name] = [parse_value(v) for v in values.split(",")]
     return grid
-
-
-def _value(text: str) -> Any:
-    try:
-        return float(text) if any(ch in text for ch in ".e") else int(text)
-    except ValueError:
-        return text
 
 
 def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

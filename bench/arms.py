@@ -1,0 +1,53 @@
+"""Benchmark arms: a strategy, optionally with TrainConfig overrides for its incremental steps.
+
+An arm is written `strategy` or `strategy@field=value[@field=value...]`, e.g. `kamp@ka_mode=pseudo_label`. The
+whole spelling is the arm's name in results (tables, plots, file names: `@` and `=` are safe in file names on
+every system), so a variant is measured beside the defaults without touching them. Step 0 is the same for every
+arm of a seed (the overrides apply from step 1 on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.config import STRATEGIES, TrainConfig, to_dict
+
+
+@dataclass(frozen=True)
+class Arm:
+    """`name`: the spelling, used as the results' strategy label; `strategy`: one of models.config.STRATEGIES;
+    `overrides`: TrainConfig fields set for steps >= 1."""
+
+    name: str
+    strategy: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_value(text: str) -> Any:
+    """'3' -> 3, '0.3' or '1e-3' -> float, anything else stays text ('pseudo_label')."""
+    try:
+        return float(text) if any(ch in text for ch in ".e") else int(text)
+    except ValueError:
+        return text
+
+
+def parse_arm(spec: str) -> Arm:
+    """`kamp@ka_mode=pseudo_label@ka_weight=3` -> Arm(spec, "kamp", {"ka_mode": "pseudo_label", "ka_weight": 3}).
+
+    Raises ValueError for an unknown strategy, a malformed override, an unknown or repeated field."""
+    strategy, *parts = spec.split("@")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r} in {spec!r}; choose from {', '.join(STRATEGIES)}")
+    fields = set(to_dict(TrainConfig()))
+    overrides: dict[str, Any] = {}
+    for part in parts:
+        name, sep, value = part.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"an override is written field=value; got {part!r} in {spec!r}")
+        if name not in fields:
+            raise ValueError(f"{name!r} in {spec!r} is not a TrainConfig field")
+        if name in overrides:
+            raise ValueError(f"{name!r} is set twice in {spec!r}")
+        overrides[name] = parse_value(value)
+    return Arm(spec, strategy, overrides)

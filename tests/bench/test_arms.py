@@ -1,0 +1,65 @@
+"""bench.arms: a strategy with TrainConfig overrides, measured as an arm of its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import ikl, report
+from bench.arms import Arm, parse_arm, parse_value
+from models.checkpoint import Checkpoint
+
+
+def test_parse_arm_reads_typed_overrides() -> None:
+    assert parse_arm("kamp") == Arm("kamp", "kamp", {})
+    arm = parse_arm("kamp@ka_mode=pseudo_label@ka_weight=3@lr=1e-3")
+    assert arm.strategy == "kamp" and arm.name == "kamp@ka_mode=pseudo_label@ka_weight=3@lr=1e-3"
+    assert arm.overrides == {"ka_mode": "pseudo_label", "ka_weight": 3, "lr": 0.001}
+    assert [parse_value(v) for v in ("3", "0.5", "2e-3", "rows")] == [3, 0.5, 0.002, "rows"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["kampp", "kamp@alpha", "kamp@alpha=", "kamp@=1", "kamp@no_such_field=1", "kamp@alpha=1@alpha=2"],
+)
+def test_parse_arm_refuses_bad_spellings(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_arm(spec)
+
+
+def test_report_reads_arm_names_and_orders_them_after_their_strategy() -> None:
+    m = report.EVAL.fullmatch("kamp@ka_mode=pseudo_label@lr=1e-3-seed2-step4.json")
+    assert m and (m["name"], m["seed"], m["step"]) == ("kamp@ka_mode=pseudo_label@lr=1e-3", "2", "4")
+    names = ["joint", "kamp@ka_weight=0", "lwf", "kamp"]
+    assert sorted(names, key=report._order) == ["lwf", "kamp", "kamp@ka_weight=0", "joint"]
+
+
+def test_arm_overrides_apply_from_step_one_only() -> None:
+    from bench.profiles import PROFILES
+
+    profile = PROFILES["smoke"]
+    assert ikl.train_config(profile, 0, 0, "cpu", {"alpha": 0.25}).alpha == 1.0  # step 0 is shared
+    assert ikl.train_config(profile, 0, 1, "cpu", {"alpha": 0.25}).alpha == 0.25
+
+
+@pytest.mark.slow
+def test_smoke_arm_is_trained_with_its_overrides_beside_the_plain_strategy(data_root: Path, tmp_path: Path) -> None:
+    args = ["--protocol", "cld38-5step", "--profile", "smoke", "--max-steps", "2", "--data-root", str(data_root)]
+    assert ikl.main([*args, "--out", str(tmp_path), "--strategies", "lwf,lwf@alpha=0.25"]) == 0
+    out = tmp_path / "cld38-5step-smoke"
+    record = json.loads((out / "evals" / "lwf@alpha=0.25-seed0-step1.json").read_text())
+    assert record["strategy"] == "lwf@alpha=0.25" and record["base_strategy"] == "lwf"
+    assert record["overrides"] == {"alpha": 0.25}
+    assert "overrides" not in json.loads((out / "evals" / "lwf-seed0-step1.json").read_text())
+    arm = Checkpoint.load(out / "checkpoints" / "seed0" / "lwf@alpha=0.25" / "step1.safetensors")
+    plain = Checkpoint.load(out / "checkpoints" / "seed0" / "lwf" / "step1.safetensors")
+    assert arm.strategy == plain.strategy == "lwf"
+    assert (arm.train_config["alpha"], plain.train_config["alpha"]) == (0.25, 1.0)
+    assert arm.parent_sha256 == plain.parent_sha256  # both grew from the one shared step-0 model
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["strategies"]) == ["lwf", "lwf@alpha=0.25"]
+    assert "| lwf@alpha=0.25 | 1 |" in (out / "table.md").read_text()
+    with pytest.raises(SystemExit):  # a misspelt arm is a usage error, not a traceback
+        ikl.main([*args, "--out", str(tmp_path), "--strategies", "lwf@alpha"])
