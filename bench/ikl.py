@@ -128,6 +128,15 @@ class Runner:
                 b.close()
             checkpoint.save(path)
         epath = self.eval_path(strategy, seed, t)
+        if t == 0 and seconds is not None and epath.is_file():
+            recorded = json.loads(epath.read_text()).get("checkpoint_sha256")
+            if recorded != checkpoint.sha256:
+                # Training is not bit-for-bit repeatable across machines and thread counts: a step 0 retrained
+                # after its checkpoint was lost differs from the one evaluated. Chains grown from it say so.
+                tqdm.write(
+                    f"warning: step 0 of seed {seed} was retrained ({checkpoint.sha256[:12]}) and differs from the "
+                    f"evaluated one ({str(recorded)[:12]}); its chains are marked in table.md"
+                )
         if not epath.is_file():
             result = evaluate(checkpoint, self.test.select(self.protocol.landmarks_up_to(t)))
             record = {
@@ -138,6 +147,7 @@ class Runner:
                 "unit": result.unit,
                 "train_seconds": seconds,
                 "checkpoint_sha256": checkpoint.sha256,
+                "parent_sha256": checkpoint.parent_sha256,
                 "triplets": checkpoint.report.get("triplets", []),
                 "kanet_loss": checkpoint.report.get("kanet_loss"),
                 "seconds_per_image": checkpoint.report.get("seconds_per_image"),

@@ -36,8 +36,15 @@ ORDER = ["finetune", "lwf", "cpr", "kamp_ksd_only", "kamp_random", "kamp", "join
 EVAL = re.compile(r"(?P<name>[a-z_0-9]+(?:@[A-Za-z_0-9]+=[A-Za-z_0-9.+-]+)*)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
 
 
-def load_results(out: Path, protocol: Protocol) -> dict[str, dict[int, IncrementalResult]]:
-    """strategy -> seed -> IncrementalResult over the contiguous steps evaluated (step 0 shared)."""
+def load_results(
+    out: Path, protocol: Protocol, regrown: list[tuple[str, int]] | None = None
+) -> dict[str, dict[int, IncrementalResult]]:
+    """strategy -> seed -> IncrementalResult over the contiguous steps evaluated (step 0 shared).
+
+    `regrown` (if given) receives the (strategy, seed) chains whose step 1 grew from another step-0 model than
+    the evaluated one (step 0 retrained after its checkpoint was lost): their A-MRE_0 and AT refer to the
+    evaluated step 0, not to their own."""
+    regrown = [] if regrown is None else regrown
     evals: dict[tuple[str, int, int], dict[str, Any]] = {}
     for path in sorted((out / "evals").glob("*.json")):
         m = EVAL.fullmatch(path.name)
@@ -52,6 +59,9 @@ def load_results(out: Path, protocol: Protocol) -> dict[str, dict[int, Increment
             if base is None:
                 continue
             errors = [_errors(base)]
+            first = evals.get((strategy, seed, 1), {})
+            if first.get("parent_sha256", base["checkpoint_sha256"]) != base["checkpoint_sha256"]:
+                regrown.append((strategy, seed))
             t = 1
             while (strategy, seed, t) in evals:
                 errors.append(_errors(evals[(strategy, seed, t)]))
@@ -138,7 +148,13 @@ def _fmt(ms: dict[str, Any], digits: int = 2) -> str:
     return f"{ms['mean']:.{digits}f}"
 
 
-def table(protocol: Protocol, agg: dict[str, Any], unit: str, profile: dict[str, Any]) -> str:
+def table(
+    protocol: Protocol,
+    agg: dict[str, Any],
+    unit: str,
+    profile: dict[str, Any],
+    regrown: list[tuple[str, int]] | None = None,
+) -> str:
     n = protocol.num_steps
     n_test = len(protocol.test_images[: profile.get("max_test_images")])
     lines = [
@@ -160,6 +176,14 @@ def table(protocol: Protocol, agg: dict[str, Any], unit: str, profile: dict[str,
             + " | ".join(cells)
             + f" | {_fmt(a['at'][last])} | {_fmt(a['mt'][last])} | {sdr_s} |"
         )
+    if regrown:
+        lines += [
+            "",
+            "Grown from a retrained step-0 model of the same seed (training is not bit-for-bit repeatable; the "
+            "table's A-MRE_0 and AT use the evaluated one): "
+            + ", ".join(f"{s} seed {seed}" for s, seed in regrown)
+            + ".",
+        ]
     if protocol.name in PAPER:
         title, ref = PAPER[protocol.name]
         lines += [
@@ -240,17 +264,25 @@ def plots(out: Path, protocol: Protocol, agg: dict[str, Any], unit: str) -> list
 
 
 def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict[str, Any]:
-    results = load_results(out, protocol)
+    regrown: list[tuple[str, int]] = []
+    results = load_results(out, protocol, regrown)
     agg = aggregate(results)
     units = {json.loads(p.read_text()).get("unit", "mm") for p in (out / "evals").glob("*.json")}
     unit = units.pop() if len(units) == 1 else "mm/px"
     runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
-    data = {"protocol": protocol.name, "profile": profile, "unit": unit, "strategies": agg, "runs": runs}
+    data = {
+        "protocol": protocol.name,
+        "profile": profile,
+        "unit": unit,
+        "strategies": agg,
+        "regrown_from_retrained_step0": [{"strategy": s, "seed": seed} for s, seed in regrown],
+        "runs": runs,
+    }
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
     os.replace(tmp, out / "results.json")
-    (out / "table.md").write_text(table(protocol, agg, unit, profile))
+    (out / "table.md").write_text(table(protocol, agg, unit, profile, regrown))
     if agg:
         plots(out, protocol, agg, unit)
     return data

@@ -63,3 +63,17 @@ def test_smoke_arm_is_trained_with_its_overrides_beside_the_plain_strategy(data_
     assert "| lwf@alpha=0.25 | 1 |" in (out / "table.md").read_text()
     with pytest.raises(SystemExit):  # a misspelt arm is a usage error, not a traceback
         ikl.main([*args, "--out", str(tmp_path), "--strategies", "lwf@alpha"])
+
+    # Every chain records the step-0 model it grew from; a chain grown from another step-0 model than the one
+    # evaluated (step 0 retrained after its checkpoint was lost) is named under the table.
+    step0 = out / "evals" / "step0-seed0-step0.json"
+    assert record["parent_sha256"] == json.loads(step0.read_text())["checkpoint_sha256"]
+    assert "retrained" not in (out / "table.md").read_text()
+    first = out / "evals" / "lwf-seed0-step1.json"
+    first.write_text(json.dumps({**json.loads(first.read_text()), "parent_sha256": "0" * 64}))
+    assert ikl.main([*args, "--out", str(tmp_path), "--report-only"]) == 0
+    assert json.loads((out / "results.json").read_text())["regrown_from_retrained_step0"] == [
+        {"strategy": "lwf", "seed": 0}
+    ]
+    assert "retrained step-0 model of the same seed" in (out / "table.md").read_text()
+    assert "lwf seed 0." in (out / "table.md").read_text()
