@@ -13,6 +13,9 @@ from typing import Any
 
 from models.config import STRATEGIES, TrainConfig, to_dict
 
+#: The names an override may set.
+TRAIN_FIELDS = frozenset(to_dict(TrainConfig()))
+
 
 @dataclass(frozen=True)
 class Arm:
@@ -39,13 +42,12 @@ def parse_arm(spec: str) -> Arm:
     strategy, *parts = spec.split("@")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} in {spec!r}; choose from {', '.join(STRATEGIES)}")
-    fields = set(to_dict(TrainConfig()))
     overrides: dict[str, Any] = {}
     for part in parts:
         name, sep, value = part.partition("=")
         if not sep or not name or not value:
             raise ValueError(f"an override is written field=value; got {part!r} in {spec!r}")
-        if name not in fields:
+        if name not in TRAIN_FIELDS:
             raise ValueError(f"{name!r} in {spec!r} is not a TrainConfig field")
         if name in overrides:
             raise ValueError(f"{name!r} is set twice in {spec!r}")

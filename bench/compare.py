@@ -23,16 +23,12 @@ from models.datasets import default_data_root, load_protocol
 
 from .ikl import RESULTS
 from .profiles import PROFILES
+from .report import EVAL, record_errors
 
 
 def landmark_mre(record: dict[str, Any]) -> dict[str, float]:
-    """Per-landmark mean radial error of one evaluation record (NaN entries, unlabelled images, skipped)."""
-    out = {}
-    for code, values in record["errors"].items():
-        v = np.array([np.nan if x is None else x for x in values], dtype=float)
-        if np.isfinite(v).any():
-            out[code] = float(np.nanmean(v))
-    return out
+    """Per-landmark mean radial error of one evaluation record (unlabelled images skipped)."""
+    return {c: float(np.nanmean(v)) for c, v in record_errors(record).items() if np.isfinite(v).any()}
 
 
 def compare(evals: Path, a: str, b: str, landmark_step: dict[str, int], steps: int) -> dict[str, Any]:
@@ -44,14 +40,16 @@ def compare(evals: Path, a: str, b: str, landmark_step: dict[str, int], steps: i
         path = evals / f"{name}-seed{seed}-step{t}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    seeds = sorted(int(p.name.split("-seed")[1].split("-")[0]) for p in evals.glob(f"{a}-seed*-step{last}.json"))
+    seeds = sorted(int(EVAL.fullmatch(p.name)["seed"]) for p in evals.glob(f"{a}-seed*-step{last}.json"))
     seeds = [s for s in seeds if load(b, s, last) is not None]
     if not seeds:
         raise ValueError(f"no seed where both {a} and {b} reached step {last}")
     cells: dict[tuple[int, bool], dict[str, list[float]]] = {}
+    unit = "mm"
     for seed in seeds:
         anchored = {tr[0] for t in range(1, steps) for tr in (load(a, seed, t) or {}).get("triplets", [])}
-        ea, eb = landmark_mre(load(a, seed, last) or {}), landmark_mre(load(b, seed, last) or {})
+        ra, rb = load(a, seed, last) or {}, load(b, seed, last) or {}
+        ea, eb, unit = landmark_mre(ra), landmark_mre(rb), ra.get("unit", unit)
         for code in ea.keys() & eb.keys():
             cell = cells.setdefault((landmark_step[code], code in anchored), {"a": [], "b": [], "codes": []})
             cell["a"].append(ea[code])
@@ -75,11 +73,11 @@ def compare(evals: Path, a: str, b: str, landmark_step: dict[str, int], steps: i
         for anchored in (True, False)
         if any(an == anchored for _, an in cells)
     }
-    return {"a": a, "b": b, "seeds": seeds, "rows": rows, "totals": total}
+    return {"a": a, "b": b, "seeds": seeds, "unit": unit, "rows": rows, "totals": total}
 
 
-def markdown(result: dict[str, Any], protocol: str, unit: str) -> str:
-    a, b = result["a"], result["b"]
+def markdown(result: dict[str, Any], protocol: str) -> str:
+    a, b, unit = result["a"], result["b"], result["unit"]
     lines = [
         f"# {a} against {b}, {protocol}: MRE after the last step ({unit})",
         "",
@@ -115,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    unit = next(iter((out / "evals").glob(f"{args.a}-seed*.json"))).read_text()
-    text = markdown(result, protocol.name, json.loads(unit).get("unit", "mm"))
+    text = markdown(result, protocol.name)
     path = out / "diagnostics" / f"compare-{args.a}-vs-{args.b}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -58,13 +58,13 @@ def load_results(
             base = evals.get(("step0", seed, 0))
             if base is None:
                 continue
-            errors = [_errors(base)]
+            errors = [record_errors(base)]
             first = evals.get((strategy, seed, 1), {})
             if first.get("parent_sha256", base["checkpoint_sha256"]) != base["checkpoint_sha256"]:
                 regrown.append((strategy, seed))
             t = 1
             while (strategy, seed, t) in evals:
-                errors.append(_errors(evals[(strategy, seed, t)]))
+                errors.append(record_errors(evals[(strategy, seed, t)]))
                 t += 1
             if len(errors) > 1:
                 steps = {c: s for c, s in protocol.landmark_step.items() if s < len(errors)}
@@ -72,7 +72,8 @@ def load_results(
     return results
 
 
-def _errors(record: dict[str, Any]) -> dict[str, np.ndarray]:
+def record_errors(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Landmark code -> (N,) radial errors of one evaluation record over its test images (NaN: unlabelled)."""
     return {c: np.array([np.nan if v is None else v for v in vals]) for c, vals in record["errors"].items()}
 
 

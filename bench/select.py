@@ -35,7 +35,7 @@ from models.predictor import Predictor
 from models.step_data import StepData
 from models.trainer import train_step
 
-from .arms import parse_value
+from .arms import TRAIN_FIELDS, parse_value
 from .ikl import RESULTS, Runner, step_data, train_config
 from .profiles import PROFILES
 
@@ -54,12 +54,11 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     """["alpha=0.3,1", "ksd_mode=marginal,rows"] -> {"alpha": [0.3, 1.0], "ksd_mode": ["marginal", "rows"]};
     every name must be a TrainConfig field."""
     grid: dict[str, list[Any]] = {}
-    fields = set(to_dict(TrainConfig()))
     for item in items:
         name, sep, values = item.partition("=")
         if not sep or not values:
             raise ValueError(f"--grid wants name=v1,v2,...; got {item!r}")
-        if name not in fields:
+        if name not in TRAIN_FIELDS:
             raise ValueError(f"{name!r} is not a TrainConfig field")
         grid[name] = [parse_value(v) for v in values.split(",")]
     return grid

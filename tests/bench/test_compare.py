@@ -29,7 +29,7 @@ def test_groups_by_step_and_anchoring_over_the_seeds_both_finished(tmp_path: Pat
     rows = {(r["learned_at"], r["anchored"]): (r["kamp"], r["ksd"], r["landmarks"]) for r in result["rows"]}
     assert rows == {(0, False): (2.0, 1.0, 1), (0, True): (2.0, 3.0, 1), (1, False): (4.0, 4.0, 1)}
     assert result["totals"] == {True: (2.0, 3.0), False: (3.0, 2.5)}
-    text = compare.markdown(result, "p", "mm")
+    text = compare.markdown(result, "p")
     assert "| 0 | yes | 1 | 2.00 | 3.00 | -1.00 |" in text and "| all | no | | 3.00 | 2.50 | +0.50 |" in text
 
 
