@@ -169,6 +169,8 @@ class Runner:
                     start = self.resume_point(arm.name, seed, steps)
                     bar.update(start - 1)  # steps already evaluated
                     if start >= steps:
+                        if steps == 1:  # --max-steps 1: step 0 alone
+                            step0 = step0 or self.run_one(STEP0, seed, 0, None, bar)
                         continue  # every step of this chain is evaluated: nothing to train
                     if start == 1:
                         step0 = step0 or self.run_one(STEP0, seed, 0, None, bar)

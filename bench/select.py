@@ -2,6 +2,7 @@
 
     python -m bench.select --protocol cld38-5step --profile cpu --step 1 --strategy kamp \\
         --grid alpha=0.3,1,3 --grid ka_weight=0.3,1
+    python -m bench.select --protocol cld38-5step --profile cpu --step 1 --through 3 --grid alpha=1,3,10
 
 Each candidate (one point of the grid's cartesian product) trains step t from the benchmark's step t-1
 checkpoint (bench/ikl.py must have made it) on the step's images minus a held-out share, then is measured on
@@ -10,8 +11,17 @@ the held-out images with what an IKL step really has there:
   - old landmarks: radial distance from the previous model's predictions (their labels do not exist in IKL),
     i.e. drift. It cannot reward a real improvement of an old landmark, only penalise moving it.
 The score is the mean over landmarks of both (each landmark counts once, as in A-MRE); lowest wins.
-Results go to bench/results/<protocol>-<profile>/selection/<strategy>-step<t>-seed<s>.json (one entry per
-candidate, written as each finishes, so a rerun resumes) and a markdown table beside it.
+
+With --through T the candidate goes on through steps t+1..T, each trained on that step's images minus its own
+held-out share, and is measured after step T: the landmarks of every step t..T against their labels on that
+step's held-out images (images the clinic annotated and kept aside, never trained on), the landmarks older
+than step t by drift on step t's held-out images, as above. This sees what one step cannot: a setting that
+keeps old landmarks still at step t may cost the landmarks of step t when steps t+1.. come (forgetting
+measured against real labels), and a setting that moves them may be right.
+
+Results go to bench/results/<protocol>-<profile>/selection/<strategy>-step<t>[-T]-seed<s>.json (one entry per
+candidate, written as each finishes, so a rerun resumes; a multi-step candidate also keeps each step's model
+under selection/checkpoints/ to resume mid-chain) and a markdown table beside it.
 """
 
 from __future__ import annotations
@@ -75,17 +85,35 @@ def drift_labels(previous: Checkpoint, data: StepData) -> StepData:
     return StepData(images=data.images, keypoints=pts, codes=previous.codes, spacing_mm=data.spacing_mm, ids=data.ids)
 
 
-def measure(model: Checkpoint, val: StepData, reference: StepData) -> dict[str, Any]:
-    """New landmarks against their labels, old ones against the previous model; per-landmark means."""
-    new = evaluate(model, val.select([c for c in val.codes if c not in reference.codes]))
+def measure(model: Checkpoint, vals: dict[int, StepData], reference: StepData) -> dict[str, Any]:
+    """Per-landmark means after the last selected step.
+
+    Args:
+        vals: step -> its held-out images, labelled with the landmarks that step taught (and only those).
+        reference: the first selected step's held-out images, 'labelled' with the landmarks older than it where
+            the model before it put them (drift_labels).
+    Returns new_mre (the last step's landmarks), old_drift (the older ones), learned_mre (the landmarks of the
+    selected steps before the last, against their labels; None for one step), by_step, score and per_landmark.
+    """
     old = evaluate(model, reference)
-    per = {c: s.mre for c, s in {**old.landmarks, **new.landmarks}.items()}
+    per = {c: s.mre for c, s in old.landmarks.items()}
+    by_step: dict[str, float] = {}
+    unit = old.unit
+    for t, val in vals.items():
+        result = evaluate(model, val)
+        by_step[str(t)] = result.overall.mre
+        per.update({c: s.mre for c, s in result.landmarks.items()})
+        unit = result.unit
+    last = max(vals)
+    learned = [per[c] for t, val in vals.items() if t != last for c in val.codes]
     return {
-        "new_mre": new.overall.mre,
+        "new_mre": by_step[str(last)],
         "old_drift": old.overall.mre,
+        "learned_mre": float(np.mean(learned)) if learned else None,
+        "by_step": by_step,
         "score": float(np.mean(list(per.values()))),
         "per_landmark": per,
-        "unit": new.unit,
+        "unit": unit,
     }
 
 
@@ -94,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", required=True)
     p.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     p.add_argument("--step", type=int, default=1)
+    p.add_argument("--through", type=int, default=None, help="chain each candidate on through this step")
     p.add_argument("--strategy", choices=STRATEGIES, default="kamp")
     p.add_argument("--grid", action="append", default=[], help="TrainConfig field=v1,v2,... (repeatable)")
     p.add_argument("--seed", type=int, default=0)
@@ -113,42 +142,121 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
     if args.step < 1:
         raise ValueError("model choice is for incremental steps (1 and later)")
+    through = args.step if args.through is None else args.through
     root = args.data_root or default_data_root()
     protocol, profile = load_protocol(root, args.protocol), PROFILES[args.profile]
+    if not args.step <= through < len(protocol.steps):
+        raise ValueError(
+            f"--through must be a step of {args.protocol} from --step ({args.step}) to "
+            f"{len(protocol.steps) - 1}; got {through}"
+        )
     runner = Runner(protocol, profile, root, args.out / f"{args.protocol}-{profile.name}", args.device)
     prev_path = runner.ckpt_path(args.strategy, args.seed, args.step - 1)
     if not prev_path.is_file():
         raise FileNotFoundError(f"{prev_path} is missing: run bench.ikl for step {args.step - 1} first")
     previous = Checkpoint.load(prev_path)
-    data = step_data(protocol, runner.ds, args.strategy, args.step, profile.max_step_images)
-    tr, va = split(len(data), args.val_fraction, args.seed)
-    train, val = data.subset(tr), data.subset(va)
-    reference = drift_labels(previous, val)
-    out = runner.out / "selection" / f"{args.strategy}-step{args.step}-seed{args.seed}.json"
-    record = json.loads(out.read_text()) if out.is_file() else {"val_ids": list(val.ids), "candidates": []}
-    if record["val_ids"] != list(val.ids):
-        raise ValueError(f"{out} was made with another validation split; move it away to start again")
+    steps = list(range(args.step, through + 1))
+    trains: dict[int, StepData] = {}
+    vals: dict[int, StepData] = {}
+    for t in steps:
+        data = step_data(protocol, runner.ds, args.strategy, t, profile.max_step_images)
+        tr, va = split(len(data), args.val_fraction, args.seed)
+        trains[t] = data.subset(tr)
+        vals[t] = data.subset(va).select(protocol.steps[t].landmarks)
+    reference = drift_labels(previous, vals[args.step])
+    span = f"{args.step}" if through == args.step else f"{args.step}-{through}"
+    out = runner.out / "selection" / f"{args.strategy}-step{span}-seed{args.seed}.json"
+    val_ids = {str(t): list(vals[t].ids) for t in steps}
+    fresh: dict[str, Any] = {"val_ids": val_ids[str(args.step)], "candidates": []}
+    if len(steps) > 1:
+        fresh["val_ids_by_step"] = val_ids
+    record = json.loads(out.read_text()) if out.is_file() else fresh
+    if record["val_ids"] != fresh["val_ids"] or record.get("val_ids_by_step") != fresh.get("val_ids_by_step"):
+        raise ValueError(f"{out} was made with other validation splits; move it away to start again")
     done = [c["overrides"] for c in record["candidates"]]
     for overrides in candidates(grid):
         if overrides in done:
             continue
-        config = train_config(profile, args.seed, args.step, args.device)
-        config = from_dict(TrainConfig, {**to_dict(config), **overrides})
         t0 = time.perf_counter()
-        model, _ = train_step(previous, train, args.strategy, config)
-        entry = {"overrides": overrides, "seconds": time.perf_counter() - t0, **measure(model, val, reference)}
+        model = previous
+        for t in steps:
+            config = train_config(profile, args.seed, t, args.device)
+            config = from_dict(TrainConfig, {**to_dict(config), **overrides})
+            model = _chain_step(model, trains[t], args.strategy, config, out, overrides, t, last=t == through)
+        entry = {"overrides": overrides, "seconds": time.perf_counter() - t0, **measure(model, vals, reference)}
         record["candidates"].append(entry)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))
-        print(f"{overrides}: score {entry['score']:.3f} new {entry['new_mre']:.3f} old drift {entry['old_drift']:.3f}")
-    out.with_suffix(".md").write_text(table(record, args, len(train)))
+        learned = "" if entry["learned_mre"] is None else f" learned {entry['learned_mre']:.3f}"
+        print(
+            f"{overrides}: score {entry['score']:.3f} new {entry['new_mre']:.3f}{learned} "
+            f"old drift {entry['old_drift']:.3f}"
+        )
+    out.with_suffix(".md").write_text(table(record, args, {t: len(d) for t, d in trains.items()}))
     print(out.with_suffix(".md").read_text())
     return 0
 
 
-def table(record: dict[str, Any], args: argparse.Namespace, n_train: int) -> str:
+def _chain_step(
+    previous: Checkpoint,
+    train: StepData,
+    strategy: str,
+    config: TrainConfig,
+    out: Path,
+    overrides: dict[str, Any],
+    t: int,
+    last: bool,
+) -> Checkpoint:
+    """One step of a candidate's chain. The models before the chain's last step are kept (gitignored, under
+    selection/checkpoints/) so that an interrupted multi-step candidate resumes where it stopped."""
+    if last:
+        return train_step(previous, train, strategy, config)[0]
+    key = "_".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "defaults"
+    path = out.parent / "checkpoints" / out.stem / key / f"step{t}.safetensors"
+    if path.is_file():
+        return Checkpoint.load(path)
+    model, _ = train_step(previous, train, strategy, config)
+    model.save(path)
+    return model
+
+
+def table(record: dict[str, Any], args: argparse.Namespace, n_train: dict[int, int]) -> str:
     rows = sorted(record["candidates"], key=lambda c: c["score"])
     unit = rows[0]["unit"] if rows else ""
+    steps = sorted(n_train)
+    if len(steps) == 1:
+        return _table_one(rows, record, args, n_train[steps[0]], unit)
+    first, last = steps[0], steps[-1]
+    held = ", ".join(f"step {t}: {len(ids)}" for t, ids in record["val_ids_by_step"].items())
+    trained = ", ".join(f"step {t}: {n}" for t, n in n_train.items())
+    lines = [
+        f"# Model choice: {args.strategy}, steps {first}-{last} of {args.protocol} (profile `{args.profile}`, "
+        f"seed {args.seed})",
+        "",
+        f"Each candidate is chained from the benchmark's step-{first - 1} model through steps {first}-{last}, each "
+        f"step trained on its images minus a held-out share (trained on {trained}; held out {held}), and measured "
+        f"after step {last}: the landmarks of steps {first}-{last - 1} ('learned') and of step {last} ('new') "
+        f"against their labels on their own step's held-out images; the landmarks older than step {first} by drift "
+        f"from the step-{first - 1} model on step {first}'s held-out images. Score: mean over landmarks ({unit}).",
+        "",
+        f"| overrides | score | new (step {last}) | learned (steps {first}-{last - 1}) | old drift | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        lines.append(
+            f"| {_overrides(c)} | {c['score']:.3f} | {c['new_mre']:.3f} | {c['learned_mre']:.3f} | "
+            f"{c['old_drift']:.3f} | {c['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _overrides(candidate: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in candidate["overrides"].items()) or "(profile defaults)"
+
+
+def _table_one(
+    rows: list[dict[str, Any]], record: dict[str, Any], args: argparse.Namespace, n_train: int, unit: str
+) -> str:
     lines = [
         f"# Model choice: {args.strategy}, step {args.step} of {args.protocol} (profile `{args.profile}`, seed "
         f"{args.seed})",
@@ -161,8 +269,9 @@ def table(record: dict[str, Any], args: argparse.Namespace, n_train: int) -> str
         "|---|---|---|---|---|",
     ]
     for c in rows:
-        o = ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "(profile defaults)"
-        lines.append(f"| {o} | {c['score']:.3f} | {c['new_mre']:.3f} | {c['old_drift']:.3f} | {c['seconds']:.0f} |")
+        lines.append(
+            f"| {_overrides(c)} | {c['score']:.3f} | {c['new_mre']:.3f} | {c['old_drift']:.3f} | {c['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

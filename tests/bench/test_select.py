@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bench import ikl, select
+from models.datasets import load_protocol
 
 
 def test_split_holds_out_a_fixed_share_and_never_everything() -> None:
@@ -49,3 +50,36 @@ def test_smoke_selection_measures_new_error_and_old_drift(data_root: Path, tmp_p
     # A rerun finds every candidate done and trains nothing.
     assert select.main(args) == 0
     assert json.loads(out.read_text()) == record
+
+
+@pytest.mark.slow
+def test_smoke_selection_through_later_steps_measures_every_step_against_its_labels(
+    data_root: Path, tmp_path: Path
+) -> None:
+    common = ["--protocol", "cld38-5step", "--profile", "smoke", "--data-root", str(data_root), "--out", str(tmp_path)]
+    assert ikl.main([*common, "--strategies", "lwf", "--max-steps", "1"]) == 0
+    args = [*common, "--step", "1", "--through", "2", "--strategy", "lwf", "--grid", "alpha=2"]
+    assert select.main([*args[:-4], "--through", "9"]) == 2  # past the protocol's last step: a clear error
+    assert select.main(args) == 0
+    out = tmp_path / "cld38-5step-smoke" / "selection" / "lwf-step1-2-seed0.json"
+    record = json.loads(out.read_text())
+    steps = load_protocol(data_root, "cld38-5step").steps
+    assert set(record["val_ids_by_step"]) == {"1", "2"} and record["val_ids"] == record["val_ids_by_step"]["1"]
+    (c,) = record["candidates"]
+    per = c["per_landmark"]
+    assert set(per) == {code for s in steps[:3] for code in s.landmarks}  # old by drift, steps 1-2 by labels
+    assert c["learned_mre"] == pytest.approx(np.mean([per[code] for code in steps[1].landmarks]))
+    assert c["new_mre"] == pytest.approx(c["by_step"]["2"])
+    assert c["score"] == pytest.approx(np.mean(list(per.values())))
+    kept = out.parent / "checkpoints" / out.stem / "alpha=2" / "step1.safetensors"
+    assert kept.is_file() and not (kept.parent / "step2.safetensors").exists()
+    assert (
+        "| alpha=2 |" in out.with_suffix(".md").read_text()
+        and "learned (steps 1-1)" in out.with_suffix(".md").read_text()
+    )
+    # Interrupted after step 1: the rerun resumes from the kept model and measures the same chain.
+    out.unlink()
+    stamp = kept.stat().st_mtime_ns
+    assert select.main(args) == 0
+    assert kept.stat().st_mtime_ns == stamp
+    assert json.loads(out.read_text())["candidates"][0]["per_landmark"].keys() == per.keys()
