@@ -23,7 +23,7 @@ from models.datasets import default_data_root, load_protocol
 
 from .ikl import RESULTS
 from .profiles import PROFILES
-from .report import EVAL, record_errors
+from .report import EVAL, eval_name, record_errors
 
 
 def landmark_mre(record: dict[str, Any]) -> dict[str, float]:
@@ -37,7 +37,7 @@ def compare(evals: Path, a: str, b: str, landmark_step: dict[str, int], steps: i
     last = steps - 1
 
     def load(name: str, seed: int, t: int) -> dict[str, Any] | None:
-        path = evals / f"{name}-seed{seed}-step{t}.json"
+        path = evals / eval_name(name, seed, t)
         return json.loads(path.read_text()) if path.is_file() else None
 
     seeds = sorted(int(EVAL.fullmatch(p.name)["seed"]) for p in evals.glob(f"{a}-seed*-step{last}.json"))

@@ -35,7 +35,7 @@ from models.trainer import Progress, train_step
 
 from .arms import Arm, parse_arm
 from .profiles import PROFILES, Profile
-from .report import write_report
+from .report import eval_name, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Step 0, shared by every arm of a seed: supervised training of the first landmark set.
@@ -85,8 +85,7 @@ class Runner:
         return self.out / "checkpoints" / f"seed{seed}" / sub / f"step{t}.safetensors"
 
     def eval_path(self, strategy: str, seed: int, t: int) -> Path:
-        name = "step0" if t == 0 else strategy
-        return self.out / "evals" / f"{name}-seed{seed}-step{t}.json"
+        return self.out / "evals" / eval_name(strategy, seed, t)
 
     def run_one(self, arm: Arm, seed: int, t: int, previous: Checkpoint | None, bar: tqdm) -> Checkpoint:
         strategy = arm.name

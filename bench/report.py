@@ -36,6 +36,11 @@ ORDER = ["finetune", "lwf", "cpr", "kamp_ksd_only", "kamp_random", "kamp", "join
 EVAL = re.compile(r"(?P<name>[a-z_0-9]+(?:@[A-Za-z_0-9]+=[A-Za-z_0-9.+-]+)*)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
 
 
+def eval_name(name: str, seed: int, t: int) -> str:
+    """File name of one evaluation under evals/ (step 0 is shared: name 'step0'); EVAL parses it back."""
+    return f"{'step0' if t == 0 else name}-seed{seed}-step{t}.json"
+
+
 def load_results(
     out: Path, protocol: Protocol, regrown: list[tuple[str, int]] | None = None
 ) -> dict[str, dict[int, IncrementalResult]]:
