@@ -226,11 +226,12 @@ def _chain_step(
     last: bool,
 ) -> Checkpoint:
     """One step of a candidate's chain. The models before the chain's last step are kept (gitignored, under
-    selection/checkpoints/) so that an interrupted multi-step candidate resumes where it stopped."""
+    selection/checkpoints/, named after the model they grew from) so that an interrupted multi-step candidate
+    resumes where it stopped, and never from a model grown from another parent."""
     if last:
         return train_step(previous, train, strategy, config)[0]
     key = "_".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "defaults"
-    path = out.parent / "checkpoints" / out.stem / key / f"step{t}.safetensors"
+    path = out.parent / "checkpoints" / out.stem / key / f"step{t}-from-{previous.sha256[:12]}.safetensors"
     if path.is_file():
         return Checkpoint.load(path)
     model, _ = train_step(previous, train, strategy, config)
