@@ -84,3 +84,14 @@ def test_smoke_selection_through_later_steps_measures_every_step_against_its_lab
     assert select.main(args) == 0
     assert kept.stat().st_mtime_ns == stamp
     assert json.loads(out.read_text())["candidates"][0]["per_landmark"].keys() == per.keys()
+
+
+def test_rescore_scores_an_older_multi_step_entry_on_its_labelled_landmarks() -> None:
+    from types import SimpleNamespace
+
+    vals = {1: SimpleNamespace(codes=["a", "b"]), 2: SimpleNamespace(codes=["c"])}
+    old = {"score": 2.0, "per_landmark": {"S": 0.5, "a": 1.0, "b": 2.0, "c": 6.0}}
+    new = select.rescore(old, vals)  # type: ignore[arg-type]
+    assert new["score"] == pytest.approx(3.0) and new["score_with_drift"] == 2.0  # S (drift) is not scored
+    assert select.rescore(new, vals) == new  # already scored so: unchanged
+    assert select.rescore(old, {1: vals[1]}) == old  # one step: the score keeps the drift
