@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import Checkpoint
-from models.config import BackboneConfig, CodecConfig, TrainConfig, from_dict
+from models.config import BackboneConfig, CodecConfig, TrainConfig, from_dict, to_dict
 from models.datasets import DatasetInfo, Protocol, default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.step_data import StepData
@@ -60,15 +60,17 @@ def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, cap: i
 def train_config(
     profile: Profile, seed: int, t: int, device: str, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """The TrainConfig of step t: the profile's settings, then (steps >= 1) an arm's `overrides`."""
-    settings = {**profile.train, **(overrides or {})} if t else {}
-    config = from_dict(TrainConfig, settings)
+    """The TrainConfig of step t: the profile's settings, then (steps >= 1) an arm's `overrides`, last, so that
+    an override of a field the profile sets (iterations, lr, ...) holds too."""
+    config = from_dict(TrainConfig, dict(profile.train) if t else {})
     config.iterations = profile.step0_iterations if t == 0 else profile.step_iterations
     config.batch_size = profile.batch_size
     config.lr = profile.lr
     config.seed = seed * 1000 + t
     config.device = device
     config.kanet.iterations = profile.kanet_iterations
+    if t and overrides:
+        config = from_dict(TrainConfig, {**to_dict(config), **overrides})
     return config
 
 
@@ -167,15 +169,11 @@ class Runner:
                 for arm in arms:
                     start = self.resume_point(arm.name, seed, steps)
                     bar.update(start - 1)  # steps already evaluated
-                    if start >= steps:
-                        if steps == 1:  # --max-steps 1: step 0 alone
-                            step0 = step0 or self.run_one(STEP0, seed, 0, None, bar)
-                        continue  # every step of this chain is evaluated: nothing to train
-                    if start == 1:
+                    if start == 1:  # the chain starts from step 0 (with --max-steps 1, step 0 is all it has)
                         step0 = step0 or self.run_one(STEP0, seed, 0, None, bar)
-                        previous = step0
-                    else:
-                        previous = Checkpoint.load(self.ckpt_path(arm.name, seed, start - 1))
+                    if start >= steps:
+                        continue  # every step of this chain is evaluated: nothing to train
+                    previous = step0 if start == 1 else Checkpoint.load(self.ckpt_path(arm.name, seed, start - 1))
                     for t in range(start, steps):
                         previous = self.run_one(arm, seed, t, previous, bar)
                 if step0 is None:

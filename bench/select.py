@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from models.checkpoint import Checkpoint
-from models.config import STRATEGIES, TrainConfig, from_dict, to_dict
+from models.config import STRATEGIES, TrainConfig
 from models.datasets import default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.predictor import Predictor
@@ -111,14 +111,13 @@ def measure(model: Checkpoint, vals: dict[int, StepData], reference: StepData) -
         unit = result.unit
     last = max(vals)
     learned = [per[c] for t, val in vals.items() if t != last for c in val.codes]
-    labelled = [per[c] for val in vals.values() for c in val.codes]
     with_drift = float(np.mean(list(per.values())))
     return {
         "new_mre": by_step[str(last)],
         "old_drift": old.overall.mre,
         "learned_mre": float(np.mean(learned)) if learned else None,
         "by_step": by_step,
-        "score": float(np.mean(labelled)) if learned else with_drift,
+        "score": labelled_mean(per, vals) if len(vals) > 1 else with_drift,
         "score_with_drift": with_drift,
         "per_landmark": per,
         "unit": unit,
@@ -130,8 +129,12 @@ def rescore(entry: dict[str, Any], vals: dict[int, StepData]) -> dict[str, Any]:
     (from its per-landmark means); a current entry is returned as it is."""
     if "score_with_drift" in entry or len(vals) < 2:
         return entry
-    labelled = [entry["per_landmark"][c] for val in vals.values() for c in val.codes]
-    return {**entry, "score_with_drift": entry["score"], "score": float(np.mean(labelled))}
+    return {**entry, "score_with_drift": entry["score"], "score": labelled_mean(entry["per_landmark"], vals)}
+
+
+def labelled_mean(per_landmark: dict[str, float], vals: dict[int, StepData]) -> float:
+    """The multi-step score: mean over the landmarks the selected steps taught, each against its labels."""
+    return float(np.mean([per_landmark[c] for val in vals.values() for c in val.codes]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,8 +201,7 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
         t0 = time.perf_counter()
         model = previous
         for t in steps:
-            config = train_config(profile, args.seed, t, args.device)
-            config = from_dict(TrainConfig, {**to_dict(config), **overrides})
+            config = train_config(profile, args.seed, t, args.device, overrides)
             model = _chain_step(model, trains[t], args.strategy, config, out, overrides, t, last=t == through)
         entry = {"overrides": overrides, "seconds": time.perf_counter() - t0, **measure(model, vals, reference)}
         record["candidates"].append(entry)

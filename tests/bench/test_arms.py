@@ -44,6 +44,8 @@ def test_arm_overrides_apply_from_step_one_only() -> None:
     profile = PROFILES["smoke"]
     assert ikl.train_config(profile, 0, 0, "cpu", {"alpha": 0.25}).alpha == 1.0  # step 0 is shared
     assert ikl.train_config(profile, 0, 1, "cpu", {"alpha": 0.25}).alpha == 0.25
+    tuned = ikl.train_config(profile, 0, 1, "cpu", {"lr": 1e-4, "iterations": 7})  # fields the profile sets
+    assert (tuned.lr, tuned.iterations) == (1e-4, 7) and tuned.batch_size == profile.batch_size
 
 
 @pytest.mark.slow
