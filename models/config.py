@@ -114,6 +114,12 @@ class TrainConfig:
     #: "pseudo_label": KA-Net reads the old model's features and its output is a target for the new model's heatmap
     #: of the old landmark (an earlier reading; it degraded old landmarks on cld38-5step, docs/benchmarks.md).
     ka_mode: Literal["features", "pseudo_label"] = "features"
+    #: Weight of a feature-distillation term l_FD inside the alpha bracket (every distilling strategy; 0: off):
+    #: the new model's backbone features F' held near the previous model's F, as a relative squared error
+    #: (scale-free: 1 when F' is as far from F as F is from zero). It keeps F' where the frozen KA-Net was
+    #: fitted, so l_KA's gradient is read from features KA-Net knows (docs/benchmarks.md, "Where the KA term
+    #: costs"); off by default.
+    feature_weight: float = 0.0
     #: Weight of CPR's entropy regulariser (added to LwF).
     #: Chosen on step 1's own validation split of cld38-5step (bench/select.py, docs/benchmarks.md): 0.001 scored
     #: 2.69 mm, 0.01 3.25 mm; the first value, 0.1, had cost 28.7 mm on the old landmarks after one step.

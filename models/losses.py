@@ -1,4 +1,5 @@
-"""Losses of incremental landmark learning. All take heatmaps (B, K, h, w) and return a scalar tensor.
+"""Losses of incremental landmark learning. All take heatmaps (B, K, h, w) and return a scalar tensor, except
+feature_distillation, which takes backbone features (B, C, h, w).
 
 The distillation losses compare softmax distributions made from heatmaps at a temperature T. Heatmaps are
 regression outputs with a unit peak, not logits: at T = 1 their softmax is nearly uniform and carries almost
@@ -99,3 +100,15 @@ def cpr_regulariser(heatmaps: torch.Tensor, *, temperature: float) -> torch.Tens
     log_p = F.log_softmax(heatmaps.float() / temperature, dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1)
     return (math.log(k) - entropy).mean()
+
+
+def feature_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Relative squared error of the new model's backbone features against the previous model's:
+    sum((F' - F)^2) / sum(F^2) over the batch, a scale-free number (0 when F' = F, 1 when F' is as far from F
+    as F is from zero). The teacher side carries no gradient.
+
+    Args:
+        student, teacher: (B, C, h, w) features (not heatmaps) of the same batch.
+    """
+    t = teacher.detach().float()
+    return ((student.float() - t) ** 2).sum() / (t**2).sum().clamp_min(1e-12)

@@ -8,7 +8,7 @@ import torch
 
 from .batches import Batch
 from .config import TrainConfig
-from .losses import cpr_regulariser, heatmap_mse, ksd_loss, lwf_loss
+from .losses import cpr_regulariser, feature_distillation, heatmap_mse, ksd_loss, lwf_loss
 
 #: Strategies that distil from the previous model (they need a teacher).
 DISTILLING = frozenset({"lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random"})
@@ -53,13 +53,14 @@ def step_loss(
       cpr:            alpha * l_LwF(old) + cpr_beta * CPR(all)
       kamp_ksd_only:  alpha * l_KSD(old)
       kamp, random:   alpha * (l_KSD(old) + ka_weight * l_KA)
+    and, for every distilling strategy when config.feature_weight > 0, alpha * feature_weight * l_FD(F', F).
     Args:
         student: (B, K, h, w) heatmaps of the model being trained; its first num_old channels are the old
             landmarks, in the teacher's order.
         teacher: (B, num_old, h, w) heatmaps of the frozen previous model on the same batch.
         teacher_features: (B, C, h, w) its features F (KA-Net's input in ka_mode "pseudo_label").
         student_features: (B, C, h, w) the new model's features F' (KA-Net's input in ka_mode "features";
-            the gradient flows through the frozen KA-Net into them).
+            the gradient flows through the frozen KA-Net into them; also l_FD's input).
         ka_target: (B, N, h, w) the stage-I pseudo-label of each triplet's old landmark (ka_mode "features").
     """
     l_gt = config.gt_scale * heatmap_mse(student, batch.targets, batch.mask)
@@ -71,21 +72,25 @@ def step_loss(
         raise ValueError(f"strategy {strategy!r} needs the previous model's heatmaps")
     old = student[:, :num_old]
     if strategy in ("lwf", "cpr"):
-        l_kd = lwf_loss(old, teacher, temperature=config.temperature)
-        parts["lwf"] = l_kd.item()
-        total = total + config.alpha * l_kd
+        distil = lwf_loss(old, teacher, temperature=config.temperature)
+        parts["lwf"] = distil.item()
         if strategy == "cpr":
             l_cpr = cpr_regulariser(student, temperature=config.temperature)
             parts["cpr"] = l_cpr.item()
             total = total + config.cpr_beta * l_cpr
-        return total, parts
-    l_ksd = ksd_loss(old, teacher, temperature=config.temperature, mode=config.ksd_mode)
-    parts["ksd"] = l_ksd.item()
-    distil = l_ksd
-    if strategy in ASSOCIATING and ka is not None:
-        l_ka = _ka_loss(config, batch, student, ka, teacher_features, student_features, ka_target)
-        parts["ka"] = l_ka.item()
-        distil = distil + config.ka_weight * l_ka
+    else:
+        distil = ksd_loss(old, teacher, temperature=config.temperature, mode=config.ksd_mode)
+        parts["ksd"] = distil.item()
+        if strategy in ASSOCIATING and ka is not None:
+            l_ka = _ka_loss(config, batch, student, ka, teacher_features, student_features, ka_target)
+            parts["ka"] = l_ka.item()
+            distil = distil + config.ka_weight * l_ka
+    if config.feature_weight:
+        if student_features is None or teacher_features is None:
+            raise ValueError("feature_weight > 0 needs the new and the previous model's features")
+        l_fd = feature_distillation(student_features, teacher_features)
+        parts["fd"] = l_fd.item()
+        distil = distil + config.feature_weight * l_fd
     return total + config.alpha * distil, parts
 
 

@@ -176,7 +176,10 @@ def train_step(
         x = batch.x.to(memory_format=torch.channels_last) if device.type == "cuda" else batch.x
         with _autocast(device, config.amp):
             s_feat = ka_target = None
-            if ka is not None and config.ka_mode == "features":
+            wants_features = (ka is not None and config.ka_mode == "features") or (
+                config.feature_weight and teacher is not None and num_old
+            )
+            if wants_features:
                 hm, s_feat = student.forward_with_features(x)
             else:
                 hm = student(x)

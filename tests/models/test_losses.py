@@ -10,7 +10,14 @@ import torch
 
 from models.codec import HeatmapCodec
 from models.config import CodecConfig, TrainConfig
-from models.losses import cpr_regulariser, heatmap_mse, ksd_loss, lwf_loss, spatial_log_distributions
+from models.losses import (
+    cpr_regulariser,
+    feature_distillation,
+    heatmap_mse,
+    ksd_loss,
+    lwf_loss,
+    spatial_log_distributions,
+)
 
 
 def _softmax(logits: list[float]) -> list[float]:
@@ -214,3 +221,21 @@ def test_cpr_is_log_k_for_peaked_and_zero_for_uniform(k: int) -> None:
 
 def test_cpr_single_landmark_is_zero() -> None:
     assert float(cpr_regulariser(torch.rand(2, 1, 4, 3), temperature=0.1)) == 0.0
+
+
+def test_feature_distillation_by_hand() -> None:
+    teacher = torch.tensor([[[[1.0, 2.0]], [[0.0, 2.0]]]])  # (1, 2, 1, 2): sum of squares 9
+    student = torch.tensor([[[[1.0, 0.0]], [[1.0, 2.0]]]])  # squared differences 0, 4, 1, 0
+    assert float(feature_distillation(student, teacher)) == pytest.approx(5.0 / 9.0)
+    assert float(feature_distillation(teacher, teacher)) == 0.0
+    # Scale-free: the same relative error at any feature scale; all-zero features give 1, not a blow-up.
+    assert float(feature_distillation(100 * student, 100 * teacher)) == pytest.approx(5.0 / 9.0)
+    assert float(feature_distillation(torch.zeros_like(teacher), teacher)) == pytest.approx(1.0)
+
+
+def test_feature_distillation_gradient_reaches_the_student_only() -> None:
+    student = torch.rand(2, 3, 4, 5, requires_grad=True)
+    teacher = torch.rand(2, 3, 4, 5, requires_grad=True)
+    feature_distillation(student, teacher).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None

@@ -1,4 +1,4 @@
-"""models.strategies: where l_KA's gradient goes in each reading of KAMP's stage II."""
+"""models.strategies: where l_KA's gradient goes in each reading of KAMP's stage II; the feature term."""
 
 from __future__ import annotations
 
@@ -57,3 +57,35 @@ def test_features_reading_needs_the_new_features() -> None:
     student = torch.rand(B, NUM_OLD + NUM_NEW, H, W)
     with pytest.raises(ValueError, match="new model's features"):
         step_loss("kamp", TrainConfig(), batch, student, NUM_OLD, student[:, :NUM_OLD], None, ka)
+
+
+@pytest.mark.parametrize("strategy", ["lwf", "cpr", "kamp_ksd_only", "kamp"])
+def test_feature_term_pulls_the_new_features_towards_the_old(strategy: str) -> None:
+    """feature_weight > 0 adds alpha * feature_weight * l_FD for every distilling strategy: its gradient moves F'
+    towards F, and with F' = F it is zero; at 0 (the default) it is not computed."""
+    batch = _batch()
+    ka = _ka() if strategy == "kamp" else None
+    student = torch.rand(B, NUM_OLD + NUM_NEW, H, W)
+    teacher = student[:, :NUM_OLD].clone()
+    t_feat = torch.rand(B, C, H, W)
+    s_feat = (t_feat + 0.5).requires_grad_(True)
+    target = torch.rand(B, 1, H, W)
+    base = TrainConfig(alpha=2.0, ka_weight=0.0)
+    off, parts_off = step_loss(strategy, base, batch, student, NUM_OLD, teacher, t_feat, ka, s_feat, target)
+    assert "fd" not in parts_off
+    config = TrainConfig(alpha=2.0, ka_weight=0.0, feature_weight=3.0)
+    on, parts = step_loss(strategy, config, batch, student, NUM_OLD, teacher, t_feat, ka, s_feat, target)
+    expected = 0.25 * s_feat.numel() / float((t_feat**2).sum())
+    assert parts["fd"] == pytest.approx(expected, rel=1e-5)
+    assert float((on - off).detach()) == pytest.approx(2.0 * 3.0 * expected, rel=1e-4)
+    on.backward()
+    assert s_feat.grad is not None and bool((s_feat.grad > 0).all())  # F' > F everywhere: pushed down
+    _, same = step_loss(strategy, config, batch, student, NUM_OLD, teacher, t_feat, ka, t_feat.clone(), target)
+    assert same["fd"] == 0.0
+
+
+def test_feature_term_needs_both_models_features() -> None:
+    batch = _batch()
+    student = torch.rand(B, NUM_OLD + NUM_NEW, H, W)
+    with pytest.raises(ValueError, match="previous model's features"):
+        step_loss("kamp_ksd_only", TrainConfig(feature_weight=1.0), batch, student, NUM_OLD, student[:, :NUM_OLD])

@@ -206,6 +206,16 @@ def test_every_strategy_runs_a_step(strategy: str, synthetic_step0: Checkpoint) 
         assert ckpt.build_model()(torch.rand(1, 1, 64, 64)).shape == (1, 5, 16, 16)
 
 
+@pytest.mark.parametrize("strategy", ["kamp_ksd_only", "kamp"])
+def test_feature_term_is_trained_and_logged(strategy: str, synthetic_step0: Checkpoint) -> None:
+    """With feature_weight > 0 the trainer computes the new model's features even without a KA term, and l_FD
+    (positive once the backbone moves) is in the loss history."""
+    config = _config(4, feature_weight=1.0)
+    _, report = train_step(synthetic_step0, _synthetic(NEW, seed=2), strategy, config)
+    assert all("fd" in entry for entry in report.loss_history)
+    assert report.loss_history[-1]["fd"] > 0
+
+
 def test_teachers_stay_in_eval_mode(synthetic_step0: Checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
     """The previous model and KA-Net are frozen teachers: in eval mode at every call, so their BatchNorm uses
     (and never updates) its running statistics, and no gradient reaches them."""
