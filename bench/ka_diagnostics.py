@@ -1,9 +1,10 @@
 """How good is KA-Net? A diagnostic of KAMP's knowledge-association term on the test images.
 
     python -m bench.ka_diagnostics --protocol cld38-5step --profile cpu --seed 1 --strategy kamp
+    python -m bench.ka_diagnostics --protocol cld38-5step --profile cpu --seed 0 --strategy kamp@feature_weight=1
 
 For each step t >= 1 whose models bench/ikl.py has made (the step t-1 model, the teacher, and the step t model
-of the strategy, the student), stage I is run again on step t's training images (`models.trainer.fit_ka_net`:
+of the strategy or arm, the student), stage I is run again on step t's training images (`models.trainer.fit_ka_net`:
 the same triplets, a KA-Net trained the same way), and on the protocol's TEST images, for each triplet
 (old <- new1, new2), the old landmark is located five ways, each as a radial error against its label (mm where
 the spacing is known):
@@ -34,8 +35,10 @@ from models.codec import HeatmapCodec
 from models.datasets import default_data_root, load_protocol
 from models.metrics import radial_errors
 from models.network import LandmarkNet
+from models.strategies import ASSOCIATING
 from models.trainer import FittedKANet, fit_ka_net
 
+from .arms import Arm, parse_arm
 from .ikl import RESULTS, Runner, machine, step_data, train_config
 from .profiles import PROFILES
 
@@ -66,15 +69,15 @@ def _locate(
     return np.concatenate(own), np.concatenate(read)
 
 
-def diagnose_step(runner: Runner, strategy: str, seed: int, t: int) -> dict[str, Any] | None:
-    teacher_path = runner.ckpt_path(strategy, seed, t - 1)
-    student_path = runner.ckpt_path(strategy, seed, t)
+def diagnose_step(runner: Runner, arm: Arm, seed: int, t: int) -> dict[str, Any] | None:
+    teacher_path = runner.ckpt_path(arm.name, seed, t - 1)
+    student_path = runner.ckpt_path(arm.name, seed, t)
     if not (teacher_path.is_file() and student_path.is_file()):
         return None
     teacher, student = Checkpoint.load(teacher_path), Checkpoint.load(student_path)
-    config = train_config(runner.profile, seed, t, runner.device)
-    data = step_data(runner.protocol, runner.ds, strategy, t, runner.profile.max_step_images)
-    fitted = fit_ka_net(teacher, data, strategy, config)
+    config = train_config(runner.profile, seed, t, runner.device, arm.overrides)
+    data = step_data(runner.protocol, runner.ds, arm.strategy, t, runner.profile.max_step_images)
+    fitted = fit_ka_net(teacher, data, arm.strategy, config)
     test = runner.test.select(fitted.codes)
     codec = HeatmapCodec(teacher.codec)
     old = [fitted.codes.index(o) for o, _, _ in fitted.triplets]
@@ -126,17 +129,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default="cld38-5step")
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", default="kamp", choices=["kamp", "kamp_random"])
+    p.add_argument("--strategy", default="kamp", help="kamp, kamp_random, or an arm of either (kamp@feature_weight=1)")
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    try:
+        arm = parse_arm(args.strategy)
+    except ValueError as exc:
+        p.error(str(exc))
+    if arm.strategy not in ASSOCIATING:
+        p.error(f"{args.strategy!r} has no KA-Net to diagnose: use kamp, kamp_random or an arm of either")
     root = args.data_root or default_data_root()
     protocol = load_protocol(root, args.protocol)
     out = args.out / f"{args.protocol}-{args.profile}"
     runner = Runner(protocol, PROFILES[args.profile], root, out, "cpu")
     steps = []
     for t in range(1, protocol.num_steps):
-        result = diagnose_step(runner, args.strategy, args.seed, t)
+        result = diagnose_step(runner, arm, args.seed, t)
         if result is None:
             print(f"step {t}: no models of {args.strategy} seed {args.seed} (run bench.ikl first); stopping")
             break

@@ -71,6 +71,10 @@ def test_smoke_profile_runs_reports_and_resumes(data_root: Path, tmp_path: Path)
         assert all(0 <= tr[w] < 500 for w in ka_diagnostics.WAYS)
     assert "| 1 |" in (out / "diagnostics" / "ka-kamp-seed0.md").read_text()
     assert ka_diagnostics.main([*common, "--seed", "7"]) == 2  # no models of that seed: a clear error
+    assert ka_diagnostics.main([*common, "--strategy", "kamp@feature_weight=1"]) == 2  # an arm not run
+    for bad in ("lwf", "kamp@alpha", "kamp@nope=1"):  # no KA-Net, misspelt arms: usage errors
+        with pytest.raises(SystemExit):
+            ka_diagnostics.main([*common, "--strategy", bad])
 
 
 def test_changed_profile_settings_are_refused(tmp_path: Path) -> None:
