@@ -167,6 +167,10 @@ def train_step(
 
     student.train()
     num_old = len(old_codes)
+    # The new model's features F' are an input of l_KA (reading "features") and of l_FD.
+    wants_features = (ka is not None and config.ka_mode == "features") or bool(
+        config.feature_weight and teacher is not None and num_old
+    )
     # Loss sums since the last log entry; part of the training state so a resumed run logs the same means.
     running: dict[str, float] = dict(state.get("running", {})) if start else {}
     count = int(state.get("count", 0)) if start else 0
@@ -176,9 +180,6 @@ def train_step(
         x = batch.x.to(memory_format=torch.channels_last) if device.type == "cuda" else batch.x
         with _autocast(device, config.amp):
             s_feat = ka_target = None
-            wants_features = (ka is not None and config.ka_mode == "features") or (
-                config.feature_weight and teacher is not None and num_old
-            )
             if wants_features:
                 hm, s_feat = student.forward_with_features(x)
             else:
