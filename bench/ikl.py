@@ -30,11 +30,12 @@ from models.checkpoint import Checkpoint
 from models.config import BackboneConfig, CodecConfig, TrainConfig, from_dict, to_dict
 from models.datasets import DatasetInfo, Protocol, default_data_root, load_protocol
 from models.evaluate import evaluate
+from models.precision import resolve_precision
 from models.step_data import StepData
-from models.trainer import Progress, train_step
+from models.trainer import Progress, resolve_device, train_step
 
 from .arms import Arm, parse_arm
-from .profiles import PROFILES, Profile
+from .profiles import PROFILES, Profile, add_precision_argument, with_precision
 from .report import eval_name, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,6 +69,7 @@ def train_config(
     config.lr = profile.lr
     config.seed = seed * 1000 + t
     config.device = device
+    config.precision = profile.precision
     config.kanet.iterations = profile.kanet_iterations
     if t and overrides:
         config = from_dict(TrainConfig, {**to_dict(config), **overrides})
@@ -76,6 +78,8 @@ def train_config(
 
 class Runner:
     def __init__(self, protocol: Protocol, profile: Profile, data_root: Path, out: Path, device: str) -> None:
+        """Raises SystemExit where `out` holds results of other profile settings (precision included)."""
+        _check_profile(out, checked_profile(profile, device))
         self.protocol, self.profile, self.out, self.device = protocol, profile, out, device
         self.ds = protocol.load_dataset(data_root)
         test_ids = protocol.test_images[: profile.max_test_images]
@@ -139,7 +143,8 @@ class Runner:
                     f"evaluated one ({str(recorded)[:12]}); its chains are marked in table.md"
                 )
         if not epath.is_file():
-            result = evaluate(checkpoint, self.test.select(self.protocol.landmarks_up_to(t)))
+            test = self.test.select(self.protocol.landmarks_up_to(t))
+            result = evaluate(checkpoint, test, precision=self.profile.precision)
             record = {
                 "strategy": strategy,
                 **({"base_strategy": arm.strategy, "overrides": arm.overrides} if arm.overrides else {}),
@@ -234,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--out", type=Path, default=RESULTS, help="results root (default bench/results)")
     p.add_argument("--device", default="auto")
+    add_precision_argument(p)
     p.add_argument("--report-only", action="store_true", help="only rebuild results.json, table and plots")
     args = p.parse_args(argv)
     try:
@@ -243,12 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         protocol = load_protocol(data_root, args.protocol)
     except ValueError as exc:
         p.error(str(exc))
-    profile = PROFILES[args.profile]
+    profile = with_precision(PROFILES[args.profile], args.precision)
     out = args.out / f"{protocol.name}-{profile.name}"
-    _check_profile(out, asdict(profile))
+    runner = Runner(protocol, profile, data_root, out, args.device)
     if not args.report_only:
         t0 = time.perf_counter()
-        Runner(protocol, profile, data_root, out, args.device).run(arms, seeds, args.max_steps)
+        runner.run(arms, seeds, args.max_steps)
         _append_wall(
             out,
             {
@@ -259,9 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
         )
-    results = write_report(out, protocol, asdict(profile))
+    results = write_report(out, protocol, checked_profile(profile, args.device))
     print(f"wrote {out}/results.json, table.md and plots ({len(results['strategies'])} strategies)")
     return 0
+
+
+def checked_profile(profile: Profile, device: str) -> dict[str, Any]:
+    """The settings a results folder is bound to: the profile's, with its precision as it resolves on `device`."""
+    return {**asdict(profile), "precision": resolve_precision(profile.precision, resolve_device(device))}
 
 
 def _check_profile(out: Path, profile: dict[str, Any]) -> None:
@@ -270,6 +281,8 @@ def _check_profile(out: Path, profile: dict[str, Any]) -> None:
     current = json.loads(json.dumps(profile))
     if path.is_file():
         stored = json.loads(path.read_text())
+        # Folders written before the precision setting hold runs that trained in float32 on the CPU.
+        stored.setdefault("precision", "fp32")
         if stored != current:
             raise SystemExit(
                 f"{out} holds results of other profile settings ({path}); move that folder aside or "

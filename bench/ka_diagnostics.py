@@ -35,12 +35,13 @@ from models.codec import HeatmapCodec
 from models.datasets import default_data_root, load_protocol
 from models.metrics import radial_errors
 from models.network import LandmarkNet
+from models.precision import autocast, prepare_input, prepare_module
 from models.strategies import ASSOCIATING
 from models.trainer import FittedKANet, fit_ka_net
 
 from .arms import Arm, parse_arm
 from .ikl import RESULTS, Runner, machine, step_data, train_config
-from .profiles import PROFILES
+from .profiles import PROFILES, add_precision_argument, with_precision
 
 WAYS = ("teacher", "ka_teacher", "ka_student", "student", "ka_target_gap")
 
@@ -50,20 +51,24 @@ def _locate(
     model: LandmarkNet, fitted: FittedKANet, codec: HeatmapCodec, images: list[np.ndarray], keypoints: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """((N, T, 2) the model's own predictions of each triplet's old landmark, (N, T, 2) KA-Net's reading of the
-    model's features given the new landmarks' labels), image pixels. keypoints: (N, K, 2) labels in image pixels,
-    K = fitted.codes."""
+    model's features given the new landmarks' labels), image pixels, in KA-Net's precision (the step's).
+    keypoints: (N, K, 2) labels in image pixels, K = fitted.codes."""
     ka = fitted.ka
+    device = torch.device("cpu")
+    prepare_module(model, ka.precision)
     own, read = [], []
     for i in range(0, len(images), 8):
         prepared = [codec.to_input(im) for im in images[i : i + 8]]
-        x = torch.stack([t for t, _ in prepared])
+        x = prepare_input(torch.stack([t for t, _ in prepared]), ka.precision)
         affines = [a for _, a in prepared]
-        heatmaps, features = model.forward_with_features(x)
+        with autocast(device, ka.precision):
+            heatmaps, features = model.forward_with_features(x)
         kp_hm = np.stack(
             [codec.image_to_heatmap(a).apply(kp) for a, kp in zip(affines, keypoints[i : i + 8], strict=True)]
         )
         targets = codec.encode(torch.as_tensor(kp_hm, dtype=torch.float32))  # (B, K, h, w), NaN rows give zeros
-        ka_maps = ka.kanet(features.float(), targets[:, ka.new_a], targets[:, ka.new_b])
+        with autocast(device, ka.precision):
+            ka_maps = ka.kanet(features, targets[:, ka.new_a], targets[:, ka.new_b]).float()
         own.append(codec.decode_to_image(heatmaps.float()[:, ka.old], affines)[0])
         read.append(codec.decode_to_image(ka_maps, affines)[0])
     return np.concatenate(own), np.concatenate(read)
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategy", default="kamp", help="kamp, kamp_random, or an arm of either (kamp@feature_weight=1)")
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
+    add_precision_argument(p)
     args = p.parse_args(argv)
     try:
         arm = parse_arm(args.strategy)
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_root or default_data_root()
     protocol = load_protocol(root, args.protocol)
     out = args.out / f"{args.protocol}-{args.profile}"
-    runner = Runner(protocol, PROFILES[args.profile], root, out, "cpu")
+    runner = Runner(protocol, with_precision(PROFILES[args.profile], args.precision), root, out, "cpu")
     steps = []
     for t in range(1, protocol.num_steps):
         result = diagnose_step(runner, arm, args.seed, t)

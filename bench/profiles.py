@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import argparse
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+from models.config import PRECISIONS, Precision
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +26,8 @@ class Profile:
     max_test_images: int | None = None
     #: TrainConfig overrides for every step after step 0 (alpha, temperature, ...).
     train: dict[str, Any] = field(default_factory=dict)
+    #: Precision of training and evaluation (models.precision); results record it resolved ("bf16" or "fp32").
+    precision: Precision = "auto"
 
 
 PROFILES: dict[str, Profile] = {
@@ -58,3 +63,17 @@ PROFILES: dict[str, Profile] = {
         lr=1e-3,
     ),
 }
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--precision: train and evaluate in another precision than the profile's."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="instead of the profile's (auto); a results folder holds runs of one resolved precision",
+    )
+
+
+def with_precision(profile: Profile, precision: str | None) -> Profile:
+    """`profile`, in `precision` where one is given."""
+    return replace(profile, precision=cast(Precision, precision)) if precision else profile

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from models.checkpoint import Checkpoint
-from models.config import STRATEGIES, TrainConfig
+from models.config import STRATEGIES, Precision, TrainConfig
 from models.datasets import default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.predictor import Predictor
@@ -50,7 +50,7 @@ from models.trainer import train_step
 
 from .arms import TRAIN_FIELDS, parse_value
 from .ikl import RESULTS, Runner, step_data, train_config
-from .profiles import PROFILES
+from .profiles import PROFILES, add_precision_argument, with_precision
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,14 +82,16 @@ def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())] or [{}]
 
 
-def drift_labels(previous: Checkpoint, data: StepData) -> StepData:
+def drift_labels(previous: Checkpoint, data: StepData, precision: Precision = "auto") -> StepData:
     """`data` with the old landmarks 'labelled' where the previous model puts them (image pixels)."""
-    pts, _ = Predictor(previous).predict_arrays(data.images)
+    pts, _ = Predictor(previous, precision=precision).predict_arrays(data.images)
     return StepData(images=data.images, keypoints=pts, codes=previous.codes, spacing_mm=data.spacing_mm, ids=data.ids)
 
 
-def measure(model: Checkpoint, vals: dict[int, StepData], reference: StepData) -> dict[str, Any]:
-    """Per-landmark means after the last selected step.
+def measure(
+    model: Checkpoint, vals: dict[int, StepData], reference: StepData, precision: Precision = "auto"
+) -> dict[str, Any]:
+    """Per-landmark means after the last selected step, predicted in `precision`.
 
     Args:
         vals: step -> its held-out images, labelled with the landmarks that step taught (and only those).
@@ -100,12 +102,12 @@ def measure(model: Checkpoint, vals: dict[int, StepData], reference: StepData) -
     score_with_drift (the mean over every landmark) and score: that mean for one step, the mean over the labelled
     landmarks (every selected step's) for more than one.
     """
-    old = evaluate(model, reference)
+    old = evaluate(model, reference, precision=precision)
     per = {c: s.mre for c, s in old.landmarks.items()}
     by_step: dict[str, float] = {}
     unit = old.unit
     for t, val in vals.items():
-        result = evaluate(model, val)
+        result = evaluate(model, val, precision=precision)
         by_step[str(t)] = result.overall.mre
         per.update({c: s.mre for c, s in result.landmarks.items()})
         unit = result.unit
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--device", default="auto")
+    add_precision_argument(p)
     args = p.parse_args(argv)
     try:
         grid = parse_grid(args.grid)
@@ -164,7 +167,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
         raise ValueError("model choice is for incremental steps (1 and later)")
     through = args.step if args.through is None else args.through
     root = args.data_root or default_data_root()
-    protocol, profile = load_protocol(root, args.protocol), PROFILES[args.profile]
+    protocol = load_protocol(root, args.protocol)
+    profile = with_precision(PROFILES[args.profile], args.precision)
     if not args.step <= through < len(protocol.steps):
         raise ValueError(
             f"--through must be a step of {args.protocol} from --step ({args.step}) to "
@@ -183,7 +187,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
         tr, va = split(len(data), args.val_fraction, args.seed)
         trains[t] = data.subset(tr)
         vals[t] = data.subset(va).select(protocol.steps[t].landmarks)
-    reference = drift_labels(previous, vals[args.step])
+    precision = profile.precision
+    reference = drift_labels(previous, vals[args.step], precision)
     span = f"{args.step}" if through == args.step else f"{args.step}-{through}"
     out = runner.out / "selection" / f"{args.strategy}-step{span}-seed{args.seed}.json"
     val_ids = {str(t): list(vals[t].ids) for t in steps}
@@ -203,7 +208,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
         for t in steps:
             config = train_config(profile, args.seed, t, args.device, overrides)
             model = _chain_step(model, trains[t], args.strategy, config, out, overrides, t, last=t == through)
-        entry = {"overrides": overrides, "seconds": time.perf_counter() - t0, **measure(model, vals, reference)}
+        scores = measure(model, vals, reference, precision)
+        entry = {"overrides": overrides, "seconds": time.perf_counter() - t0, **scores}
         record["candidates"].append(entry)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))

@@ -1,11 +1,13 @@
-"""Training speed: seconds per training image of the real trainer loop, per backbone and input size.
+"""Training speed in fp32 and bf16 side by side: seconds per training image of the real trainer loop and the
+achieved GFLOP/s beside the CPU's peak, per backbone and input size.
 
-    python -m bench.train_speed --backbones hrnet_w18_small,hrnet_w32 --sizes 256x320,512x640
+    python -m bench.train_speed --backbones hrnet_w18_small,hrnet_w32 --sizes 160x200,256x320 --threads 2
 
-Each configuration runs `train_step` (strategy kamp, so a frozen teacher forward is included, as in every
-distilling step) on real images of ../shared/data for warm-up + timed iterations; the figure is the
-trainer's own steady-state seconds per image: (loop time of 1 + n iterations - that of 1) / (n x batch),
-side by side in one process. Writes bench/results/train_speed.json.
+Each configuration runs `train_step` on real images of ../shared/data, strategy finetune (the network's own
+forward, backward and Adam step) and kamp_ksd_only (plus the frozen teacher's forward, as in every distilling
+step). The figure is the trainer's steady-state seconds per image: (loop time of 1 + n iterations - that of 1)
+/ (n x batch). The precisions alternate `--repeats` times in one process and each keeps its fastest repeat, so
+both see the same machine. Writes bench/results/train_speed.json: one row per (backbone, input size, precision).
 """
 
 from __future__ import annotations
@@ -14,57 +16,111 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from models.config import BackboneConfig, CodecConfig, TrainConfig
+from models.checkpoint import Checkpoint
+from models.config import BackboneConfig, CodecConfig, Precision, TrainConfig
 from models.datasets import default_data_root, load_protocol
+from models.precision import cpu_bf16_flags, set_torch_threads
+from models.step_data import StepData
 from models.trainer import train_step
 
+from .compute import cpu_peak_gflops, network_flops
 from .ikl import RESULTS, machine
 
+COMPARED: tuple[Precision, Precision] = ("fp32", "bf16")
+STRATEGIES = {"finetune": "s_per_image", "kamp_ksd_only": "s_per_image_with_teacher"}
 
-def measure(backbone: str, size: tuple[int, int], batch: int, iterations: int, root: Path) -> dict:
+
+def steady_seconds_per_image(
+    v0: Checkpoint, data: StepData, strategy: str, precision: Precision, batch: int, iterations: int
+) -> float:
+    """(time of 1 + n iterations - time of 1) / (n x batch): without the allocator's and kernels' warm-up."""
+    seconds = []
+    for n in (1, 1 + iterations):
+        config = TrainConfig(iterations=n, batch_size=batch, warmup=1, state_every=0, precision=precision)
+        _, report = train_step(v0, data, strategy, config)
+        seconds.append(report.seconds)
+    return (seconds[1] - seconds[0]) / (iterations * batch)
+
+
+def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     protocol = load_protocol(root, "cld38-5step")
     ds = protocol.load_dataset(root)
-    s0 = ds.step_data(protocol.steps[0].images[:batch], protocol.steps[0].landmarks, protocol.annotator)
-    s1 = ds.step_data(protocol.steps[1].images[:batch], protocol.steps[1].landmarks, protocol.annotator)
+    s0 = ds.step_data(protocol.steps[0].images[: args.batch], protocol.steps[0].landmarks, protocol.annotator)
+    s1 = ds.step_data(protocol.steps[1].images[: args.batch], protocol.steps[1].landmarks, protocol.annotator)
     codec = CodecConfig(input_size=size)
-    base = TrainConfig(iterations=1, batch_size=batch, warmup=1)
+    base = TrainConfig(iterations=1, batch_size=args.batch, warmup=1, state_every=0, precision="fp32")
     v0, _ = train_step(None, s0, "finetune", base, backbone=BackboneConfig(name=backbone), codec=codec)
-    out = {"backbone": backbone, "input_size": list(size), "batch_size": batch, "iterations": iterations}
-    for strategy in ("finetune", "kamp_ksd_only"):
-        # Steady state: the time of 1 + n iterations minus that of 1 (allocator and kernel warm-up) over n batches.
-        seconds = []
-        for n in (1, 1 + iterations):
-            config = TrainConfig(iterations=n, batch_size=batch, warmup=1)
-            _, report = train_step(v0, s1, strategy, config)
-            seconds.append(report.seconds)
-        out[f"s_per_image_{strategy}"] = (seconds[1] - seconds[0]) / (iterations * batch)
-    return out
+    flops = network_flops(v0.build_model().train(), size, backward=True)
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(args.repeats):
+        for precision in COMPARED:
+            for strategy in STRATEGIES:
+                s = steady_seconds_per_image(v0, s1, strategy, precision, args.batch, args.iterations)
+                best[precision, strategy] = min(s, best.get((precision, strategy), float("inf")))
+    rows = []
+    for precision in COMPARED:
+        s = best[precision, "finetune"]
+        peak = cpu_peak_gflops(precision, args.threads, cpu_bf16_flags())
+        achieved = flops / s / 1e9
+        rows.append(
+            {
+                "backbone": backbone,
+                "input_size": list(size),
+                "precision": precision,
+                "batch_size": args.batch,
+                **{key: best[precision, strategy] for strategy, key in STRATEGIES.items()},
+                "train_gflop_per_image": flops / 1e9,
+                "achieved_gflops": achieved,
+                "peak_gflops": peak,
+                "peak_fraction": achieved / peak if peak else None,
+            }
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.train_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backbones", default="hrnet_w18_small,hrnet_w32")
-    p.add_argument("--sizes", default="256x320,512x640")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--sizes", default="160x200,256x320")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--iterations", type=int, default=3, help="timed iterations per measurement")
+    p.add_argument("--repeats", type=int, default=2, help="alternations of the two precisions")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     p.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     args = p.parse_args(argv)
+    args.threads = set_torch_threads(args.threads)
     root = default_data_root()
-    rows = []
+    rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.split("x"))
         for backbone in args.backbones.split(","):
-            row = measure(backbone, (w, h), args.batch, args.iterations, root)
-            rows.append(row)
+            fp32, bf16 = measure(backbone, (w, h), args, root)
+            rows += [fp32, bf16]
+            for row in (fp32, bf16):
+                print(
+                    f"{backbone:<16} {w}x{h} {row['precision']}: {row['s_per_image']:.3f} s/img "
+                    f"({row['achieved_gflops']:.0f} GFLOP/s of {row['peak_gflops'] or float('nan'):.0f}), "
+                    f"with teacher {row['s_per_image_with_teacher']:.3f} s/img",
+                    flush=True,
+                )
             print(
-                f"{backbone:<16} {w}x{h}  finetune {row['s_per_image_finetune']:.3f} s/img   "
-                f"with teacher (KSD) {row['s_per_image_kamp_ksd_only']:.3f} s/img",
+                f"  bf16 speed-up {fp32['s_per_image'] / bf16['s_per_image']:.2f}x, with teacher "
+                f"{fp32['s_per_image_with_teacher'] / bf16['s_per_image_with_teacher']:.2f}x",
                 flush=True,
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine(), "rows": rows, "seconds": time.perf_counter() - t0}, indent=1))
+    result = {
+        "machine": machine() | {"bf16_flags": sorted(cpu_bf16_flags())},
+        "threads": args.threads,
+        "rows": rows,
+        "seconds": time.perf_counter() - t0,
+    }
+    args.out.write_text(json.dumps(result, indent=1))
     return 0
 
 

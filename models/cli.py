@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, from_dict, to_dict
+from .config import PRECISIONS, STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, from_dict, to_dict
 from .step_data import StepData
 
 
@@ -54,24 +54,36 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     t.add_argument("--input-size", default="256x320", help="step 0 only: network input WxH")
     t.add_argument("--sigma", type=float, default=2.0, help="step 0 only: target sigma (heatmap px)")
     t.add_argument("--state", type=Path, help="training-state file to resume from and checkpoint into")
+    _precision_arg(t, "train in (TrainConfig.precision; overrides --config and --set)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="radial errors, MRE and SDR of a checkpoint on labelled images")
     _data_args(e)
     e.add_argument("--checkpoint", type=Path, required=True)
     e.add_argument("--json", type=Path, help="also write the full report here")
+    _precision_arg(e, "predict in")
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("predict", help="predict every landmark of a checkpoint on image files")
     r.add_argument("--checkpoint", type=Path, required=True)
     r.add_argument("images", nargs="+", type=Path)
     r.add_argument("--spacing", type=float, help="pixel spacing in mm (all images)")
+    _precision_arg(r, "predict in")
     r.set_defaults(func=_predict)
 
     i = sub.add_parser("info", help="print a checkpoint's metadata")
     i.add_argument("checkpoint", type=Path)
     i.set_defaults(func=_info)
     return p, sub
+
+
+def _precision_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help=f"precision to {what}: auto (bf16 where the device has fast bf16, default), bf16 or fp32",
+    )
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -139,6 +151,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    if args.precision:
+        data["precision"] = args.precision
     return from_dict(TrainConfig, data)
 
 
@@ -187,6 +201,7 @@ def _train(args: argparse.Namespace) -> int:
                 "triplets": report.triplets,
                 "seconds": round(report.seconds, 1),
                 "seconds_per_image": round(report.seconds_per_image, 4),
+                "precision": report.precision,
             },
             indent=1,
         )
@@ -201,7 +216,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     checkpoint = Checkpoint.load(args.checkpoint)
     if args.protocol and args.step is None:
         args.step = checkpoint.step
-    result = evaluate(checkpoint, _load_data(args, training=False))
+    result = evaluate(checkpoint, _load_data(args, training=False), precision=args.precision or "auto")
     print(f"{'code':<8} {'MRE':>7} {'SD':>7} {'SDR2':>6} {'SDR4':>6}  ({result.unit})")
     for code, s in result.landmarks.items():
         print(f"{code:<8} {s.mre:7.2f} {s.sd:7.2f} {s.sdr[2.0]:6.1%} {s.sdr[4.0]:6.1%}")
@@ -218,7 +233,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .checkpoint import Checkpoint
     from .predictor import Predictor
 
-    predictor = Predictor(Checkpoint.load(args.checkpoint))
+    predictor = Predictor(Checkpoint.load(args.checkpoint), precision=args.precision or "auto")
     images = []
     for path in args.images:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 T = TypeVar("T")
 
@@ -22,6 +22,9 @@ STRATEGIES = (
     "joint",
     "joint_partial",
 )
+#: Numeric precision of the network (models.precision).
+Precision = Literal["auto", "bf16", "fp32"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 Strategy = Literal["finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial"]
 
 
@@ -128,12 +131,17 @@ class TrainConfig:
     seed: int = 0
     #: "auto" picks CUDA when available.
     device: str = "auto"
-    #: bfloat16 autocast and channels_last on CUDA; ignored on the CPU.
-    amp: bool = True
+    #: Precision of the network's passes (models.precision): "auto" is bf16 autocast + channels_last on CUDA and on
+    #: CPUs with AMX or AVX-512 BF16, fp32 elsewhere; losses and decoding stay float32 either way.
+    precision: Precision = "auto"
     #: Write a resumable training-state file every this many iterations (0: never).
     state_every: int = 100
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     kanet: KANetConfig = field(default_factory=KANetConfig)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -144,6 +152,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     """Build config class `cls` from a (possibly partial) dict; unknown keys raise ValueError."""
     data = dict(data or {})
+    if cls is TrainConfig:
+        # Checkpoints and arms written before `precision` carry `amp`, which only ever acted on CUDA.
+        data.pop("amp", None)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(fields)
     if unknown:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import Checkpoint
+from .config import Precision
 from .metrics import ErrorSummary, per_landmark, radial_errors, summarize
 from .predictor import Predictor
 from .step_data import StepData
@@ -36,9 +37,10 @@ class Evaluation:
         }
 
 
-def evaluate(model: Checkpoint | Predictor, data: StepData) -> Evaluation:
-    """Predict `data`'s images and measure every landmark both the model and the data know."""
-    predictor = model if isinstance(model, Predictor) else Predictor(model)
+def evaluate(model: Checkpoint | Predictor, data: StepData, *, precision: Precision = "auto") -> Evaluation:
+    """Predict `data`'s images and measure every landmark both the model and the data know; a checkpoint is
+    run in `precision` (a Predictor in its own)."""
+    predictor = model if isinstance(model, Predictor) else Predictor(model, precision=precision)
     codes = [c for c in predictor.codes if c in data.codes]
     if not codes:
         raise ValueError("the model and the data share no landmark code")

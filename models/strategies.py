@@ -9,6 +9,7 @@ import torch
 from .batches import Batch
 from .config import TrainConfig
 from .losses import cpr_regulariser, feature_distillation, heatmap_mse, ksd_loss, lwf_loss
+from .precision import Resolved, autocast
 
 #: Strategies that distil from the previous model (they need a teacher).
 DISTILLING = frozenset({"lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random"})
@@ -18,20 +19,25 @@ ASSOCIATING = frozenset({"kamp", "kamp_random"})
 
 @dataclass
 class KAContext:
-    """A trained, frozen KA-Net and its triplets as head channel indices (each (N,) long tensors)."""
+    """A trained, frozen KA-Net and its triplets as head channel indices (each (N,) long tensors), with the
+    precision its passes run in (that of the step's network)."""
 
     kanet: torch.nn.Module
     old: torch.Tensor
     new_a: torch.Tensor
     new_b: torch.Tensor
+    precision: Resolved = "fp32"
 
 
 def ka_prediction(ka: KAContext, features: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """KA-Net's heatmaps of the associated old landmarks, (B, N, h, w), and where they are defined, (B, N):
-    where both new landmarks of the triplet are labelled in this sample."""
+    where both new landmarks of the triplet are labelled in this sample. The heatmaps are float32 whatever
+    the precision of KA-Net's pass."""
     g1, g2 = batch.targets[:, ka.new_a], batch.targets[:, ka.new_b]
     mask = batch.mask[:, ka.new_a] & batch.mask[:, ka.new_b]
-    return ka.kanet(features, g1, g2), mask
+    with autocast(features.device, ka.precision):
+        heatmaps = ka.kanet(features, g1, g2)
+    return heatmaps.float(), mask
 
 
 def step_loss(

@@ -28,8 +28,9 @@ from .config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, to_dic
 from .kanet import KANet
 from .losses import heatmap_mse
 from .network import LandmarkNet
+from .precision import Resolved, autocast, prepare_input, prepare_module, resolve_precision
 from .step_data import StepData
-from .strategies import ASSOCIATING, DISTILLING, KAContext, step_loss
+from .strategies import ASSOCIATING, DISTILLING, KAContext, ka_prediction, step_loss
 from .triplets import Triplet, random_triplets, select_triplets
 
 
@@ -60,6 +61,8 @@ class TrainReport:
     seconds: float
     seconds_per_image: float
     device: str
+    #: The precision the network trained in ("bf16" or "fp32"; TrainConfig.precision resolved on the device).
+    precision: str = "fp32"
     triplets: list[Triplet] = field(default_factory=list)
     kanet_loss: float | None = None
     loss_history: list[dict[str, float]] = field(default_factory=list)
@@ -107,6 +110,7 @@ def train_step(
     if len(data) == 0:
         raise ValueError("a training step needs at least one image")
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
@@ -126,12 +130,11 @@ def train_step(
 
     teacher = previous.build_model(device) if previous and strategy in DISTILLING else None
     if teacher is not None:
-        teacher.requires_grad_(False)
+        prepare_module(teacher, precision).requires_grad_(False)
     student = _initial_student(previous, backbone, config, device)
     if new_codes:
         student.head.grow(len(new_codes))
-    if device.type == "cuda" and config.amp:
-        student = student.to(memory_format=torch.channels_last)
+    prepare_module(student, precision)
 
     fingerprint = _fingerprint(previous, data, strategy, config, codes)
     state = _load_state(state_path, fingerprint)
@@ -147,6 +150,7 @@ def train_step(
         seconds=0.0,
         seconds_per_image=0.0,
         device=str(device),
+        precision=precision,
     )
 
     ka: KAContext | None = None
@@ -177,8 +181,8 @@ def train_step(
     t0 = time.perf_counter()
     for it in range(start, config.iterations):
         batch = prepared.batch(sampler.next(), config.augment, rng, device)
-        x = batch.x.to(memory_format=torch.channels_last) if device.type == "cuda" else batch.x
-        with _autocast(device, config.amp):
+        x = prepare_input(batch.x, precision)
+        with autocast(device, precision):
             s_feat = ka_target = None
             if wants_features:
                 hm, s_feat = student.forward_with_features(x)
@@ -188,6 +192,8 @@ def train_step(
             if teacher is not None and num_old:
                 with torch.no_grad():
                     t_hm, t_feat = teacher.forward_with_features(x)
+        # From here on float32: the losses read the network's outputs cast back (KA-Net's pass inside l_KA
+        # runs in the same precision, models.strategies.ka_prediction).
         if ka is not None and t_hm is not None and s_feat is not None:
             ka_target = _ka_target(t_hm.float()[:, ka.old], codec, config)
         loss, parts = step_loss(
@@ -285,6 +291,7 @@ def fit_ka_net(previous: Checkpoint, data: StepData, strategy: str, config: Trai
     if strategy not in ASSOCIATING:
         raise ValueError(f"{strategy!r} has no KA-Net; choose one of {', '.join(sorted(ASSOCIATING))}")
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     old_codes = previous.codes
@@ -293,8 +300,10 @@ def fit_ka_net(previous: Checkpoint, data: StepData, strategy: str, config: Trai
         raise ValueError("the data has no landmark the previous model lacks")
     codes = old_codes + new_codes
     prepared = PreparedData(data, codes, HeatmapCodec(previous.codec))
-    teacher = previous.build_model(device).requires_grad_(False)
-    report = TrainReport(strategy, previous.step + 1, new_codes, old_codes, len(data), 0, 0.0, 0.0, str(device))
+    teacher = prepare_module(previous.build_model(device), precision).requires_grad_(False)
+    report = TrainReport(
+        strategy, previous.step + 1, new_codes, old_codes, len(data), 0, 0.0, 0.0, str(device), precision
+    )
     sampler = BatchSampler(len(prepared), config.batch_size, rng)
     ka = _stage_one(teacher, prepared, data, config, rng, sampler, _Timer(None), None, report)
     return FittedKANet(ka, codes, report.triplets, report.kanet_loss)
@@ -312,9 +321,10 @@ def _stage_one(
     report: TrainReport,
 ) -> KAContext:
     """Choose triplets and train KA-Net (or restore both from a training state). The codes are the prepared
-    data's (the report's old ones, then its new ones); the device is the teacher's."""
+    data's (the report's old ones, then its new ones); the device is the teacher's, the precision the report's."""
     codes, old_codes, new_codes, strategy = prepared.codes, report.old_codes, report.new_codes, report.strategy
     device = next(teacher.parameters()).device
+    precision: Resolved = "bf16" if report.precision == "bf16" else "fp32"
     kc = config.kanet
     if state is not None and "triplets" in state:
         triplets = [tuple(t) for t in state["triplets"]]
@@ -324,7 +334,7 @@ def _stage_one(
             if o not in old_codes or a not in new_codes or b not in new_codes:
                 raise ValueError(f"triplet ({o} <- {a}, {b}) must name an old landmark and two new ones")
     else:
-        auto = _auto_triplets(teacher, prepared, data, codes, old_codes, new_codes, kc.max_triplets, device)
+        auto = _auto_triplets(teacher, prepared, data, codes, old_codes, new_codes, kc.max_triplets, precision)
         triplets = random_triplets(old_codes, new_codes, len(auto), rng) if strategy == "kamp_random" else auto
     report.triplets = [tuple(t) for t in triplets]  # type: ignore[misc]
     index = {c: i for i, c in enumerate(codes)}
@@ -338,7 +348,8 @@ def _stage_one(
         hidden=kc.hidden,
         dilations=kc.dilations,
     ).to(device)
-    ka = KAContext(kanet=kanet, old=idx(0), new_a=idx(1), new_b=idx(2))
+    prepare_module(kanet, precision)
+    ka = KAContext(kanet=kanet, old=idx(0), new_a=idx(1), new_b=idx(2), precision=precision)
     if state is not None and "kanet" in state:
         kanet.load_state_dict(state["kanet"])
         report.kanet_loss = state.get("kanet_loss")
@@ -356,14 +367,17 @@ def _auto_triplets(
     old_codes: list[str],
     new_codes: list[str],
     max_triplets: int,
-    device: torch.device,
+    precision: Resolved,
 ) -> list[Triplet]:
     """Triplets from the old model's predictions and the new labels on the step's own images (mm if known)."""
+    device = next(teacher.parameters()).device
     preds = []
     with torch.no_grad():
         for i in range(0, len(prepared), 16):
-            hm = teacher(prepared.inputs[i : i + 16].to(device))
-            pts, _ = prepared.codec.decode_to_image(hm, prepared.affines[i : i + 16])
+            x = prepare_input(prepared.inputs[i : i + 16].to(device), precision)
+            with autocast(device, precision):
+                hm = teacher(x)
+            pts, _ = prepared.codec.decode_to_image(hm.float(), prepared.affines[i : i + 16])
             preds.append(pts)
     old_pts = np.concatenate(preds)  # (N, K_old, 2) image pixels
     spacing = np.where(np.isfinite(data.spacing_mm), data.spacing_mm, 1.0)[:, None, :]
@@ -393,13 +407,11 @@ def _train_kanet(
     last = float("nan")
     for it in range(kc.iterations):
         batch: Batch = prepared.batch(sampler.next(), config.augment, rng, device)
-        with torch.no_grad(), _autocast(device, config.amp):
-            t_hm, feats = teacher.forward_with_features(batch.x)
-        t_hm, feats = t_hm.float(), feats.float()
-        target = _ka_target(t_hm[:, ka.old], codec, config)
-        g1, g2 = batch.targets[:, ka.new_a], batch.targets[:, ka.new_b]
-        mask = batch.mask[:, ka.new_a] & batch.mask[:, ka.new_b]
-        loss = config.gt_scale * heatmap_mse(ka.kanet(feats, g1, g2), target, mask)
+        with torch.no_grad(), autocast(device, ka.precision):
+            t_hm, feats = teacher.forward_with_features(prepare_input(batch.x, ka.precision))
+        target = _ka_target(t_hm.float()[:, ka.old], codec, config)
+        predicted, mask = ka_prediction(ka, feats, batch)
+        loss = config.gt_scale * heatmap_mse(predicted, target, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -445,12 +457,6 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-def _autocast(device: torch.device, amp: bool) -> Any:
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 class _Timer:

@@ -46,8 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(annotations_router)
     app.include_router(predict_router)
     app.include_router(prediction_jobs_router)
-    app.state.model_cache = ModelCache()
-    app.state.inference = InferenceBatcher(settings.inference_max_batch)
+    app.state.model_cache = ModelCache(precision=settings.precision)
+    app.state.inference = InferenceBatcher(settings.inference_max_batch, threads=settings.torch_threads)
     app.include_router(training_router)
     app.add_middleware(ServerTimingMiddleware)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.config import Precision
+
 
 class Settings(BaseSettings):
     """Every field can be set as KAMP_<FIELD> (e.g. KAMP_DATABASE_URL)."""
@@ -43,6 +45,13 @@ class Settings(BaseSettings):
     #: On that thread, requests waiting together are predicted in one forward pass of up to this many images
     #: (server/predict/batcher.py: 4 is the best per-image time measured on a 2-core CPU; more on a GPU).
     inference_max_batch: int = Field(default=4, ge=1, le=64)
+    #: Precision of training and inference (models.precision): "auto" is bf16 autocast + channels_last on a GPU and on
+    #: CPUs with AMX or AVX-512 BF16, fp32 elsewhere; "bf16" or "fp32" force one. A project's training settings
+    #: may name their own.
+    precision: Precision = "auto"
+    #: torch threads of each worker process and of the API's inference thread; default: OMP_NUM_THREADS if set,
+    #: else every core the process may run on (docs/benchmarks.md, "Training and prediction on one machine").
+    torch_threads: int | None = Field(default=None, ge=1, le=1024)
     #: Most images in one asynchronous prediction job (POST /v1/projects/{id}/predict/jobs; 413 above).
     max_prediction_job_images: int = Field(default=500, gt=0)
     #: A running job whose heartbeat is older than this (seconds) is taken for dead by the reaper.

@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import torch
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
@@ -186,7 +187,8 @@ def _train(
     if len(data) == 0:
         raise RuntimeError(f"landmark set {job.step} has no annotated training study")
     parent = Checkpoint.from_bytes(blobs.get(parent_version.checkpoint_blob)) if parent_version else None
-    config = from_dict(TrainConfig, job.config)
+    # The service's precision unless the project's training settings or the submission name one.
+    config = from_dict(TrainConfig, {"precision": settings.precision, **job.config})
     names = {lm.code: lm.name for lm in landmark_set.landmarks}
     _append_log(
         session,
@@ -232,13 +234,18 @@ def _train(
     )
     data_bytes = checkpoint.to_bytes()
     key = blobs.put(data_bytes)
-    _append_log(session, job, f"trained in {train_report.seconds:.0f} s; checkpoint {key[:12]}")
+    _append_log(
+        session,
+        job,
+        f"trained in {train_report.seconds:.0f} s ({train_report.device}, {train_report.precision}, "
+        f"{torch.get_num_threads()} torch threads); checkpoint {key[:12]}",
+    )
 
     val_sets = {}
     for s in sorted(project.landmark_sets, key=lambda s: s.step):
         if s.step <= job.step:
             val_sets[s.step] = set_data(session, blobs, s, "val")
-    steps = validation.validate(checkpoint, parent, val_sets)
+    steps = validation.validate(checkpoint, parent, val_sets, settings.precision)
     gate = {
         "max_new_mre": settings.gate_max_new_mre,
         "old_tolerance": settings.gate_old_tolerance,

@@ -32,8 +32,8 @@ from .jobs import Outcome, claim_row, utcnow
 log = logging.getLogger("kamp.worker")
 #: Images per forward pass and per progress write (each is also the heartbeat).
 CHUNK = 8
-#: Models of this worker process, so that consecutive jobs of one version load it once.
-_models = ModelCache(capacity=2)
+#: Models of this worker process, by precision, so that consecutive jobs of one version load it once.
+_models: dict[str, ModelCache] = {}
 
 
 def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
@@ -77,7 +77,8 @@ def _claim(session: Session, job: PredictionJob, settings: Settings) -> bool:
 def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: PredictionJob) -> Outcome:
     version = session.get(ModelVersion, job.model_version_id)
     assert version is not None  # a foreign key
-    predictor = _models.get(version.id, version.checkpoint_blob, blobs)
+    cache = _models.setdefault(settings.precision, ModelCache(capacity=2, precision=settings.precision))
+    predictor = cache.get(version.id, version.checkpoint_blob, blobs)
     inputs: list[dict[str, Any]] = list(job.inputs)
     results: list[dict[str, Any]] = []
     for start in range(0, len(inputs), CHUNK):

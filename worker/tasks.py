@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+from celery.signals import worker_ready
+
+from models.precision import resolve_precision, set_torch_threads
+from models.trainer import resolve_device
 from server.settings import get_settings
 
 from .celery_app import celery_app
 from .jobs import Outcome, reap_stale_jobs, run_training_job
 from .predict_jobs import reap_stale_prediction_jobs, run_prediction_job
 
+log = logging.getLogger("kamp.worker")
 TASK_TRAIN_JOB = "kamp.train_job"
 TASK_PREDICT_JOB = "kamp.predict_job"
 TASK_REAP = "kamp.reap_stale_jobs"
@@ -21,7 +27,9 @@ WAIT_COUNTDOWN_S = 15
 
 @celery_app.task(name=TASK_TRAIN_JOB, bind=True, max_retries=None)
 def train_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
-    outcome = run_training_job(uuid.UUID(job_id), get_settings())
+    settings = get_settings()
+    set_torch_threads(settings.torch_threads)
+    outcome = run_training_job(uuid.UUID(job_id), settings)
     if outcome == Outcome.waiting:
         raise self.retry(countdown=WAIT_COUNTDOWN_S)
     return outcome.value
@@ -29,13 +37,27 @@ def train_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
 
 @celery_app.task(name=TASK_PREDICT_JOB)
 def predict_job(job_id: str) -> str:
-    return run_prediction_job(uuid.UUID(job_id), get_settings()).value
+    settings = get_settings()
+    set_torch_threads(settings.torch_threads)
+    return run_prediction_job(uuid.UUID(job_id), settings).value
 
 
 @celery_app.task(name=TASK_REAP)
 def reap() -> list[str]:
     settings = get_settings()
     return [str(j) for j in [*reap_stale_jobs(settings), *reap_stale_prediction_jobs(settings)]]
+
+
+@worker_ready.connect
+def _announce(**_: object) -> None:
+    """Say once what this worker computes with (the tasks set the thread count again before each job)."""
+    settings = get_settings()
+    device = resolve_device("auto")
+    threads = set_torch_threads(settings.torch_threads)
+    precision = resolve_precision(settings.precision, device)
+    log.warning(
+        "kamp worker ready: %s, precision %s (%s), %d torch threads", device, precision, settings.precision, threads
+    )
 
 
 celery_app.conf.beat_schedule = {"reap-stale-jobs": {"task": TASK_REAP, "schedule": REAP_EVERY_S}}

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from models.checkpoint import Checkpoint
+from models.config import Precision
 from models.evaluate import evaluate
 from models.predictor import Predictor
 from models.step_data import StepData
@@ -32,11 +33,16 @@ class StepValidation:
         return self.mre - self.parent_mre
 
 
-def validate(checkpoint: Checkpoint, parent: Checkpoint | None, val_sets: dict[int, StepData]) -> list[StepValidation]:
+def validate(
+    checkpoint: Checkpoint,
+    parent: Checkpoint | None,
+    val_sets: dict[int, StepData],
+    precision: Precision = "auto",
+) -> list[StepValidation]:
     """MRE, SD, SDR per landmark and per step on each step's validation studies (those that still exist), and
-    the parent's MRE on the old steps' studies for comparison."""
-    predictor = Predictor(checkpoint)
-    parent_predictor = Predictor(parent) if parent is not None else None
+    the parent's MRE on the old steps' studies for comparison; both models predict in `precision`."""
+    predictor = Predictor(checkpoint, precision=precision)
+    parent_predictor = Predictor(parent, precision=precision) if parent is not None else None
     out = []
     for step, data in sorted(val_sets.items()):
         if len(data) == 0:

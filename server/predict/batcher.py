@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.precision import set_torch_threads
 from models.predictor import Prediction, Predictor, Reduced
 
 log = logging.getLogger("kamp.inference")
@@ -40,12 +41,14 @@ class _Request:
 
 class InferenceBatcher:
     """Serves `submit`ted requests on its own thread (started on first use), in batches of up to `max_images`
-    images of one model. A request larger than `max_images` goes alone (the predictor splits it itself)."""
+    images of one model. A request larger than `max_images` goes alone (the predictor splits it itself).
+    The thread computes with `threads` torch threads (None: models.precision.default_threads())."""
 
-    def __init__(self, max_images: int = 4) -> None:
+    def __init__(self, max_images: int = 4, *, threads: int | None = None) -> None:
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
         self.max_images = max_images
+        self.threads = threads
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._held: _Request | None = None  # taken from the queue but not fitting the last batch: served next
         self._thread: threading.Thread | None = None
@@ -68,6 +71,8 @@ class InferenceBatcher:
         return request.future
 
     def _run(self) -> None:
+        threads = set_torch_threads(self.threads)  # OpenMP counts threads per calling thread: set it here
+        log.info("inference thread: %d torch threads", threads)
         while True:
             # A request whose caller gave up (its future cancelled) is dropped here, before any work on it.
             batch = [r for r in self._next_batch() if r.future.set_running_or_notify_cancel()]

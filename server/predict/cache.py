@@ -8,16 +8,18 @@ import uuid
 from collections import OrderedDict
 
 from models.checkpoint import Checkpoint
+from models.config import Precision
 from models.predictor import Predictor
 
 from ..storage import BlobStore
 
 
 class ModelCache:
-    """Up to `capacity` predictors, least recently used dropped first; thread-safe, one load per version."""
+    """Up to `capacity` predictors, least recently used dropped first; thread-safe, one load per version. Each
+    predicts on `device` in `precision` (models.precision)."""
 
-    def __init__(self, capacity: int = 4, device: str = "auto") -> None:
-        self.capacity, self.device = capacity, device
+    def __init__(self, capacity: int = 4, device: str = "auto", precision: Precision = "auto") -> None:
+        self.capacity, self.device, self.precision = capacity, device, precision
         self._models: OrderedDict[uuid.UUID, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[uuid.UUID, threading.Lock] = {}
@@ -37,7 +39,8 @@ class ModelCache:
             with self._lock:
                 if version_id in self._models:
                     return self._models[version_id]
-            predictor = Predictor(Checkpoint.from_bytes(blobs.get(blob)), device=self.device)
+            checkpoint = Checkpoint.from_bytes(blobs.get(blob))
+            predictor = Predictor(checkpoint, device=self.device, precision=self.precision)
             with self._lock:
                 self._models[version_id] = predictor
                 while len(self._models) > self.capacity:

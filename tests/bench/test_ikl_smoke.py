@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import ikl, ka_diagnostics
+from bench.profiles import PROFILES, with_precision
 
 
 @pytest.mark.slow
@@ -79,10 +80,28 @@ def test_smoke_profile_runs_reports_and_resumes(data_root: Path, tmp_path: Path)
 
 def test_changed_profile_settings_are_refused(tmp_path: Path) -> None:
     out = tmp_path / "p"
-    ikl._check_profile(out, {"name": "x", "iterations": 1})
-    ikl._check_profile(out, {"name": "x", "iterations": 1})
+    ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "bf16"})
+    ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "bf16"})
     with pytest.raises(SystemExit, match="other profile settings"):
-        ikl._check_profile(out, {"name": "x", "iterations": 2})
+        ikl._check_profile(out, {"name": "x", "iterations": 2, "precision": "bf16"})
+    with pytest.raises(SystemExit, match="other profile settings"):
+        ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "fp32"})
+
+
+def test_a_folder_from_before_the_precision_setting_holds_fp32_runs(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "profile.json").write_text(json.dumps({"name": "x", "iterations": 1}))
+    ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "fp32"})
+    with pytest.raises(SystemExit, match="other profile settings"):
+        ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "bf16"})
+
+
+def test_checked_profile_binds_the_resolved_precision() -> None:
+    fp32 = ikl.checked_profile(with_precision(PROFILES["smoke"], "fp32"), "cpu")
+    bf16 = ikl.checked_profile(with_precision(PROFILES["smoke"], "bf16"), "cpu")
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert ikl.checked_profile(PROFILES["smoke"], "cpu")["precision"] in ("fp32", "bf16")
 
 
 def test_joint_data_holds_every_label_and_partial_only_its_own(data_root: Path) -> None:

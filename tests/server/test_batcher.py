@@ -85,3 +85,19 @@ def test_a_request_given_up_before_its_turn_is_not_predicted() -> None:
     assert model.passes == [[1], [3]]
     with pytest.raises(ValueError, match="max_images"):
         InferenceBatcher(max_images=0)
+
+
+def test_the_inference_thread_computes_with_the_threads_it_is_given() -> None:
+    """KAMP_TORCH_THREADS reaches the inference thread (OpenMP counts threads per calling thread)."""
+    import torch
+
+    class ThreadCount(Recorder):
+        def predict(self, images, spacing, timings, reduced):  # type: ignore[no-untyped-def]
+            self.threads = torch.get_num_threads()
+            return super().predict(images, spacing, timings, reduced)
+
+    before = torch.get_num_threads()
+    model = ThreadCount()
+    model.release.set()
+    _submit(InferenceBatcher(max_images=4, threads=1), model, 1).result(5)
+    assert model.threads == 1 and torch.get_num_threads() == before

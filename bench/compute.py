@@ -1,0 +1,56 @@
+"""What the benchmarks compare a measured speed with: the network's FLOPs and the CPU's peak.
+
+FLOPs are counted by torch.utils.flop_counter (convolutions and matrix products, 2 per multiply-add), so an
+achieved GFLOP/s is the useful work per second, not what the hardware executed (padding, layout copies,
+batch norm and activations are not counted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+#: FLOPs per cycle per core. AVX-512 fp32: two 16-lane FMA units; AMX bf16: 1024 (Intel's figure for the
+#: tile unit of 4th and 5th generation Xeon); AVX-512 BF16 alone: two 32-lane dot-product units.
+FLOPS_PER_CYCLE = {"fp32": 64, "bf16_amx": 1024, "bf16_avx512": 128}
+
+
+def network_flops(model: nn.Module, input_size: tuple[int, int], *, backward: bool) -> int:
+    """FLOPs of one (1, 1, H, W) image through `model` (input_size = (W, H) pixels), forward only or forward
+    and backward (the backward of a convolution costs its size once more for the weights' gradient and once more
+    for its input's, except at the first layer, whose input needs none)."""
+    w, h = input_size
+    x = torch.rand(1, 1, h, w)
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+        if backward:
+            out.float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def cpu_ghz(cpuinfo: str = "/proc/cpuinfo") -> float | None:
+    """The nominal clock of the first CPU in GHz (what /proc/cpuinfo reports; turbo may run higher)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def cpu_peak_gflops(precision: str, cores: int, flags: frozenset[str], ghz: float | None = None) -> float | None:
+    """Peak GFLOP/s of `cores` cores at `ghz` (default: the nominal clock) for fp32 or bf16 (AMX where the CPU has
+    it), or None where the clock is unknown."""
+    ghz = ghz or cpu_ghz()
+    if ghz is None:
+        return None
+    if precision == "bf16":
+        key = "bf16_amx" if "amx_bf16" in flags else "bf16_avx512" if "avx512_bf16" in flags else "fp32"
+    else:
+        key = "fp32"
+    return FLOPS_PER_CYCLE[key] * cores * ghz

@@ -1,0 +1,41 @@
+"""bench.compute and bench.gpu_check: FLOP counts and peaks with known answers, and the GPU check off a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bench import gpu_check
+from bench.compute import cpu_ghz, cpu_peak_gflops, network_flops
+
+
+def test_flops_of_one_convolution_forward_and_backward() -> None:
+    conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    forward = 2 * 4 * 9 * (8 * 6)  # 2 FLOPs per multiply-add, 4 outputs x 9 taps at each of 8 x 6 pixels
+    assert network_flops(conv, (6, 8), backward=False) == forward
+    # Backward: the weights' gradient only (the image needs none), the same size again.
+    assert network_flops(conv, (6, 8), backward=True) == 2 * forward
+
+
+def test_cpu_peaks_at_a_known_clock(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu MHz\t\t: 2100.000\n")
+    assert cpu_ghz(str(info)) == pytest.approx(2.1)
+    assert cpu_ghz(str(tmp_path / "missing")) is None
+    amx = frozenset({"amx_bf16", "avx512_bf16"})
+    assert cpu_peak_gflops("fp32", 2, amx, ghz=2.1) == pytest.approx(2 * 64 * 2.1)
+    assert cpu_peak_gflops("bf16", 2, amx, ghz=2.1) == pytest.approx(2 * 1024 * 2.1)
+    assert cpu_peak_gflops("bf16", 2, frozenset({"avx512_bf16"}), ghz=2.1) == pytest.approx(2 * 128 * 2.1)
+
+
+def test_gpu_check_says_so_without_cuda(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path / "g.json")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "g.json").exists()
+    assert gpu_check.bf16_peak("NVIDIA H200", None) == 989.0 and gpu_check.bf16_peak("Unknown", None) is None
