@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .backbones import build_backbone
+from .backbones.hrnet import fold_batch_norms
 from .config import BackboneConfig
 
 #: Grey-level statistics of ImageNet (mean and std of the RGB means), so ImageNet-pretrained stems see
@@ -81,3 +82,11 @@ class LandmarkNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def frozen(self) -> LandmarkNet:
+        """This network, in place, for a model that no longer trains (prediction, a teacher): eval mode, no
+        gradients, and the backbone's batch norms folded into its convolutions (the same outputs up to float
+        rounding, without a pass over every feature map per batch norm)."""
+        self.eval().requires_grad_(False)
+        fold_batch_norms(self.backbone)
+        return self

@@ -72,6 +72,17 @@ def prepare_module(module: M, precision: Resolved) -> M:
     return module
 
 
+def prepare_frozen(module: M, precision: Resolved) -> M:
+    """A model that no longer trains (a Predictor's, a teacher) in the precision's layout and, for bf16, with its
+    weights stored in bf16 (in place). Autocast casts a weight on every call unless it trains; cast once, the
+    convolutions compute what they computed under autocast (autocast gave them the same bf16 weights) without
+    re-casting hundreds of weights per forward pass."""
+    prepare_module(module, precision)
+    if precision == "bf16":
+        module.to(torch.bfloat16)
+    return module
+
+
 def prepare_input(x: torch.Tensor, precision: Resolved) -> torch.Tensor:
     """A (B, C, H, W) input in the precision's memory layout (same values, float32)."""
     return x.contiguous(memory_format=memory_format(precision))

@@ -28,7 +28,7 @@ from .config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, to_dic
 from .kanet import KANet
 from .losses import heatmap_mse
 from .network import LandmarkNet
-from .precision import Resolved, autocast, prepare_input, prepare_module, resolve_precision
+from .precision import Resolved, autocast, prepare_frozen, prepare_input, prepare_module, resolve_precision
 from .step_data import StepData
 from .strategies import ASSOCIATING, DISTILLING, KAContext, ka_prediction, step_loss
 from .triplets import Triplet, random_triplets, select_triplets
@@ -128,9 +128,9 @@ def train_step(
     codec = HeatmapCodec(codec_config)
     prepared = PreparedData(data, codes, codec)
 
-    teacher = previous.build_model(device) if previous and strategy in DISTILLING else None
+    teacher = previous.build_model(device).frozen() if previous and strategy in DISTILLING else None
     if teacher is not None:
-        prepare_module(teacher, precision).requires_grad_(False)
+        prepare_frozen(teacher, precision)
     student = _initial_student(previous, backbone, config, device)
     if new_codes:
         student.head.grow(len(new_codes))
@@ -300,7 +300,7 @@ def fit_ka_net(previous: Checkpoint, data: StepData, strategy: str, config: Trai
         raise ValueError("the data has no landmark the previous model lacks")
     codes = old_codes + new_codes
     prepared = PreparedData(data, codes, HeatmapCodec(previous.codec))
-    teacher = prepare_module(previous.build_model(device), precision).requires_grad_(False)
+    teacher = prepare_frozen(previous.build_model(device).frozen(), precision)
     report = TrainReport(
         strategy, previous.step + 1, new_codes, old_codes, len(data), 0, 0.0, 0.0, str(device), precision
     )

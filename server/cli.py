@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -81,13 +82,24 @@ def worker_command(*, beat: bool, loglevel: str = "info", queues: Sequence[str] 
     return cmd
 
 
+def sleeping_openmp_threads() -> None:
+    """Make idle OpenMP threads sleep at once instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the operator
+    chose how they wait. `kamp serve` computes in three places on one machine (the inference thread, a training
+    and a prediction worker): spinning threads of one hold the cores the others wait for (docs/benchmarks.md,
+    "Training and prediction on one machine"). Called before torch loads; the workers inherit it."""
+    if not any(name in os.environ for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def _worker(args: argparse.Namespace) -> int:
-    """Run a worker in the foreground: the GPU when there is one (bf16 autocast), else the CPU."""
+    """Run a worker in the foreground: the GPU when there is one, else the CPU (models.precision)."""
+    sleeping_openmp_threads()
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     return subprocess.call(worker_command(beat=args.beat, loglevel=args.loglevel, queues=queues))
 
 
 def _serve(args: argparse.Namespace) -> int:
+    sleeping_openmp_threads()  # before the app's imports load torch
     import uvicorn
 
     from .app import create_app

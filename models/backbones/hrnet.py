@@ -9,8 +9,10 @@ official code stores `None` (a branch without transition, a fuse entry onto itse
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -280,3 +282,39 @@ for _name, _spec in HRNET_SPECS.items():
 
 
 __all__ = ["HRNET_SPECS", "BasicBlock", "Bottleneck", "HRNet", "HRNetSpec", "HighResolutionModule"]
+
+
+def fold_batch_norms(module: nn.Module) -> int:
+    """Fold, in place, every BatchNorm2d that directly follows a Conv2d into that conv's weights and bias, and
+    replace it by Identity: in a Sequential (conv, bn, ...), and as `bnK` after `convK` in the blocks and the stem
+    (whose forward applies each bnK straight to convK's output). The module must be in eval mode and stay so: the
+    folded conv computes what conv + bn computed with the running statistics. Returns how many were folded."""
+    if module.training:
+        raise ValueError("batch norms fold only into a model in eval mode")
+    folded = 0
+    for parent in module.modules():
+        pairs: list[tuple[str, str]] = []
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            pairs = list(itertools.pairwise(names))
+        else:
+            pairs = [(f"conv{k}", f"bn{k}") for k in (1, 2, 3)]
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                _fold(conv, bn)
+                setattr(parent, bn_name, nn.Identity())
+                folded += 1
+    return folded
+
+
+@torch.no_grad()
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """conv <- bn(conv(.)) with bn's running statistics: w' = w * g / sqrt(var + eps), b' = (b - mean) * that + beta."""
+    assert bn.running_var is not None and bn.running_mean is not None
+    gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_var)
+    scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + beta, requires_grad=False)

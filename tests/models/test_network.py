@@ -171,3 +171,48 @@ def test_random_triplets_deterministic_and_valid() -> None:
 def test_random_triplets_single_new_landmark() -> None:
     out = random_triplets(["S", "N"], ["D"], 2, np.random.default_rng(3))
     assert sorted(out) == [("N", "D", "D"), ("S", "D", "D")]
+
+
+# ---- folding batch norms for a frozen model ----------------------------------------------------------------
+
+
+def test_a_batch_norm_folds_into_its_conv_by_hand() -> None:
+    from models.backbones.hrnet import fold_batch_norms
+
+    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
+    bn = torch.nn.BatchNorm2d(1, eps=0.0)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        bn.weight.fill_(2.0)
+        bn.bias.fill_(1.0)
+        bn.running_mean.fill_(3.0)
+        bn.running_var.fill_(4.0)
+    seq = torch.nn.Sequential(conv, bn, torch.nn.ReLU()).eval()
+    assert fold_batch_norms(seq) == 1 and isinstance(seq[1], torch.nn.Identity)
+    # w' = 1 * 2 / sqrt(4) = 1; b' = (0 - 3) * 1 + 1 = -2
+    assert conv.weight.item() == 1.0 and conv.bias is not None and conv.bias.item() == -2.0
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1)).train())
+
+
+@pytest.mark.parametrize("name", ["hrnet_w18_tiny", "hrnet_w18_small"])
+def test_a_frozen_network_computes_the_same_without_batch_norms(name: str) -> None:
+    torch.manual_seed(0)
+    net = LandmarkNet(backbone=BackboneConfig(name=name), step_sizes=[3, 2])
+    with torch.no_grad():  # statistics far from the identity, so that a wrong fold shows
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.rand(2, 1, 96, 64)
+    with torch.no_grad():
+        before = net.forward_with_features(x)
+        frozen = net.frozen()
+        after = frozen.forward_with_features(x)
+    assert frozen is net and not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    for a, b in zip(before, after, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())

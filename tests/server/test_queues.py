@@ -53,3 +53,18 @@ def test_worker_command_serves_the_given_queues() -> None:
         cli.worker_command(beat=False, queues=["gpu"])
     with pytest.raises(SystemExit, match=r"unknown queue \(none\)"):
         cli.worker_command(beat=False, queues=[])
+
+
+def test_serve_and_worker_make_idle_openmp_threads_sleep_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):  # recorded by monkeypatch, so restored afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    cli.sleeping_openmp_threads()
+    assert cli.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    cli.sleeping_openmp_threads()
+    assert cli.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    cli.sleeping_openmp_threads()
+    assert "OMP_WAIT_POLICY" not in cli.os.environ
