@@ -253,6 +253,7 @@ def fresh_checkpoint(backbone: str, size: tuple[int, int], landmarks: int) -> Ch
 #: keeps it (it chooses passive waiting only where the operator chose neither).
 POLICIES: dict[str, dict[str, str]] = {
     "both on every core, OpenMP's default waiting": {"GOMP_SPINCOUNT": "300000"},
+    "both on every core, OpenMP threads spin 10,000 rounds, then sleep": {"GOMP_SPINCOUNT": "10000"},
     "both on every core, idle OpenMP threads sleep": {"OMP_WAIT_POLICY": "PASSIVE"},
 }
 OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")

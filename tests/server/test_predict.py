@@ -122,10 +122,14 @@ def test_predict_real_image_units_and_nothing_stored(api: Api, project: tuple[st
     direct = Predictor(ckpt).predict([reduced.pixels], reduced=[frame])[0]
     assert [round(lm.x, 3) for lm in direct.landmarks] == [round(lm["x"], 3) for lm in body["landmarks"]]
     assert [round(lm.y, 3) for lm in direct.landmarks] == [round(lm["y"], 3) for lm in body["landmarks"]]
-    # And within a small part of one input pixel (968 / 64 = 15 image pixels) of the whole image's prediction.
-    whole = Predictor(ckpt).predict([decode_image(_image(data_root)).pixels])[0]
-    for a, b in zip(whole.landmarks, body["landmarks"], strict=True):
-        assert abs(a.x - b["x"]) < 3 and abs(a.y - b["y"]) < 3
+    # And the reduced decoding lands within a small part of one input pixel (968 / 64 = 15 image pixels) of the
+    # whole image's prediction; compared in fp32, where this 15-iteration model's flat heatmaps do not turn bf16
+    # rounding into pixels.
+    exact = Predictor(ckpt, precision="fp32")
+    whole = exact.predict([decode_image(_image(data_root)).pixels])[0]
+    from_reduced = exact.predict([reduced.pixels], reduced=[frame])[0]
+    for a, b in zip(whole.landmarks, from_reduced.landmarks, strict=True):
+        assert abs(a.x - b.x) < 3 and abs(a.y - b.y) < 3
     # Nothing of the image was stored.
     assert api.client.get("/v1/studies", headers=api.headers(admin)).json() == []
     assert sorted(p.name for p in api.settings.resolved_blob_dir.rglob("*") if p.is_file()) == blobs_before
