@@ -251,10 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     profile = with_precision(PROFILES[args.profile], args.precision)
     out = args.out / f"{protocol.name}-{profile.name}"
-    runner = Runner(protocol, profile, data_root, out, args.device)
-    if not args.report_only:
+    if args.report_only:  # the folder's own settings, whatever precision this machine would pick
+        settings = stored_profile(out) or checked_profile(profile, args.device)
+    else:
         t0 = time.perf_counter()
-        runner.run(arms, seeds, args.max_steps)
+        Runner(protocol, profile, data_root, out, args.device).run(arms, seeds, args.max_steps)
+        settings = checked_profile(profile, args.device)
         _append_wall(
             out,
             {
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
         )
-    results = write_report(out, protocol, checked_profile(profile, args.device))
+    results = write_report(out, protocol, settings)
     print(f"wrote {out}/results.json, table.md and plots ({len(results['strategies'])} strategies)")
     return 0
 
@@ -275,17 +277,29 @@ def checked_profile(profile: Profile, device: str) -> dict[str, Any]:
     return {**asdict(profile), "precision": resolve_precision(profile.precision, resolve_device(device))}
 
 
+def stored_profile(out: Path) -> dict[str, Any] | None:
+    """The settings a results folder holds runs of (profile.json), or None for a new folder."""
+    path = out / "profile.json"
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    # Folders written before the precision setting hold runs that trained in float32 on the CPU.
+    stored.setdefault("precision", "fp32")
+    return stored
+
+
 def _check_profile(out: Path, profile: dict[str, Any]) -> None:
     """Results of one folder must come from one profile: refuse to mix in runs of changed settings."""
     path = out / "profile.json"
     current = json.loads(json.dumps(profile))
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        # Folders written before the precision setting hold runs that trained in float32 on the CPU.
-        stored.setdefault("precision", "fp32")
+    stored = stored_profile(out)
+    if stored is not None:
         if stored != current:
+            was = stored["precision"]
+            same_but_precision = {**stored, "precision": current.get("precision")} == current
+            hint = f" (its runs are {was}: pass --precision {was})" if same_but_precision else ""
             raise SystemExit(
-                f"{out} holds results of other profile settings ({path}); move that folder aside or "
+                f"{out} holds results of other profile settings ({path}){hint}; move that folder aside or "
                 f"restore the settings.\n stored:  {stored}\n current: {current}"
             )
     else:

@@ -93,7 +93,7 @@ def test_a_folder_from_before_the_precision_setting_holds_fp32_runs(tmp_path: Pa
     out.mkdir()
     (out / "profile.json").write_text(json.dumps({"name": "x", "iterations": 1}))
     ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "fp32"})
-    with pytest.raises(SystemExit, match="other profile settings"):
+    with pytest.raises(SystemExit, match="its runs are fp32: pass --precision fp32"):
         ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "bf16"})
 
 
