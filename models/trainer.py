@@ -63,6 +63,10 @@ class TrainReport:
     device: str
     #: The precision the network trained in ("bf16" or "fp32"; TrainConfig.precision resolved on the device).
     precision: str = "fp32"
+    #: Seconds of the whole call (data and teacher set-up, stage I, stage II); `seconds` is stage II's loop
+    #: alone (what seconds_per_image divides), kanet_seconds stage I's (triplet choice and KA-Net training).
+    total_seconds: float = 0.0
+    kanet_seconds: float = 0.0
     triplets: list[Triplet] = field(default_factory=list)
     kanet_loss: float | None = None
     loss_history: list[dict[str, float]] = field(default_factory=list)
@@ -109,6 +113,7 @@ def train_step(
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if len(data) == 0:
         raise ValueError("a training step needs at least one image")
+    started = time.perf_counter()
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
@@ -155,7 +160,9 @@ def train_step(
 
     ka: KAContext | None = None
     if teacher is not None and strategy in ASSOCIATING and new_codes:
+        t_ka = time.perf_counter()
         ka = _stage_one(teacher, prepared, data, config, rng, sampler, timer, state, report)
+        report.kanet_seconds = time.perf_counter() - t_ka
 
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _lr_lambda(config)
@@ -253,6 +260,7 @@ def train_step(
     landmarks = [LandmarkInfo(code=lm.code, step=lm.step, name=lm.name) for lm in prev_info] + [
         LandmarkInfo(code=c, step=step, name=names.get(c, "")) for c in new_codes
     ]
+    report.total_seconds = time.perf_counter() - started
     checkpoint = Checkpoint(
         state_dict={k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()},
         landmarks=landmarks,

@@ -237,7 +237,8 @@ def _train(
     _append_log(
         session,
         job,
-        f"trained in {train_report.seconds:.0f} s ({train_report.device}, {train_report.precision}, "
+        f"trained in {train_report.total_seconds:.0f} s (KA-Net {train_report.kanet_seconds:.0f} s; "
+        f"{train_report.device}, {train_report.precision}, "
         f"{torch.get_num_threads()} torch threads); checkpoint {key[:12]}",
     )
 

@@ -93,6 +93,11 @@ def test_two_step_checkpoint_lineage(run: TwoStepRun) -> None:
     assert len({o for o, _, _ in report.triplets}) == len(report.triplets)
     assert report.kanet_loss is not None and np.isfinite(report.kanet_loss)
     assert ckpt.report["triplets"] == [list(t) for t in report.triplets]  # stored in the checkpoint
+    # The whole step's time holds stage I's (KA-Net) and stage II's; step 0 has no stage I.
+    assert report.kanet_seconds > 0 and report.seconds > 0
+    assert report.total_seconds >= report.kanet_seconds + report.seconds
+    assert ckpt.report["total_seconds"] == report.total_seconds
+    assert run.report0.kanet_seconds == 0 and run.report0.total_seconds >= run.report0.seconds
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ access, idempotency and cancellation. (tests/worker/test_celery_worker.py runs i
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,10 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
         job = session.get(TrainingJob, job1)
         assert job.status == JobStatus.succeeded and job.model_version_id == versions[1].id
         assert job.progress["stage"] == "train" and job.progress["iteration"] == job.progress["total"]
+        # The log's training time is the whole step's, KA-Net's stage named in it, with what it computed on.
+        trained = re.search(r"trained in (\d+) s \(KA-Net (\d+) s; cpu, (bf16|fp32), (\d+) torch threads\)", job.log)
+        assert trained, job.log
+        assert int(trained[1]) >= int(trained[2])
         # IKL: step 1 never read step 0's training images (its validation studies may be read to validate).
         from server.db.entities import Split, Study
 
