@@ -13,6 +13,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from models.config import Precision
+
+#: The precisions every speed benchmark compares, side by side in one run.
+COMPARED: tuple[Precision, Precision] = ("fp32", "bf16")
 #: FLOPs per cycle per core. AVX-512 fp32: two 16-lane FMA units; AMX bf16: 1024 (Intel's figure for the
 #: tile unit of 4th and 5th generation Xeon); AVX-512 BF16 alone: two 32-lane dot-product units.
 FLOPS_PER_CYCLE = {"fp32": 64, "bf16_amx": 1024, "bf16_avx512": 128}

@@ -35,7 +35,7 @@ from models.codec import HeatmapCodec
 from models.datasets import default_data_root, load_protocol
 from models.metrics import radial_errors
 from models.network import LandmarkNet
-from models.precision import autocast, prepare_frozen, prepare_input
+from models.precision import autocast, prepare_input
 from models.strategies import ASSOCIATING
 from models.trainer import FittedKANet, fit_ka_net
 
@@ -51,11 +51,11 @@ def _locate(
     model: LandmarkNet, fitted: FittedKANet, codec: HeatmapCodec, images: list[np.ndarray], keypoints: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """((N, T, 2) the model's own predictions of each triplet's old landmark, (N, T, 2) KA-Net's reading of the
-    model's features given the new landmarks' labels), image pixels, in KA-Net's precision (the step's).
+    model's features given the new landmarks' labels), image pixels, in KA-Net's precision (the step's; `model`
+    built for it, Checkpoint.build_frozen).
     keypoints: (N, K, 2) labels in image pixels, K = fitted.codes."""
     ka = fitted.ka
     device = torch.device("cpu")
-    prepare_frozen(model, ka.precision)  # as a Predictor prepares it
     own, read = [], []
     for i in range(0, len(images), 8):
         prepared = [codec.to_input(im) for im in images[i : i + 8]]
@@ -87,8 +87,12 @@ def diagnose_step(runner: Runner, arm: Arm, seed: int, t: int) -> dict[str, Any]
     codec = HeatmapCodec(teacher.codec)
     old = [fitted.codes.index(o) for o, _, _ in fitted.triplets]
     truth = test.keypoints[:, old]  # (N, T, 2)
-    t_own, t_read = _locate(teacher.build_model("cpu").frozen(), fitted, codec, test.images, test.keypoints)
-    s_own, s_read = _locate(student.build_model("cpu").frozen(), fitted, codec, test.images, test.keypoints)
+    t_own, t_read = _locate(
+        teacher.build_frozen("cpu", fitted.ka.precision), fitted, codec, test.images, test.keypoints
+    )
+    s_own, s_read = _locate(
+        student.build_frozen("cpu", fitted.ka.precision), fitted, codec, test.images, test.keypoints
+    )
     located = {"teacher": t_own, "ka_teacher": t_read, "ka_student": s_read, "student": s_own}
     errors = {k: radial_errors(v, truth, test.spacing_mm) for k, v in located.items()}
     errors["ka_target_gap"] = radial_errors(t_read, t_own, test.spacing_mm)

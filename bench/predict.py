@@ -21,6 +21,7 @@ Writes bench/results/predict.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +48,8 @@ from models.datasets import default_data_root
 from models.network import LandmarkNet
 from models.precision import autocast, cpu_bf16_flags, prepare_input, set_torch_threads
 
-from .compute import cpu_peak_gflops, network_flops
+from .compute import COMPARED, cpu_peak_gflops, network_flops
 from .ikl import RESULTS, machine
-
-COMPARED: tuple[Precision, Precision] = ("fp32", "bf16")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -294,35 +294,45 @@ def _load_env(policy: dict[str, str]) -> dict[str, str]:
     return env | policy
 
 
+@contextlib.contextmanager
+def served(
+    port: int, checkpoint: Checkpoint, settings: dict[str, str], base_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, str, str]]:
+    """A `kamp serve` process on a fresh data folder with `checkpoint` as a project's active version: yields
+    (base URL, project id, predict key); stops the server after."""
+    with tempfile.TemporaryDirectory(prefix="kamp-bench-") as tmp:
+        server, system_key = start_server(Path(tmp), port, settings, base_env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            pid, key = setup_project(base, system_key, checkpoint, Path(tmp))
+            yield base, pid, key
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def contention(
     args: argparse.Namespace, checkpoint: Checkpoint, data: bytes, port: int, policy: dict[str, str]
 ) -> dict[str, Any]:
     """Predict latency (one client) and training seconds per iteration, each alone and both at once."""
-    size = args.input_size
-    with tempfile.TemporaryDirectory(prefix="kamp-bench-") as tmp:
-        server, system_key = start_server(Path(tmp), port, policy, _load_env(policy))
-        try:
-            base = f"http://127.0.0.1:{port}"
-            pid, key = setup_project(base, system_key, checkpoint, Path(tmp))
-            run_clients(base, pid, key, data, 1, 3)
-            alone = run_clients(base, pid, key, data, 1, args.requests)
-            proc, its = start_train_load(_load_env(policy), args.backbone, size, args.train_seconds)
-            proc.wait()
-            train_alone = statistics.median(s for _, s in its[3:])
-            proc, its = start_train_load(_load_env(policy), args.backbone, size, args.train_seconds + 120)
-            while len(its) < 4 and proc.poll() is None:
-                time.sleep(0.2)
-            t0 = time.time()
-            both = run_clients(base, pid, key, data, 1, args.requests)
-            t1 = time.time()
-            while not any(end - s > t1 for end, s in its) and proc.poll() is None:
-                time.sleep(0.2)
-            proc.terminate()
-            proc.wait()
-            during = [s for end, s in its if end > t0 and end - s < t1]
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    env = _load_env(policy)
+    with served(port, checkpoint, {}, env) as (base, pid, key):
+        run_clients(base, pid, key, data, 1, 3)  # warm-up: loads the model into the cache
+        alone = run_clients(base, pid, key, data, 1, args.requests)
+        proc, its = start_train_load(env, args.backbone, args.input_size, args.train_seconds)
+        proc.wait()
+        train_alone = statistics.median(s for _, s in its[3:])
+        proc, its = start_train_load(env, args.backbone, args.input_size, args.train_seconds + 120)
+        while len(its) < 4 and proc.poll() is None:
+            time.sleep(0.2)
+        t0 = time.time()
+        both = run_clients(base, pid, key, data, 1, args.requests)
+        t1 = time.time()
+        while not any(end - s > t1 for end, s in its) and proc.poll() is None:
+            time.sleep(0.2)
+        proc.terminate()
+        proc.wait()
+    during = [s for end, s in its if end > t0 and end - s < t1]  # iterations that overlapped the requests
     return {
         "predict_p50_ms_alone": alone["p50_ms"],
         "predict_p50_ms_beside_training": both["p50_ms"],
@@ -338,25 +348,18 @@ def service_rows(args: argparse.Namespace, checkpoint: Checkpoint, data: bytes, 
     rows = []
     for precision in COMPARED:
         for mode, settings in MODES.items():
-            with tempfile.TemporaryDirectory(prefix="kamp-bench-") as tmp:
-                server, system_key = start_server(Path(tmp), port, settings | {"KAMP_PRECISION": precision})
-                try:
-                    base = f"http://127.0.0.1:{port}"
-                    pid, key = setup_project(base, system_key, checkpoint, Path(tmp))
-                    run_clients(base, pid, key, data, 1, 3)  # warm-up: loads the model into the cache
-                    print(f"{precision}, {mode}", flush=True)
-                    for c in (int(v) for v in args.concurrency.split(",")):
-                        row = run_clients(base, pid, key, data, c, max(args.requests, c))
-                        rows.append(row | {"mode": mode, "precision": precision})
-                        print(
-                            f"{c:>3} clients: p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  "
-                            f"p99 {row['p99_ms']:7.1f} ms  {row['throughput_rps']:5.2f} req/s  "
-                            f"(server forward p50 {row['server_forward_ms_p50']:.1f} ms)",
-                            flush=True,
-                        )
-                finally:
-                    server.terminate()
-                    server.wait(timeout=30)
+            with served(port, checkpoint, settings | {"KAMP_PRECISION": precision}) as (base, pid, key):
+                run_clients(base, pid, key, data, 1, 3)  # warm-up: loads the model into the cache
+                print(f"{precision}, {mode}", flush=True)
+                for c in (int(v) for v in args.concurrency.split(",")):
+                    row = run_clients(base, pid, key, data, c, max(args.requests, c))
+                    rows.append(row | {"mode": mode, "precision": precision})
+                    print(
+                        f"{c:>3} clients: p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  "
+                        f"p99 {row['p99_ms']:7.1f} ms  {row['throughput_rps']:5.2f} req/s  "
+                        f"(server forward p50 {row['server_forward_ms_p50']:.1f} ms)",
+                        flush=True,
+                    )
     return rows
 
 

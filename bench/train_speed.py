@@ -25,10 +25,9 @@ from models.precision import cpu_bf16_flags, set_torch_threads
 from models.step_data import StepData
 from models.trainer import train_step
 
-from .compute import cpu_peak_gflops, network_flops
+from .compute import COMPARED, cpu_peak_gflops, network_flops
 from .ikl import RESULTS, machine
 
-COMPARED: tuple[Precision, Precision] = ("fp32", "bf16")
 STRATEGIES = {"finetune": "s_per_image", "kamp_ksd_only": "s_per_image_with_teacher"}
 
 

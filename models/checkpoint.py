@@ -19,6 +19,7 @@ from safetensors.torch import save as st_save
 
 from .config import BackboneConfig, CodecConfig, from_dict, to_dict
 from .network import LandmarkNet
+from .precision import Resolved, prepare_frozen
 
 FORMAT = "kamp-checkpoint"
 FORMAT_VERSION = 1
@@ -69,6 +70,11 @@ class Checkpoint:
         model = LandmarkNet(backbone=_without_pretrained(self.backbone), step_sizes=self.step_sizes)
         model.load_state_dict(self.state_dict)
         return model.to(device).eval()
+
+    def build_frozen(self, device: str | torch.device, precision: Resolved) -> LandmarkNet:
+        """The network for use without training (a Predictor's, a teacher): LandmarkNet.frozen (batch norms
+        folded, no gradients) in `precision`'s layout and weights (models.precision.prepare_frozen)."""
+        return prepare_frozen(self.build_model(device).frozen(), precision)
 
     def metadata(self) -> dict[str, Any]:
         return {

@@ -25,6 +25,14 @@ STRATEGIES = (
 #: Numeric precision of the network (models.precision).
 Precision = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def check_precision(value: str) -> None:
+    """Raise ValueError unless `value` names a precision."""
+    if value not in PRECISIONS:
+        raise ValueError(f"unknown precision {value!r}; choose one of {', '.join(PRECISIONS)}")
+
+
 Strategy = Literal["finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial"]
 
 
@@ -140,8 +148,7 @@ class TrainConfig:
     kanet: KANetConfig = field(default_factory=KANetConfig)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

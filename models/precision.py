@@ -18,7 +18,7 @@ from typing import Literal, TypeVar
 import torch
 from torch import nn
 
-from .config import PRECISIONS, Precision
+from .config import Precision, check_precision
 
 Resolved = Literal["bf16", "fp32"]
 M = TypeVar("M", bound=nn.Module)
@@ -42,8 +42,7 @@ def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
 
 def resolve_precision(precision: Precision | str, device: torch.device | str) -> Resolved:
     """The precision `precision` stands for on `device`: "bf16" or "fp32". Raises ValueError on an unknown name."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if precision != "auto":
         return precision  # type: ignore[return-value]
     kind = torch.device(device).type

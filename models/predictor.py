@@ -12,7 +12,7 @@ import torch
 from .checkpoint import Checkpoint
 from .codec import HeatmapCodec
 from .config import Precision
-from .precision import autocast, prepare_frozen, prepare_input, resolve_precision
+from .precision import autocast, prepare_input, resolve_precision
 from .trainer import resolve_device
 
 
@@ -66,7 +66,7 @@ class Predictor:
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.model = prepare_frozen(checkpoint.build_model(self.device).frozen(), self.precision)
+        self.model = checkpoint.build_frozen(self.device, self.precision)
         self.codec = HeatmapCodec(checkpoint.codec)
         self.batch_size = batch_size
 

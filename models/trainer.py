@@ -28,7 +28,7 @@ from .config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, to_dic
 from .kanet import KANet
 from .losses import heatmap_mse
 from .network import LandmarkNet
-from .precision import Resolved, autocast, prepare_frozen, prepare_input, prepare_module, resolve_precision
+from .precision import Resolved, autocast, prepare_input, prepare_module, resolve_precision
 from .step_data import StepData
 from .strategies import ASSOCIATING, DISTILLING, KAContext, ka_prediction, step_loss
 from .triplets import Triplet, random_triplets, select_triplets
@@ -62,7 +62,7 @@ class TrainReport:
     seconds_per_image: float
     device: str
     #: The precision the network trained in ("bf16" or "fp32"; TrainConfig.precision resolved on the device).
-    precision: str = "fp32"
+    precision: Resolved = "fp32"
     #: Seconds of the whole call (data and teacher set-up, stage I, stage II); `seconds` is stage II's loop
     #: alone (what seconds_per_image divides), kanet_seconds stage I's (triplet choice and KA-Net training).
     total_seconds: float = 0.0
@@ -133,9 +133,7 @@ def train_step(
     codec = HeatmapCodec(codec_config)
     prepared = PreparedData(data, codes, codec)
 
-    teacher = previous.build_model(device).frozen() if previous and strategy in DISTILLING else None
-    if teacher is not None:
-        prepare_frozen(teacher, precision)
+    teacher = previous.build_frozen(device, precision) if previous and strategy in DISTILLING else None
     student = _initial_student(previous, backbone, config, device)
     if new_codes:
         student.head.grow(len(new_codes))
@@ -308,7 +306,7 @@ def fit_ka_net(previous: Checkpoint, data: StepData, strategy: str, config: Trai
         raise ValueError("the data has no landmark the previous model lacks")
     codes = old_codes + new_codes
     prepared = PreparedData(data, codes, HeatmapCodec(previous.codec))
-    teacher = prepare_frozen(previous.build_model(device).frozen(), precision)
+    teacher = previous.build_frozen(device, precision)
     report = TrainReport(
         strategy, previous.step + 1, new_codes, old_codes, len(data), 0, 0.0, 0.0, str(device), precision
     )
@@ -332,7 +330,7 @@ def _stage_one(
     data's (the report's old ones, then its new ones); the device is the teacher's, the precision the report's."""
     codes, old_codes, new_codes, strategy = prepared.codes, report.old_codes, report.new_codes, report.strategy
     device = next(teacher.parameters()).device
-    precision: Resolved = "bf16" if report.precision == "bf16" else "fp32"
+    precision = report.precision
     kc = config.kanet
     if state is not None and "triplets" in state:
         triplets = [tuple(t) for t in state["triplets"]]
