@@ -27,15 +27,16 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import Checkpoint
-from models.config import BackboneConfig, CodecConfig, TrainConfig, from_dict, to_dict
+from models.config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict, to_dict
 from models.datasets import DatasetInfo, Protocol, default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.precision import resolve_precision
+from models.predictor import Predictor
 from models.step_data import StepData
 from models.trainer import Progress, resolve_device, train_step
 
 from .arms import Arm, parse_arm
-from .profiles import PROFILES, Profile, add_precision_argument, with_precision
+from .profiles import LATER_FIELDS, PROFILES, Profile, add_precision_argument, with_precision
 from .report import eval_name, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,6 +72,7 @@ def train_config(
     config.device = device
     config.precision = profile.precision
     config.kanet.iterations = profile.kanet_iterations
+    config.refine.iterations = profile.local_step0_iterations if t == 0 else profile.local_step_iterations
     if t and overrides:
         config = from_dict(TrainConfig, {**to_dict(config), **overrides})
     return config
@@ -124,6 +126,7 @@ class Runner:
                 train_config(self.profile, seed, t, self.device, arm.overrides),
                 backbone=BackboneConfig(name=self.profile.backbone),
                 codec=CodecConfig(input_size=self.profile.input_size, sigma=self.profile.sigma),
+                refine=None if self.profile.local_stage is None else from_dict(RefineConfig, self.profile.local_stage),
                 names=self.names,
                 progress=progress,
                 state_path=path.with_suffix(".state"),
@@ -144,7 +147,11 @@ class Runner:
                 )
         if not epath.is_file():
             test = self.test.select(self.protocol.landmarks_up_to(t))
-            result = evaluate(checkpoint, test, precision=self.profile.precision)
+            predictor = Predictor(checkpoint, precision=self.profile.precision)
+            result = evaluate(predictor, test)
+            first_stage = None
+            if predictor.stages == 2:  # the same model's first stage alone, for the side-by-side tables
+                first_stage = evaluate(Predictor(checkpoint, precision=self.profile.precision, local=False), test)
             record = {
                 "strategy": strategy,
                 **({"base_strategy": arm.strategy, "overrides": arm.overrides} if arm.overrides else {}),
@@ -160,6 +167,11 @@ class Runner:
                 "ids": result.ids,
                 "errors": {c: _nan_list(result.errors[:, j]) for j, c in enumerate(result.codes)},
             }
+            if first_stage is not None:
+                record["errors_global"] = {
+                    c: _nan_list(first_stage.errors[:, j]) for j, c in enumerate(first_stage.codes)
+                }
+                record["local_seconds"] = checkpoint.report.get("refine_seconds")
             _write_json(epath, record)
             bar.set_postfix(last=f"{strategy} s{seed} t{t}: {result.overall.mre:.2f} {result.unit}")
         bar.update(1)
@@ -294,6 +306,8 @@ def _check_profile(out: Path, profile: dict[str, Any]) -> None:
     current = json.loads(json.dumps(profile))
     stored = stored_profile(out)
     if stored is not None:
+        # Fields added to profiles since the folder was written: it holds runs of their earlier values.
+        stored = {**{k: v for k, v in LATER_FIELDS.items() if k in current}, **stored}
         if stored != current:
             was = stored["precision"]
             same_but_precision = {**stored, "precision": current.get("precision")} == current

@@ -51,7 +51,7 @@ def fixed_checkpoint(checkpoint: Checkpoint, protocol_name: str) -> dict[str, An
     points, mre = {}, {}
     for precision in ("fp32", "bf16"):
         predictor = Predictor(checkpoint, device="cpu", precision=precision)  # type: ignore[arg-type]
-        points[precision], _ = predictor.predict_arrays(test.images)
+        points[precision], _ = predictor.predict_arrays(test.images, spacing_mm=test.spacing_mm)
         summary = evaluate(predictor, test).overall
         mre[precision] = {"mre": summary.mre, "sdr_2mm": summary.sdr[2.0]}
     to_heatmap = [codec.image_to_heatmap(codec.to_input(im)[1]) for im in test.images]

@@ -13,6 +13,8 @@ real cephalogram (968x1200 JPEG).
   Service overhead = 1 - the server's forward time / request latency, both medians of the same single-client
   requests; it splits into the time in the application beside the forward pass (app - forward) and the time
   outside it (latency - app: the client library, the loopback connection and the HTTP server's parsing).
+- Stages (`stages`): one client's latency with the served backbone and size, one-stage and with the default
+  local stage (models.refine), side by side.
 - Contention (`contention`): one client's predict latency and a training process's seconds per iteration
   (bench/train_load.py, the served backbone and size), each alone and both at once, per thread policy.
 Writes bench/results/predict.json.
@@ -41,12 +43,13 @@ import httpx
 import numpy as np
 import torch
 
-from models.checkpoint import Checkpoint, LandmarkInfo
+from models.checkpoint import REFINER_PREFIX, Checkpoint, LandmarkInfo
 from models.codec import HeatmapCodec
-from models.config import BackboneConfig, CodecConfig, Precision
+from models.config import BackboneConfig, CodecConfig, Precision, RefineConfig
 from models.datasets import default_data_root
 from models.network import LandmarkNet
 from models.precision import autocast, cpu_bf16_flags, prepare_input, set_torch_threads
+from models.refine import build_crop_network
 
 from .compute import COMPARED, cpu_peak_gflops, network_flops
 from .ikl import RESULTS, machine
@@ -234,17 +237,51 @@ def run_clients(base: str, pid: str, key: str, data: bytes, concurrency: int, re
     }
 
 
-def fresh_checkpoint(backbone: str, size: tuple[int, int], landmarks: int) -> Checkpoint:
+def fresh_checkpoint(
+    backbone: str, size: tuple[int, int], landmarks: int, local: RefineConfig | None = None
+) -> Checkpoint:
+    """A freshly initialised model of `landmarks` landmarks; two-stage where `local` configures a local stage."""
     torch.manual_seed(0)
     net = LandmarkNet(backbone=BackboneConfig(name=backbone), step_sizes=[landmarks])
+    weights = {k: v.contiguous() for k, v in net.state_dict().items()}
+    if local is not None:
+        crop_net = build_crop_network(local, [landmarks])
+        weights |= {REFINER_PREFIX + k: v.contiguous() for k, v in crop_net.state_dict().items()}
     return Checkpoint(
-        state_dict={k: v.contiguous() for k, v in net.state_dict().items()},
+        state_dict=weights,
         landmarks=[LandmarkInfo(code=f"L{i}", step=0) for i in range(landmarks)],
         backbone=BackboneConfig(name=backbone),
         codec=CodecConfig(input_size=size),
+        refine=local,
         step=0,
         strategy="bench",
     )
+
+
+def stage_rows(args: argparse.Namespace, data: bytes, port: int) -> list[dict[str, Any]]:
+    """One client's predict latency for the served model with and without its local stage (the service's default
+    settings), `kamp serve` started anew for each; the two alternate twice and each keeps its faster run."""
+    w, h = (int(v) for v in args.input_size.split("x"))
+    models = {
+        "one stage": fresh_checkpoint(args.backbone, (w, h), args.landmarks),
+        "two stages": fresh_checkpoint(args.backbone, (w, h), args.landmarks, RefineConfig()),
+    }
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(2):
+        for name, checkpoint in models.items():
+            with served(port, checkpoint, {}) as (base, pid, key):
+                run_clients(base, pid, key, data, 1, 3)  # warm-up: loads the model into the cache
+                row = run_clients(base, pid, key, data, 1, args.requests) | {"model": name}
+            if name not in best or row["p50_ms"] < best[name]["p50_ms"]:
+                best[name] = row
+    for name, row in best.items():
+        print(
+            f"{name}: one client p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms (server: image "
+            f"{row['server_image_ms_p50']:.1f}, forward {row['server_forward_ms_p50']:.1f}, local "
+            f"{row.get('server_local_ms_p50', 0.0):.1f} ms)",
+            flush=True,
+        )
+    return list(best.values())
 
 
 #: How one machine shares its cores between the API's inference thread and a training process: the environment
@@ -385,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
     p.add_argument("--concurrency", default="1,4,16")
     p.add_argument("--train-seconds", type=float, default=30.0, help="training load alone, per policy")
-    p.add_argument("--skip", default="", help="comma-separated parts to leave out: model, service, contention")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: model, service, stages, contention")
     p.add_argument("--out", type=Path, default=RESULTS / "predict.json")
     args = p.parse_args(argv)
     skip = set(args.skip.split(",")) - {""}
@@ -425,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"forward {r['server_forward_ms_p50']:.1f}, decode {r['server_decode_ms_p50']:.1f} ms)",
                 flush=True,
             )
+    if "stages" not in skip:
+        result["stages"] = stage_rows(args, data, port)
     if "contention" not in skip:
         result["contention"] = {}
         for name, policy in POLICIES.items():

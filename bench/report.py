@@ -36,6 +36,11 @@ ORDER = ["finetune", "lwf", "cpr", "kamp_ksd_only", "kamp_random", "kamp", "join
 EVAL = re.compile(r"(?P<name>[a-z_0-9]+(?:@[A-Za-z_0-9]+=[A-Za-z_0-9.+-]+)*)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
 
 
+#: Suffix of the arm that reads a two-stage run's first stage alone (its records' `errors_global`), so tables show
+#: the local stage's gain side by side on the very same models.
+FIRST_STAGE = " (first stage)"
+
+
 def eval_name(name: str, seed: int, t: int) -> str:
     """File name of one evaluation under evals/ (step 0 is shared: name 'step0'); EVAL parses it back."""
     return f"{'step0' if t == 0 else name}-seed{seed}-step{t}.json"
@@ -54,13 +59,17 @@ def load_results(
     for path in sorted((out / "evals").glob("*.json")):
         m = EVAL.fullmatch(path.name)
         if m:
-            evals[(m["name"], int(m["seed"]), int(m["step"]))] = json.loads(path.read_text())
+            record = json.loads(path.read_text())
+            key = (m["name"], int(m["seed"]), int(m["step"]))
+            evals[key] = record
+            if "errors_global" in record:
+                evals[(key[0] + FIRST_STAGE, *key[1:])] = {**record, "errors": record["errors_global"]}
     results: dict[str, dict[int, IncrementalResult]] = {}
-    strategies = sorted({k[0] for k in evals if k[0] != "step0"}, key=_order)
+    strategies = sorted({k[0] for k in evals if k[0] not in ("step0", "step0" + FIRST_STAGE)}, key=_order)
     seeds = sorted({k[1] for k in evals})
     for strategy in strategies:
         for seed in seeds:
-            base = evals.get(("step0", seed, 0))
+            base = evals.get(("step0" + (FIRST_STAGE if strategy.endswith(FIRST_STAGE) else ""), seed, 0))
             if base is None:
                 continue
             errors = [record_errors(base)]
@@ -84,7 +93,7 @@ def record_errors(record: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def _order(name: str) -> tuple[int, str]:
     """Strategies in the paper's order; an arm with overrides right after its strategy."""
-    strategy = name.split("@")[0]
+    strategy = name.removesuffix(FIRST_STAGE).split("@")[0]
     return (ORDER.index(strategy) if strategy in ORDER else len(ORDER), name)
 
 

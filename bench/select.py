@@ -84,7 +84,7 @@ def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def drift_labels(previous: Checkpoint, data: StepData, precision: Precision = "auto") -> StepData:
     """`data` with the old landmarks 'labelled' where the previous model puts them (image pixels)."""
-    pts, _ = Predictor(previous, precision=precision).predict_arrays(data.images)
+    pts, _ = Predictor(previous, precision=precision).predict_arrays(data.images, spacing_mm=data.spacing_mm)
     return StepData(images=data.images, keypoints=pts, codes=previous.codes, spacing_mm=data.spacing_mm, ids=data.ids)
 
 

@@ -17,12 +17,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .config import BackboneConfig, CodecConfig, from_dict, to_dict
+from .config import BackboneConfig, CodecConfig, RefineConfig, from_dict, to_dict
 from .network import LandmarkNet
 from .precision import Resolved, prepare_frozen
+from .refine import build_crop_network
 
 FORMAT = "kamp-checkpoint"
 FORMAT_VERSION = 1
+#: Prefix of the local stage's weights in a two-stage checkpoint's state dict (models.refine).
+REFINER_PREFIX = "refiner."
 
 
 @dataclass(kw_only=True)
@@ -44,6 +47,8 @@ class Checkpoint:
     codec: CodecConfig
     step: int
     strategy: str
+    #: The local stage's network and crops; None for a one-stage model (no REFINER_PREFIX weights).
+    refine: RefineConfig | None = None
     parent_sha256: str | None = None
     train_config: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
@@ -66,10 +71,23 @@ class Checkpoint:
         return sizes
 
     def build_model(self, device: str | torch.device = "cpu") -> LandmarkNet:
-        """The network with these weights, in eval mode."""
+        """The first stage's network with these weights, in eval mode."""
         model = LandmarkNet(backbone=_without_pretrained(self.backbone), step_sizes=self.step_sizes)
-        model.load_state_dict(self.state_dict)
+        model.load_state_dict({k: v for k, v in self.state_dict.items() if not k.startswith(REFINER_PREFIX)})
         return model.to(device).eval()
+
+    def build_crop_network(self, device: str | torch.device = "cpu") -> LandmarkNet:
+        """The local stage's crop network with these weights, in eval mode; ValueError for a one-stage model."""
+        if self.refine is None:
+            raise ValueError("this is a one-stage model: it has no local stage")
+        model = build_crop_network(self.refine, self.step_sizes)
+        n = len(REFINER_PREFIX)
+        model.load_state_dict({k[n:]: v for k, v in self.state_dict.items() if k.startswith(REFINER_PREFIX)})
+        return model.to(device).eval()
+
+    def build_frozen_crop_network(self, device: str | torch.device, precision: Resolved) -> LandmarkNet:
+        """The crop network for use without training, as build_frozen prepares the first stage."""
+        return prepare_frozen(self.build_crop_network(device).frozen(), precision)
 
     def build_frozen(self, device: str | torch.device, precision: Resolved) -> LandmarkNet:
         """The network for use without training (a Predictor's, a teacher): LandmarkNet.frozen (batch norms
@@ -77,7 +95,7 @@ class Checkpoint:
         return prepare_frozen(self.build_model(device).frozen(), precision)
 
     def metadata(self) -> dict[str, Any]:
-        return {
+        meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "landmarks": [asdict(lm) for lm in self.landmarks],
@@ -90,6 +108,9 @@ class Checkpoint:
             "report": self.report,
             "created_at": self.created_at,
         }
+        if self.refine is not None:  # absent from one-stage files, whose bytes (and hashes) stay as they were
+            meta["refine"] = to_dict(self.refine)
+        return meta
 
     def to_bytes(self) -> bytes:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
@@ -135,6 +156,7 @@ class Checkpoint:
                 landmarks=[LandmarkInfo(**lm) for lm in meta["landmarks"]],
                 backbone=from_dict(BackboneConfig, meta["backbone"]),
                 codec=from_dict(CodecConfig, meta["codec"]),
+                refine=None if meta.get("refine") is None else from_dict(RefineConfig, meta["refine"]),
                 step=int(meta["step"]),
                 strategy=meta["strategy"],
                 parent_sha256=meta.get("parent_sha256"),

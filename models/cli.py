@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .config import PRECISIONS, STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, from_dict, to_dict
+from .config import PRECISIONS, STRATEGIES, BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict, to_dict
 from .step_data import StepData
 
 
@@ -53,6 +53,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     t.add_argument("--pretrained", type=Path, help="step 0 only: local pretrained backbone weights")
     t.add_argument("--input-size", default="256x320", help="step 0 only: network input WxH")
     t.add_argument("--sigma", type=float, default=2.0, help="step 0 only: target sigma (heatmap px)")
+    t.add_argument(
+        "--local-stage",
+        metavar="JSON",
+        help="step 0 only: train a local stage too, with these RefineConfig fields ('{}' for the defaults); "
+        "later steps keep the previous model's stages",
+    )
     t.add_argument("--state", type=Path, help="training-state file to resume from and checkpoint into")
     _precision_arg(t, "train in (TrainConfig.precision; overrides --config and --set)")
     t.set_defaults(func=_train)
@@ -62,6 +68,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     e.add_argument("--checkpoint", type=Path, required=True)
     e.add_argument("--json", type=Path, help="also write the full report here")
     _precision_arg(e, "predict in")
+    _global_only_arg(e)
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("predict", help="predict every landmark of a checkpoint on image files")
@@ -69,6 +76,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     r.add_argument("images", nargs="+", type=Path)
     r.add_argument("--spacing", type=float, help="pixel spacing in mm (all images)")
     _precision_arg(r, "predict in")
+    _global_only_arg(r)
     r.set_defaults(func=_predict)
 
     i = sub.add_parser("info", help="print a checkpoint's metadata")
@@ -84,6 +92,22 @@ def _precision_arg(p: argparse.ArgumentParser, what: str) -> None:
         default=None,
         help=f"precision to {what}: auto (bf16 where the device has fast bf16, default), bf16 or fp32",
     )
+
+
+def _global_only_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--global-only", action="store_true", help="a two-stage model's first stage alone (for comparisons)")
+
+
+def _local_stage(spec: str | None) -> RefineConfig | None:
+    if spec is None:
+        return None
+    try:
+        fields = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--local-stage wants a JSON object of RefineConfig fields, got {spec!r}") from exc
+    if not isinstance(fields, dict):
+        raise CliError(f"--local-stage wants a JSON object of RefineConfig fields, got {spec!r}")
+    return from_dict(RefineConfig, fields)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -161,6 +185,7 @@ def _train(args: argparse.Namespace) -> int:
     from .trainer import Progress, train_step
 
     config = _train_config(args)
+    refine = _local_stage(args.local_stage)
     data = _load_data(args, training=True)
     previous = Checkpoint.load(args.previous) if args.previous else None
     try:
@@ -185,6 +210,7 @@ def _train(args: argparse.Namespace) -> int:
         config,
         backbone=backbone,
         codec=codec,
+        refine=refine,
         progress=progress,
         state_path=args.state,
     )
@@ -200,6 +226,8 @@ def _train(args: argparse.Namespace) -> int:
                 "landmarks": checkpoint.codes,
                 "triplets": report.triplets,
                 "seconds": round(report.seconds, 1),
+                "local_stage_seconds": round(report.refine_seconds, 1),
+                "stages": 1 if checkpoint.refine is None else 2,
                 "seconds_per_image": round(report.seconds_per_image, 4),
                 "precision": report.precision,
             },
@@ -212,11 +240,13 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import Checkpoint
     from .evaluate import evaluate
+    from .predictor import Predictor
 
     checkpoint = Checkpoint.load(args.checkpoint)
     if args.protocol and args.step is None:
         args.step = checkpoint.step
-    result = evaluate(checkpoint, _load_data(args, training=False), precision=args.precision or "auto")
+    predictor = Predictor(checkpoint, precision=args.precision or "auto", local=not args.global_only)
+    result = evaluate(predictor, _load_data(args, training=False))
     print(f"{'code':<8} {'MRE':>7} {'SD':>7} {'SDR2':>6} {'SDR4':>6}  ({result.unit})")
     for code, s in result.landmarks.items():
         print(f"{code:<8} {s.mre:7.2f} {s.sd:7.2f} {s.sdr[2.0]:6.1%} {s.sdr[4.0]:6.1%}")
@@ -233,7 +263,9 @@ def _predict(args: argparse.Namespace) -> int:
     from .checkpoint import Checkpoint
     from .predictor import Predictor
 
-    predictor = Predictor(Checkpoint.load(args.checkpoint), precision=args.precision or "auto")
+    predictor = Predictor(
+        Checkpoint.load(args.checkpoint), precision=args.precision or "auto", local=not args.global_only
+    )
     images = []
     for path in args.images:
         try:

@@ -107,7 +107,9 @@ class HeatmapCodec:
 
     # ---- decoding -------------------------------------------------------------------------------------
 
-    def decode(self, heatmaps: torch.Tensor, *, blur: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, heatmaps: torch.Tensor, *, blur: bool = True, prior: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sub-pixel landmark positions from heatmaps (DARK: Zhang et al., CVPR 2020).
 
         The argmax is refined by one Newton step on the log-heatmap (exact for a Gaussian peak). Predicted
@@ -122,13 +124,18 @@ class HeatmapCodec:
 
         Args:
             heatmaps: (B, K, h, w).
+            prior: optional (B, K, h, w) or (h, w) weights the argmax is taken of the heatmap times (e.g. a
+                Gaussian around an earlier estimate, to prefer the nearer of two peaks); the sub-pixel step and the
+                confidence read the heatmap itself, so the prior chooses a peak without moving it.
         Returns:
             coordinates (B, K, 2) float32, (x, y) in heatmap pixels; confidence (B, K): the peak value of
             the raw heatmap clipped to [0, 1] (a unit-peak target means 1 is full confidence).
         """
         b, k, h, w = heatmaps.shape
         hm = heatmaps.detach().to(torch.float32)
-        conf, flat = hm.reshape(b, k, -1).max(dim=-1)
+        chosen = hm if prior is None else hm.clamp_min(0.0) * prior.to(hm)
+        flat = chosen.reshape(b, k, -1).argmax(dim=-1)
+        conf = hm.reshape(b, k, -1).gather(-1, flat[..., None])[..., 0]
         iy, ix = flat // w, flat % w
         radius = self._blur_radius() if blur else 0
         window = _window(hm, ix, iy, radius + 1)  # (B, K, 2 * radius + 3, 2 * radius + 3) around each argmax

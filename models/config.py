@@ -7,6 +7,7 @@ them through JSON so that a checkpoint carries the exact configuration that made
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
 
@@ -97,6 +98,73 @@ class KANetConfig:
 
 
 @dataclass(kw_only=True)
+class RefineConfig:
+    """The second, local stage's network and crop geometry: fixed at step 0 and kept by every later step (like
+    the backbone and the codec), stored in the checkpoint. docs/method.md gives the reason for each default."""
+
+    #: Backbone of the crop network (a name in models.backbones.registry); its heatmaps are at its stride.
+    backbone: str = "hrnet_w18_tiny"
+    #: Side of the square crop, in crop pixels (a multiple of the backbone's stride).
+    crop_size: int = 64
+    #: Crop resolution where the image's pixel spacing is known: millimetres per crop pixel.
+    mm_per_pixel: float = 0.2
+    #: Crop resolution where it is not: image pixels per crop pixel.
+    image_pixels_per_pixel: float = 1.0
+    #: Standard deviation of the crop's Gaussian targets, in crop heatmap pixels.
+    sigma: float = 2.0
+    #: Standard deviation, in crop pixels, of a Gaussian around the crop's centre (the estimate it refines) by
+    #: which the crop heatmap is weighted to choose its peak (0: the highest peak anywhere in the crop). It prefers a
+    #: peak near the estimate to a look-alike structure far from it; the peak chosen is then located on the heatmap
+    #: itself, so the weighting does not pull it.
+    prior: float = 0.0
+    #: Passes at prediction time: each pass after the first crops again around the previous pass's point, so a
+    #: landmark the first stage missed by much of a crop ends nearer the centre, where the crop network is best.
+    passes: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.prior, (int, float)) and math.isfinite(self.prior) and self.prior >= 0):
+            raise ValueError(f"refine prior must be >= 0 and finite, got {self.prior!r}")
+        for name in ("mm_per_pixel", "image_pixels_per_pixel", "sigma"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"refine {name} must be positive and finite, got {value!r}")
+        if not isinstance(self.passes, int) or not 1 <= self.passes <= 4:
+            raise ValueError(f"refine passes must be an integer in [1, 4], got {self.passes!r}")
+        if not isinstance(self.crop_size, int) or not 16 <= self.crop_size <= 512:
+            raise ValueError(f"refine crop_size must be an integer in [16, 512], got {self.crop_size!r}")
+
+
+@dataclass(kw_only=True)
+class RefineTrainConfig:
+    """How a step trains the local stage (when the model has one)."""
+
+    iterations: int = 1000
+    #: Crops per iteration; where the step distils old landmarks, `distill_share` of them are around the
+    #: previous model's own estimates of old landmarks, the rest around the labels of the new ones.
+    crops: int = 64
+    distill_share: float = 0.5
+    lr: float = 2e-3
+    #: Standard deviation of each training crop's offset from its centre (label or previous estimate), in crop
+    #: pixels per axis: the first stage's errors, which the crop must tolerate at prediction time.
+    jitter: float = 10.0
+    #: Share of training crops whose offset is instead uniform over the central 80% of the crop: the first
+    #: stage's errors have a heavier tail than a Gaussian, and a landmark far from the crop's centre must still
+    #: be found.
+    jitter_wide: float = 0.0
+    #: Random rotation (degrees, uniform in +-) and isotropic scale (uniform in 1 +- scale) of training crops.
+    rotation_deg: float = 10.0
+    scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.jitter_wide <= 1.0:
+            raise ValueError(f"refine jitter_wide must be in [0, 1], got {self.jitter_wide!r}")
+        if not 0.0 <= self.distill_share < 1.0:
+            raise ValueError(f"refine distill_share must be in [0, 1), got {self.distill_share!r}")
+        if self.crops < 1 or self.iterations < 0:
+            raise ValueError("refine crops must be >= 1 and iterations >= 0")
+
+
+@dataclass(kw_only=True)
 class TrainConfig:
     """Optimisation and loss settings of one incremental step."""
 
@@ -146,6 +214,8 @@ class TrainConfig:
     state_every: int = 100
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     kanet: KANetConfig = field(default_factory=KANetConfig)
+    #: Training of the local stage; used only by models that have one (models.refine).
+    refine: RefineTrainConfig = field(default_factory=RefineTrainConfig)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -167,7 +237,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
-    nested = {"augment": AugmentConfig, "kanet": KANetConfig}
+    nested = {"augment": AugmentConfig, "kanet": KANetConfig, "refine": RefineTrainConfig}
     for name, value in data.items():
         if name in nested and isinstance(value, dict):
             value = from_dict(nested[name], value)

@@ -44,7 +44,7 @@ def evaluate(model: Checkpoint | Predictor, data: StepData, *, precision: Precis
     codes = [c for c in predictor.codes if c in data.codes]
     if not codes:
         raise ValueError("the model and the data share no landmark code")
-    pts, conf = predictor.predict_arrays(data.images)
+    pts, conf = predictor.predict_arrays(data.images, spacing_mm=data.spacing_mm)
     cols = [predictor.codes.index(c) for c in codes]
     errors = radial_errors(pts[:, cols], data.select(codes).keypoints, data.spacing_mm)
     return Evaluation(

@@ -13,6 +13,7 @@ from .checkpoint import Checkpoint
 from .codec import HeatmapCodec
 from .config import Precision
 from .precision import autocast, prepare_input, resolve_precision
+from .refine import Refined, Refiner
 from .trainer import resolve_device
 
 
@@ -20,7 +21,8 @@ from .trainer import resolve_device
 class LandmarkPrediction:
     """One landmark on one image: (x, y) in pixels of the original image (pixel-centre convention);
     (x_mm, y_mm) the same point in millimetres from the centre of pixel (0, 0), None where the spacing is
-    unknown; confidence in [0, 1] (the heatmap peak)."""
+    unknown; confidence in [0, 1] (the heatmap peak); stage: "local" where the crop network refined the point,
+    "global" where it is the first stage's (a one-stage model, or a point whose estimate left the image)."""
 
     code: str
     name: str
@@ -30,6 +32,7 @@ class LandmarkPrediction:
     x_mm: float | None
     y_mm: float | None
     confidence: float
+    stage: str = "global"
 
 
 @dataclass
@@ -58,10 +61,19 @@ class Reduced:
 
 class Predictor:
     """Batched inference with one checkpoint, on the GPU when there is one, in `precision` (models.precision:
-    "auto" is bf16 + channels_last where the device has fast bf16; the heatmaps are decoded in float32)."""
+    "auto" is bf16 + channels_last where the device has fast bf16; the heatmaps are decoded in float32).
+
+    A two-stage checkpoint refines every point with its local stage (models.refine) unless `local` is False
+    (its first stage alone, for side-by-side comparisons)."""
 
     def __init__(
-        self, checkpoint: Checkpoint, *, device: str = "auto", batch_size: int = 8, precision: Precision = "auto"
+        self,
+        checkpoint: Checkpoint,
+        *,
+        device: str = "auto",
+        batch_size: int = 8,
+        precision: Precision = "auto",
+        local: bool = True,
     ) -> None:
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
@@ -69,19 +81,45 @@ class Predictor:
         self.model = checkpoint.build_frozen(self.device, self.precision)
         self.codec = HeatmapCodec(checkpoint.codec)
         self.batch_size = batch_size
+        self.refiner: Refiner | None = None
+        if local and checkpoint.refine is not None:
+            crop_net = checkpoint.build_frozen_crop_network(self.device, self.precision)
+            self.refiner = Refiner(crop_net, checkpoint.refine, self.precision)
 
     @property
     def codes(self) -> list[str]:
         return self.checkpoint.codes
 
-    @torch.inference_mode()
-    def predict_arrays(
-        self, images: Sequence[np.ndarray], timings: dict[str, float] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks of N images: ((N, K, 2) float64 image pixels, (N, K) confidence), K in head order.
+    @property
+    def stages(self) -> int:
+        """2 where points are refined by the local stage, else 1."""
+        return 1 if self.refiner is None else 2
 
-        `timings`, if given, receives the milliseconds spent in "preprocess" (letterbox), "forward" (the network,
-        synchronised on a GPU) and "decode" (heatmaps to points), summed over the batches."""
+    def predict_arrays(
+        self,
+        images: Sequence[np.ndarray],
+        timings: dict[str, float] | None = None,
+        spacing_mm: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks of N images: ((N, K, 2) float64 image pixels, (N, K) confidence), K in head order; see
+        predict_stages."""
+        staged = self.predict_stages(images, timings, spacing_mm)
+        return staged.points, staged.confidence
+
+    @torch.inference_mode()
+    def predict_stages(
+        self,
+        images: Sequence[np.ndarray],
+        timings: dict[str, float] | None = None,
+        spacing_mm: np.ndarray | None = None,
+    ) -> Refined:
+        """Landmarks of N (H, W) images in image pixels, with which stage answered each (models.refine.Refined).
+
+        spacing_mm: (N, 2) mm/px of the arrays (NaN or None where unknown): the local stage crops at a physical
+        resolution where it is known. `timings`, if given, receives the milliseconds spent in "preprocess"
+        (letterbox), "forward" (the first stage's network, synchronised on a GPU), "decode" (heatmaps to points)
+        and, for a two-stage model, "local" (the local stage: crops, network and decoding), summed over the
+        batches."""
         spent = {"preprocess": 0.0, "forward": 0.0, "decode": 0.0}
         points, confidence = [], []
         for i in range(0, len(images), self.batch_size):
@@ -100,12 +138,17 @@ class Predictor:
             confidence.append(conf)
             for key, dt in (("preprocess", t1 - t0), ("forward", t2 - t1), ("decode", t3 - t2)):
                 spent[key] += 1e3 * dt
+        k = len(self.codes)
+        if not points:
+            return Refined(np.zeros((0, k, 2)), np.zeros((0, k)), np.zeros((0, k), dtype=bool))
+        staged = Refined(np.concatenate(points), np.concatenate(confidence), np.zeros((len(images), k), dtype=bool))
+        if self.refiner is not None:
+            t0 = time.perf_counter()
+            staged = self.refiner.refine(images, staged.points, staged.confidence, spacing_mm)
+            spent["local"] = 1e3 * (time.perf_counter() - t0)
         if timings is not None:
             timings.update(spent)
-        if not points:
-            k = len(self.codes)
-            return np.zeros((0, k, 2)), np.zeros((0, k))
-        return np.concatenate(points), np.concatenate(confidence)
+        return staged
 
     def predict(
         self,
@@ -121,10 +164,20 @@ class Predictor:
         frames = list(reduced) if reduced is not None else [None] * len(images)
         if not len(spacing) == len(frames) == len(images):
             raise ValueError(f"got {len(images)} images but {len(spacing)} spacings and {len(frames)} reductions")
-        points, confidence = self.predict_arrays(images, timings)
+        pairs = [_spacing_pair(sp) for sp in spacing]
+        # The local stage crops the arrays: their spacing is the original's times any reduction factor.
+        array_spacing = np.array(
+            [
+                (np.nan, np.nan) if s is None else np.multiply(s, f.factor if f else 1)
+                for s, f in zip(pairs, frames, strict=True)
+            ],
+            dtype=np.float64,
+        ).reshape(len(images), 2)
+        staged = self.predict_stages(images, timings, array_spacing)
         out = []
-        for image, sp, frame, pts, conf in zip(images, spacing, frames, points, confidence, strict=True):
-            s = _spacing_pair(sp)
+        for image, s, frame, pts, conf, local in zip(
+            images, pairs, frames, staged.points, staged.confidence, staged.local, strict=True
+        ):
             size = (image.shape[1], image.shape[0])
             if frame is not None:
                 pts, size = frame.to_original(pts), frame.size
@@ -138,8 +191,9 @@ class Predictor:
                     x_mm=None if s is None else float(p[0] * s[0]),
                     y_mm=None if s is None else float(p[1] * s[1]),
                     confidence=float(c),
+                    stage="local" if is_local else "global",
                 )
-                for lm, p, c in zip(self.checkpoint.landmarks, pts, conf, strict=True)
+                for lm, p, c, is_local in zip(self.checkpoint.landmarks, pts, conf, local, strict=True)
             ]
             out.append(Prediction(size, s, landmarks))
         return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -22,13 +21,16 @@ import numpy as np
 import torch
 
 from .batches import Batch, BatchSampler, PreparedData
-from .checkpoint import Checkpoint, LandmarkInfo
+from .checkpoint import REFINER_PREFIX, Checkpoint, LandmarkInfo
 from .codec import HeatmapCodec
-from .config import STRATEGIES, BackboneConfig, CodecConfig, TrainConfig, to_dict
+from .config import STRATEGIES, BackboneConfig, CodecConfig, RefineConfig, TrainConfig, to_dict
 from .kanet import KANet
 from .losses import heatmap_mse
 from .network import LandmarkNet
+from .optimise import optimise, warmup_cosine
 from .precision import Resolved, autocast, prepare_input, prepare_module, resolve_precision
+from .refine import build_crop_network
+from .refine_training import make_task, train_crop_network
 from .step_data import StepData
 from .strategies import ASSOCIATING, DISTILLING, KAContext, ka_prediction, step_loss
 from .triplets import Triplet, random_triplets, select_triplets
@@ -67,6 +69,9 @@ class TrainReport:
     #: alone (what seconds_per_image divides), kanet_seconds stage I's (triplet choice and KA-Net training).
     total_seconds: float = 0.0
     kanet_seconds: float = 0.0
+    #: Seconds of the local stage's training (models.refine_training), 0 for a one-stage model.
+    refine_seconds: float = 0.0
+    refine_history: list[dict[str, float]] = field(default_factory=list)
     triplets: list[Triplet] = field(default_factory=list)
     kanet_loss: float | None = None
     loss_history: list[dict[str, float]] = field(default_factory=list)
@@ -90,6 +95,7 @@ def train_step(
     *,
     backbone: BackboneConfig | None = None,
     codec: CodecConfig | None = None,
+    refine: RefineConfig | None = None,
     names: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
     state_path: str | Path | None = None,
@@ -97,11 +103,12 @@ def train_step(
     """Train the model of the next step.
 
     Args:
-        previous: the last step's checkpoint, or None for step 0 (then `backbone` and `codec` configure the
-            new model; otherwise they are taken from `previous`).
+        previous: the last step's checkpoint, or None for step 0 (then `backbone`, `codec` and `refine` configure
+            the new model; otherwise they are taken from `previous`).
         data: the step's training images; its codes that `previous` lacks are the new landmarks (appended to
             the head in data's order). Labels of old codes, if present (joint baselines), are trained on too.
         strategy: one of models.config.STRATEGIES.
+        refine: step 0 only: the local stage's network and crops (models.refine); None gives a one-stage model.
         names: optional landmark code -> human-readable name, stored in the checkpoint.
         progress: called with a Progress every few iterations.
         state_path: training-state file; written every config.state_every iterations and resumed from when
@@ -130,6 +137,7 @@ def train_step(
     step = previous.step + 1 if previous else 0
     backbone = previous.backbone if previous else (backbone or BackboneConfig())
     codec_config = previous.codec if previous else (codec or CodecConfig())
+    refine_config = previous.refine if previous else refine
     codec = HeatmapCodec(codec_config)
     prepared = PreparedData(data, codes, codec)
 
@@ -139,7 +147,7 @@ def train_step(
         student.head.grow(len(new_codes))
     prepare_module(student, precision)
 
-    fingerprint = _fingerprint(previous, data, strategy, config, codes)
+    fingerprint = _fingerprint(previous, data, strategy, config, codes, refine_config)
     state = _load_state(state_path, fingerprint)
     timer = _Timer(progress)
     sampler = BatchSampler(len(prepared), config.batch_size, rng)
@@ -163,7 +171,7 @@ def train_step(
         report.kanet_seconds = time.perf_counter() - t_ka
 
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = _lr_lambda(config)
+    schedule = warmup_cosine(config.iterations, config.warmup)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start = 0
     if state is not None and state.get("stage") == "train":
@@ -173,6 +181,10 @@ def train_step(
         sampler.restore(state["sampler"])
         report.loss_history = state["history"]
         start = report.resumed_from = int(state["iteration"])
+    elif state is not None and state.get("stage") == "refine":  # stage II had finished
+        student.load_state_dict(state["student"])
+        report.loss_history = state["history"]
+        start = report.resumed_from = config.iterations
 
     student.train()
     num_old = len(old_codes)
@@ -213,14 +225,7 @@ def train_step(
             None if s_feat is None else s_feat.float(),
             ka_target,
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at iteration {it}: {parts}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        for k, v in parts.items():
-            running[k] = running.get(k, 0.0) + v
+        optimise(loss, parts, optimizer, scheduler, running, f"at iteration {it}")
         count += 1
         logged = (it + 1) % 10 == 0 or it + 1 == config.iterations
         if logged:
@@ -251,19 +256,60 @@ def train_step(
     done = config.iterations - start
     report.seconds = seconds
     report.seconds_per_image = seconds / max(1, done * sampler.batch_size)
-
     student.eval()
+
+    crop_net: LandmarkNet | None = None
+    if refine_config is not None:
+        t_refine = time.perf_counter()
+        refine_state = state.get("refine") if state is not None and state.get("stage") == "refine" else None
+
+        def save_refine(partial: dict[str, Any]) -> None:
+            if state_path and config.state_every:
+                _save_state(
+                    state_path,
+                    {
+                        "fingerprint": fingerprint,
+                        "stage": "refine",
+                        "student": student.state_dict(),
+                        "history": report.loss_history,
+                        "refine": partial,
+                        **_ka_state(ka, report),
+                    },
+                )
+
+        crop_net = _stage_local(
+            previous,
+            teacher,
+            prepared,
+            data,
+            strategy,
+            config,
+            refine_config,
+            device,
+            precision,
+            rng,
+            timer,
+            refine_state,
+            save_refine,
+            report,
+        )
+        report.refine_seconds = time.perf_counter() - t_refine
+
     prev_info = previous.landmarks if previous else []
     names = names or {}
     landmarks = [LandmarkInfo(code=lm.code, step=lm.step, name=lm.name) for lm in prev_info] + [
         LandmarkInfo(code=c, step=step, name=names.get(c, "")) for c in new_codes
     ]
     report.total_seconds = time.perf_counter() - started
+    weights = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    if crop_net is not None:
+        weights |= {REFINER_PREFIX + k: v.detach().cpu().contiguous() for k, v in crop_net.state_dict().items()}
     checkpoint = Checkpoint(
-        state_dict={k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()},
+        state_dict=weights,
         landmarks=landmarks,
         backbone=backbone,
         codec=codec_config,
+        refine=refine_config,
         step=step,
         strategy=strategy,
         parent_sha256=previous.sha256 if previous else None,
@@ -273,6 +319,51 @@ def train_step(
     if state_path:
         Path(state_path).unlink(missing_ok=True)
     return checkpoint, report
+
+
+# ---- the local stage ------------------------------------------------------------------------------------
+
+
+def _stage_local(
+    previous: Checkpoint | None,
+    teacher: LandmarkNet | None,
+    prepared: PreparedData,
+    data: StepData,
+    strategy: str,
+    config: TrainConfig,
+    refine: RefineConfig,
+    device: torch.device,
+    precision: Resolved,
+    rng: np.random.Generator,
+    timer: _Timer,
+    state: dict[str, Any] | None,
+    save: Callable[[dict[str, Any]], None],
+    report: TrainReport,
+) -> LandmarkNet:
+    """Train the step's crop network (models.refine_training): from the previous one (or fresh), its head grown
+    by the step's new landmarks; distilling from the previous one on crops around the teacher's estimates."""
+    if previous is not None and previous.refine is not None and config.init == "previous":
+        crop_net = previous.build_crop_network(device).train()
+    else:
+        crop_net = build_crop_network(refine, previous.step_sizes if previous else []).to(device)
+    if report.new_codes:
+        crop_net.head.grow(len(report.new_codes))
+    prepare_module(crop_net, precision)
+    crop_teacher = None
+    estimates = None
+    if teacher is not None and previous is not None and previous.refine is not None and report.old_codes:
+        crop_teacher = previous.build_frozen_crop_network(device, precision)
+        estimates = _teacher_points(teacher, prepared, precision)
+    task = make_task(data, prepared.codes, estimates, len(report.old_codes), refine, device)
+
+    def progress(iteration: int, total: int, losses: dict[str, float]) -> None:
+        timer.report("refine", iteration, total, iteration, losses)
+
+    result = train_crop_network(
+        crop_net, crop_teacher, task, strategy, refine, config, precision, rng, progress, state, save
+    )
+    report.refine_history = result.history
+    return crop_net
 
 
 # ---- stage I --------------------------------------------------------------------------------------------
@@ -376,6 +467,20 @@ def _auto_triplets(
     precision: Resolved,
 ) -> list[Triplet]:
     """Triplets from the old model's predictions and the new labels on the step's own images (mm if known)."""
+    old_pts = _teacher_points(teacher, prepared, precision)
+    spacing = np.where(np.isfinite(data.spacing_mm), data.spacing_mm, 1.0)[:, None, :]
+    new_pts = data.select(new_codes).keypoints * spacing
+    old_pts = old_pts * spacing
+    return select_triplets(
+        {c: old_pts[:, i] for i, c in enumerate(old_codes)},
+        {c: new_pts[:, i] for i, c in enumerate(new_codes)},
+        max_triplets=max_triplets,
+    )
+
+
+def _teacher_points(teacher: LandmarkNet, prepared: PreparedData, precision: Resolved) -> np.ndarray:
+    """The previous model's first-stage estimates of its landmarks on the step's (unaugmented) images:
+    (N, K_old, 2) image pixels."""
     device = next(teacher.parameters()).device
     preds = []
     with torch.no_grad():
@@ -385,15 +490,7 @@ def _auto_triplets(
                 hm = teacher(x)
             pts, _ = prepared.codec.decode_to_image(hm.float(), prepared.affines[i : i + 16])
             preds.append(pts)
-    old_pts = np.concatenate(preds)  # (N, K_old, 2) image pixels
-    spacing = np.where(np.isfinite(data.spacing_mm), data.spacing_mm, 1.0)[:, None, :]
-    new_pts = data.select(new_codes).keypoints * spacing
-    old_pts = old_pts * spacing
-    return select_triplets(
-        {c: old_pts[:, i] for i, c in enumerate(old_codes)},
-        {c: new_pts[:, i] for i, c in enumerate(new_codes)},
-        max_triplets=max_triplets,
-    )
+    return np.concatenate(preds)
 
 
 def _train_kanet(
@@ -452,19 +549,6 @@ def _initial_student(
     return LandmarkNet(backbone=fresh_backbone, step_sizes=sizes).to(device).train()
 
 
-def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to 1% of the base rate."""
-
-    def f(it: int) -> float:
-        if it < config.warmup:
-            return (it + 1) / config.warmup
-        span = max(1, config.iterations - config.warmup)
-        progress = min(1.0, (it - config.warmup) / span)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
-
-
 class _Timer:
     def __init__(self, callback: ProgressCallback | None) -> None:
         self.callback = callback
@@ -490,12 +574,20 @@ class _Timer:
 
 
 def _fingerprint(
-    previous: Checkpoint | None, data: StepData, strategy: str, config: TrainConfig, codes: list[str]
+    previous: Checkpoint | None,
+    data: StepData,
+    strategy: str,
+    config: TrainConfig,
+    codes: list[str],
+    refine: RefineConfig | None,
 ) -> str:
     h = hashlib.sha256()
+    inputs = [previous.sha256 if previous else None, strategy, to_dict(config), codes, list(data.ids)]
+    if refine is not None:  # the local stage of step 0 is an input too (later steps take it from `previous`)
+        inputs.append(to_dict(refine))
     h.update(
         json.dumps(
-            [previous.sha256 if previous else None, strategy, to_dict(config), codes, list(data.ids)],
+            inputs,
             sort_keys=True,
             default=str,
         ).encode()

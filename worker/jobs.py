@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from models.checkpoint import Checkpoint
-from models.config import BackboneConfig, CodecConfig, TrainConfig, from_dict
+from models.config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict
 from models.trainer import Progress, train_step
 from server.db.entities import (
     JobStatus,
@@ -228,6 +228,7 @@ def _train(
         config,
         backbone=BackboneConfig(name=project.backbone),
         codec=CodecConfig(input_size=(project.input_width, project.input_height)),
+        refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
         names=names,
         progress=progress,
         state_path=Path(state_dir) / f"{job.set_id}.state",
@@ -237,7 +238,8 @@ def _train(
     _append_log(
         session,
         job,
-        f"trained in {train_report.total_seconds:.0f} s (KA-Net {train_report.kanet_seconds:.0f} s; "
+        f"trained in {train_report.total_seconds:.0f} s (KA-Net {train_report.kanet_seconds:.0f} s, "
+        f"local stage {train_report.refine_seconds:.0f} s; "
         f"{train_report.device}, {train_report.precision}, "
         f"{torch.get_num_threads()} torch threads); checkpoint {key[:12]}",
     )
@@ -305,6 +307,7 @@ def _record_version(
             "train": job.config,
             "backbone": project.backbone,
             "input_size": [project.input_width, project.input_height],
+            "local_stage": project.local_stage,
             "train_report": train_report,
         },
         report=report,

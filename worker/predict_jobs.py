@@ -99,7 +99,11 @@ def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: P
 
 
 def _decode(
-    blobs: LocalBlobStore, job_id: uuid.UUID, entry: dict[str, Any], settings: Settings, at_least: tuple[int, int]
+    blobs: LocalBlobStore,
+    job_id: uuid.UUID,
+    entry: dict[str, Any],
+    settings: Settings,
+    at_least: tuple[int, int] | None,
 ) -> DecodedImage:
     """One image of the job, decoded again as at submission, for a model of input size `at_least` (a JPEG as
     the synchronous routes decode it, reduced; see `server.predict.routes.decode_for_model`). A whole decode

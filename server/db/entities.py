@@ -55,6 +55,9 @@ class Project(IdMixin, Base):
     backbone: Mapped[str] = mapped_column(String(60))
     strategy: Mapped[str] = mapped_column(String(40))
     training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The local stage's settings (models.config.RefineConfig as a dict, every field resolved); None: a
+    #: one-stage model. Fixed with the backbone: every step of the project trains the same stages.
+    local_stage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     #: Promotion gate overrides: {"max_new_mre": float, "old_tolerance": float}; missing keys use the settings.
     gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 

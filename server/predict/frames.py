@@ -11,9 +11,10 @@ from models.predictor import Predictor, Reduced
 from ..imaging import DecodedImage
 
 
-def model_size(predictor: Predictor) -> tuple[int, int]:
-    """(W, H): the smallest image the model needs, its input size; a JPEG may be decoded down to it."""
-    return predictor.codec.input_size
+def model_size(predictor: Predictor) -> tuple[int, int] | None:
+    """(W, H): the smallest image the model needs, its input size, so a JPEG may be decoded down to it; None (the
+    whole image) for a two-stage model, whose local stage crops the image at its own resolution."""
+    return predictor.codec.input_size if predictor.stages == 1 else None
 
 
 def model_inputs(

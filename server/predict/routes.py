@@ -149,8 +149,9 @@ class Predicted:
     image: DecodedImage
     result: PredictionOut
     #: Server-Timing header value, ms: "image" (decoding the upload), "preprocess", "forward", "decode" (heatmaps to
-    #: points) of the pass that served it, "model" (from handing the image over to the answer: with the wait for
-    #: the inference thread), and "batch" (desc: the images in that pass, this request's and others').
+    #: points) and, for a two-stage model, "local" (the local stage) of the pass that served it, "model" (from
+    #: handing the image over to the answer: with the wait for the inference thread), and "batch" (desc: the
+    #: images in that pass, this request's and others').
     timing: str
 
 

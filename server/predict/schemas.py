@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +23,11 @@ class PredictedLandmark(BaseModel):
     x_mm: float | None = Field(description="x times the spacing; null when the spacing is unknown")
     y_mm: float | None
     confidence: float = Field(ge=0, le=1, description="the heatmap peak (1 = a full-height peak)")
+    stage: Literal["local", "global"] = Field(
+        description="which stage placed the point: 'local', the crop network at the image's own resolution; "
+        "'global', the first stage (a one-stage model, or a point whose estimate left the image: its confidence "
+        "is then halved)"
+    )
 
 
 class PredictionOut(BaseModel):

@@ -17,9 +17,19 @@ class ProjectIn(BaseModel):
     modality: Literal["cephalometric", "chest", "other"] = Field(examples=["cephalometric"])
     input_width: int = Field(default=256, ge=32, le=2048, multiple_of=4)
     input_height: int = Field(default=320, ge=32, le=2048, multiple_of=4)
-    backbone: str = Field(default="hrnet_w32", examples=["hrnet_w32"])
+    # The defaults are the `cpu-local` benchmark profile's network (docs/benchmarks.md): HRNet-W32 at 256x320 takes
+    # 0.22 s per image in bf16 on the 2-core machine, so 1000 iterations of batch 8 alone would spend the whole
+    # 30-minute budget of a step; HRNet-W18-small takes 0.09 s.
+    backbone: str = Field(default="hrnet_w18_small", examples=["hrnet_w18_small"])
     strategy: str = Field(default="kamp", examples=["kamp"])
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
+    local_stage: dict[str, Any] | None = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="the local stage (RefineConfig overrides; {} = the defaults): each landmark refined on a crop "
+        "at the image's own resolution. null trains one-stage models.",
+        examples=[{}, {"crop_size": 64, "mm_per_pixel": 0.2}, None],
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -36,6 +46,25 @@ class ProjectIn(BaseModel):
         if v not in available_backbones():
             raise ValueError(f"unknown backbone {v!r}; choose one of {', '.join(available_backbones())}")
         return v
+
+    @field_validator("local_stage")
+    @classmethod
+    def _valid_local_stage(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from models.config import RefineConfig, from_dict, to_dict
+
+        if v is None:
+            return None
+        try:
+            config = from_dict(RefineConfig, v)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from exc
+        if config.crop_size % 4:
+            raise ValueError(f"local_stage crop_size must be a multiple of 4, got {config.crop_size}")
+        from models.backbones import available_backbones
+
+        if config.backbone not in available_backbones():
+            raise ValueError(f"unknown local_stage backbone {config.backbone!r}")
+        return to_dict(config)  # stored resolved: a later change of the defaults leaves the project as it was
 
     @field_validator("training")
     @classmethod
@@ -60,6 +89,7 @@ class ProjectOut(BaseModel):
     backbone: str
     strategy: str
     training: dict[str, Any]
+    local_stage: dict[str, Any] | None = None
     created_at: datetime
     steps: int = 0
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from models.config import RefineConfig, to_dict
+
 from .conftest import Api, make_api
 
 PROBLEM = "application/problem+json"
@@ -178,6 +180,12 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
         ({"input_width": 250}, "multiple"),
         ({"modality": "mri"}, "modality"),
         ({"name": ""}, "name"),
+        ({"local_stage": {"crop_size": 30}}, "multiple of 4"),
+        ({"local_stage": {"crop_size": 8}}, "crop_size"),
+        ({"local_stage": {"mm_per_pixel": 0}}, "mm_per_pixel"),
+        ({"local_stage": {"backbone": "resnet"}}, "unknown local_stage backbone"),
+        ({"local_stage": {"zoom": 2}}, "zoom"),
+        ({"local_stage": "yes"}, "local_stage"),
     ],
 )
 def test_bad_projects_are_refused(api: Api, override: dict, contains: str) -> None:
@@ -185,6 +193,26 @@ def test_bad_projects_are_refused(api: Api, override: dict, contains: str) -> No
     r = api.client.post("/v1/projects", json={**CEPH, **override}, headers=api.headers(admin))
     assert_problem(r, 422, "invalid-request", contains)
     assert api.client.get("/v1/projects", headers=api.headers(admin)).json() == []
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ({}, {**to_dict(RefineConfig())}),
+        ({"local_stage": {}}, {**to_dict(RefineConfig())}),
+        ({"local_stage": {"crop_size": 96}}, {**to_dict(RefineConfig()), "crop_size": 96}),
+        ({"local_stage": None}, None),
+    ],
+)
+def test_a_project_stores_its_local_stage_resolved(api: Api, given: dict, stored: dict | None) -> None:
+    """New projects train two-stage models by default; the settings are stored with every field resolved, so a
+    later change of the library's defaults leaves an existing project's models as they were."""
+    _, admin = api.clinic()
+    r = api.client.post("/v1/projects", json={**CEPH, **given}, headers=api.headers(admin))
+    assert r.status_code == 201, r.text
+    assert r.json()["local_stage"] == stored
+    again = api.client.get(f"/v1/projects/{r.json()['id']}", headers=api.headers(admin)).json()
+    assert again["local_stage"] == stored
 
 
 def test_duplicate_project_name_is_409(api: Api) -> None:

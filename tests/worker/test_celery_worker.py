@@ -161,6 +161,12 @@ def test_worker_on_redis_and_postgresql(
             assert [(v["number"], v["step"], v["status"]) for v in versions] == [(1, 0, "archived"), (2, 1, "active")]
             assert versions[1]["parent_id"] == versions[0]["id"] and history["active_version_id"] == versions[1]["id"]
             assert [s["step"] for s in versions[1]["summary"]["steps"]] == [0, 1]
+            # The project's model has both stages: the predict route answers every point from the local one.
+            image = (data_root / "isbi2015" / "images" / "151.jpg").read_bytes()
+            form = {"spacing_x_mm": "0.2", "spacing_y_mm": "0.2"}
+            answer = c("POST", f"/v1/projects/{pid}/predict", files={"file": ("a.jpg", image)}, data=form)
+            assert answer.status_code == 200, answer.text
+            assert [lm["stage"] for lm in answer.json()["landmarks"]] == ["local"] * 8
 
             # The same task delivered again: it finds the job done, trains nothing, makes no version.
             from server.training.queue import celery_enqueue
@@ -330,7 +336,8 @@ def test_kamp_serve_embedded_end_to_end(tmp_path: Path, data_root: Path) -> None
             url = r.json()["links"]["self"]
             _wait(lambda: c("GET", url).json()["status"] in ("succeeded", "failed"), 120, "the prediction worker", log)
             assert c("GET", url).json()["status"] == "succeeded", c("GET", url).json()
-            assert len(c("GET", f"{url}/results").json()[0]["landmarks"]) == 4
+            landmarks = c("GET", f"{url}/results").json()[0]["landmarks"]
+            assert len(landmarks) == 4 and {lm["stage"] for lm in landmarks} == {"local"}
     finally:
         serve.send_signal(signal.SIGINT)
         try:

@@ -1,0 +1,55 @@
+"""`kamp` (models.cli): a two-stage step trained, evaluated and predicted from the command line; bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _data(data_root: Path, images: str) -> list[str]:
+    return ["--dataset", str(data_root / "isbi2015"), "--images", images, "--codes", "S,N,Me", "--annotator", "senior"]
+
+
+def test_a_two_stage_step_from_the_command_line(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "v0.safetensors"
+    args = ["train-step", *_data(data_root, "001,002,003"), "--backbone", "hrnet_w18_tiny", "--input-size", "64x80"]
+    args += ["--set", "iterations=2", "--set", "refine.iterations=2", "--set", "refine.crops=4"]
+    assert main([*args, "--local-stage", '{"crop_size": 32}', "--out", str(out)]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["stages"] == 2 and trained["landmarks"] == ["S", "N", "Me"]
+    image = data_root / "isbi2015" / "images" / "151.jpg"
+    assert main(["predict", "--checkpoint", str(out), str(image), "--spacing", "0.2"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    # Two iterations leave the first stage untrained: a point it puts in the letterbox's padding stays its own.
+    assert "local" in {lm["stage"] for lm in answer["landmarks"]}
+    for lm in answer["landmarks"]:
+        w, h = answer["image_size"]
+        inside = -0.5 <= lm["x"] <= w - 0.5 and -0.5 <= lm["y"] <= h - 0.5
+        assert lm["stage"] == ("local" if inside else "global"), lm
+    assert main(["predict", "--checkpoint", str(out), str(image), "--global-only"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    assert {lm["stage"] for lm in answer["landmarks"]} == {"global"}
+    assert main(["evaluate", "--checkpoint", str(out), *_data(data_root, "151,152"), "--global-only"]) == 0
+    assert "all" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("{not json", "JSON object"), ("[1]", "JSON object"), ('{"crop_size": 8}', "crop_size"), ('{"x": 1}', "x")],
+)
+def test_a_bad_local_stage_is_one_line_and_status_2(
+    spec: str, message: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train-step", *_data(data_root, "001"), "--local-stage", spec, "--out", str(tmp_path / "v.safetensors")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kamp train-step: error:") and message in err
+    assert not (tmp_path / "v.safetensors").exists()
