@@ -13,6 +13,7 @@ import traceback
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
 from sqlalchemy import ColumnElement, func, select, update
@@ -188,7 +189,8 @@ def _train(
         raise RuntimeError(f"landmark set {job.step} has no annotated training study")
     parent = Checkpoint.from_bytes(blobs.get(parent_version.checkpoint_blob)) if parent_version else None
     # The service's precision unless the project's training settings or the submission name one.
-    config = from_dict(TrainConfig, {"precision": settings.precision, **job.config})
+    fields, triplet_source = _with_associations({"precision": settings.precision, **job.config}, job, landmark_set)
+    config = from_dict(TrainConfig, fields)
     names = {lm.code: lm.name for lm in landmark_set.landmarks}
     _append_log(
         session,
@@ -233,6 +235,8 @@ def _train(
         progress=progress,
         state_path=Path(state_dir) / f"{job.set_id}.state",
     )
+    if train_report.triplets:
+        _append_log(session, job, f"KA-Net triplets ({triplet_source}): {_triplet_text(train_report.triplets)}")
     data_bytes = checkpoint.to_bytes()
     key = blobs.put(data_bytes)
     _append_log(
@@ -262,12 +266,32 @@ def _train(
         parent_version,
         key,
         checkpoint,
-        train_report.to_dict(),
+        train_report.to_dict() | ({"triplet_source": triplet_source} if train_report.triplets else {}),
         validation.report(steps) | {"gate": gate},
         passes,
         reason,
     )
     return Outcome.succeeded
+
+
+def _with_associations(
+    fields: dict[str, Any], job: TrainingJob, landmark_set: LandmarkSet
+) -> tuple[dict[str, Any], str]:
+    """The step's TrainConfig fields with the landmark set's associations as KA-Net's triplets (KAMP), and where
+    the triplets come from: "training settings" (the project's or the submission's kanet.triplets win),
+    "associations" (the clinic's, old <- two new), or "automatic" (chosen from the data, or random for
+    kamp_random). The trainer checks their codes against the previous model's head."""
+    kanet = dict(fields.get("kanet") or {})
+    if kanet.get("triplets"):
+        return fields, "training settings"
+    if job.strategy != "kamp" or not landmark_set.associations:
+        return fields, "automatic"
+    kanet["triplets"] = [[a.old_code, a.new_code_a, a.new_code_b] for a in landmark_set.associations]
+    return {**fields, "kanet": kanet}, "associations"
+
+
+def _triplet_text(triplets: list) -> str:
+    return ", ".join(f"{o} <- ({a}, {b})" for o, a, b in triplets)
 
 
 def _record_version(

@@ -6,9 +6,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.config import STRATEGIES
+from models.config import BASELINES, STRATEGIES
 
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$"
+
+
+def check_strategy(v: str) -> str:
+    """A strategy the service can train: ValueError (422) for an unknown one or a benchmark baseline."""
+    if v not in STRATEGIES:
+        raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(_SERVED)}")
+    if v in BASELINES:
+        raise ValueError(
+            f"strategy {v!r} is a benchmark baseline that needs {BASELINES[v]}; choose one of {', '.join(_SERVED)}"
+        )
+    return v
+
+
+_SERVED = [s for s in STRATEGIES if s not in BASELINES]
 
 
 class ProjectIn(BaseModel):
@@ -34,9 +48,7 @@ class ProjectIn(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGIES)}")
-        return v
+        return check_strategy(v)
 
     @field_validator("backbone")
     @classmethod

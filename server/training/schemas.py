@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from models.config import STRATEGIES, TrainConfig, from_dict, to_dict
+from models.config import TrainConfig, from_dict, to_dict
+
+from ..projects.schemas import check_strategy
 
 #: Lines of a job's log in its answer (the newest ones).
 LOG_TAIL_LINES = 200
@@ -95,9 +97,7 @@ class SubmitIn(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str | None) -> str | None:
-        if v is not None and v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGIES)}")
-        return v
+        return None if v is None else check_strategy(v)
 
     @field_validator("training")
     @classmethod

@@ -175,6 +175,7 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
     ("override", "contains"),
     [
         ({"strategy": "magic"}, "unknown strategy"),
+        ({"strategy": "joint"}, "old landmarks on new images"),
         ({"backbone": "resnet"}, "unknown backbone"),
         ({"training": {"iterations": 5, "nope": 1}}, "nope"),
         ({"input_width": 250}, "multiple"),

@@ -173,6 +173,8 @@ def test_bad_submissions_are_422_and_queue_nothing(api: Api) -> None:
         ({"training": {"kanet": {"bogus": 2}}}, "bogus"),
         ({"training": {"init": "sometimes"}}, "init"),
         ({"strategy": "magic"}, "unknown strategy"),
+        ({"strategy": "joint"}, "benchmark baseline"),
+        ({"strategy": "joint_partial"}, "earlier step's images kept"),
         ({"reason": 5}, "reason"),
     ]:
         assert_problem(submit(api, admin, pid, 0, body), 422, "invalid-request", contains)

@@ -37,16 +37,15 @@ def api(tmp_path: Path) -> Iterator[Api]:
         yield a
 
 
-def _setup_step(api: Api, h: dict, pid: str, data_root: Path, step: int, n: int) -> list[str]:
+def _setup_step(
+    api: Api, h: dict, pid: str, data_root: Path, step: int, n: int, associations: list | None = None
+) -> list[str]:
     protocol = load_protocol(data_root, "cld38-5step")
     ds = protocol.load_dataset(data_root)
     codes = protocol.steps[step].landmarks[:4]
-    assert (
-        api.client.post(
-            f"/v1/projects/{pid}/landmark-sets", headers=h, json={"landmarks": [{"code": c} for c in codes]}
-        ).status_code
-        == 201
-    )
+    body = {"landmarks": [{"code": c} for c in codes], "associations": associations or []}
+    r = api.client.post(f"/v1/projects/{pid}/landmark-sets", headers=h, json=body)
+    assert r.status_code == 201, r.text
     study_ids = []
     for image_id in protocol.steps[step].images[:n]:
         r = api.client.post(
@@ -163,6 +162,37 @@ def test_failed_gate_rejects_and_keeps_the_active_version(api: Api, data_root: P
         versions = list(session.scalars(select(ModelVersion).order_by(ModelVersion.number)))
         assert [v.status for v in versions] == [VersionStatus.active, VersionStatus.rejected]
         assert "above the gate" in versions[1].reason
+
+
+def test_a_sets_associations_are_kanet_s_triplets(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clinic's associations (old <- two new) reach KA-Net: the trainer gets them as its triplets, and the
+    version's report and the job's log say which triplets were used and where they came from."""
+    import worker.jobs as jobs
+
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 4)
+    assert run_training_job(_queue_job(api, pid, 0), api.settings) == Outcome.succeeded
+    associations = [{"old": "N", "new": ["D", "U1A"]}, {"old": "Po", "new": ["L1A", "U6"]}]
+    _setup_step(api, h, pid, data_root, 1, 4, associations)
+    seen: list[object] = []
+    original = jobs.train_step
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(args[3].kanet.triplets)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "train_step", spy)
+    job = _queue_job(api, pid, 1)
+    assert run_training_job(job, api.settings) == Outcome.succeeded
+    expected = [("N", "D", "U1A"), ("Po", "L1A", "U6")]
+    assert seen == [expected]
+    with api.client.app.state.session_factory() as session:
+        version = session.scalars(select(ModelVersion).where(ModelVersion.step == 1)).one()
+        report = version.hyperparameters["train_report"]
+        assert [tuple(t) for t in report["triplets"]] == expected and report["triplet_source"] == "associations"
+        assert "KA-Net triplets (associations): N <- (D, U1A), Po <- (L1A, U6)" in session.get(TrainingJob, job).log
 
 
 def test_step_without_parent_waits_then_fails_cleanly(api: Api, data_root: Path) -> None:
