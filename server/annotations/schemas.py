@@ -5,16 +5,20 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from ..bodies import RequestBody
 from ..projects.schemas import CODE_PATTERN
 
 
-class PointIn(BaseModel):
+class PointIn(RequestBody):
     code: str = Field(pattern=CODE_PATTERN, examples=["S"])
-    x: float = Field(allow_inf_nan=False, description="pixels of the study image; pixel centres are integers")
-    y: float = Field(allow_inf_nan=False)
+    # Strict: a JSON true or "12" is a client's mistake, not a coordinate.
+    x: float = Field(
+        strict=True, allow_inf_nan=False, description="pixels of the study image; pixel centres are integers"
+    )
+    y: float = Field(strict=True, allow_inf_nan=False)
 
 
-class AnnotationIn(BaseModel):
+class AnnotationIn(RequestBody):
     study_id: uuid.UUID
     annotator: str | None = Field(default=None, max_length=200, description="default: the API key's name")
     points: list[PointIn] = Field(min_length=1, max_length=500)

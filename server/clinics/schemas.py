@@ -5,10 +5,11 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..bodies import RequestBody
 from ..db.entities import Role
 
 
-class ClinicIn(BaseModel):
+class ClinicIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["Riverside Orthodontics"])
 
 
@@ -19,7 +20,7 @@ class ClinicOut(BaseModel):
     created_at: datetime
 
 
-class ApiKeyIn(BaseModel):
+class ApiKeyIn(RequestBody):
     role: Role = Field(examples=["annotator"])
     name: str = Field(default="", max_length=200, examples=["tracing station 2"])
 

@@ -38,7 +38,9 @@ def _set_out(row: LandmarkSet) -> LandmarkSetOut:
 
 @router.post("", status_code=201, response_model=ProjectOut)
 def create_project(body: ProjectIn, session: SessionDep, principal: AdminDep) -> ProjectOut:
-    project = Project(clinic_id=principal.clinic(), **body.model_dump())
+    # The gate keeps only the fields the clinic set: the others follow the service's settings.
+    fields = body.model_dump() | {"gate": body.gate.model_dump(exclude_none=True)}
+    project = Project(clinic_id=principal.clinic(), **fields)
     session.add(project)
     try:
         session.flush()

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from models.config import BASELINES, STRATEGIES
 
+from ..bodies import RequestBody
+
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$"
 
 
@@ -25,7 +27,21 @@ def check_strategy(v: str) -> str:
 _SERVED = [s for s in STRATEGIES if s not in BASELINES]
 
 
-class ProjectIn(BaseModel):
+class GateIn(RequestBody):
+    """A project's promotion gate; a missing field takes the service's setting (KAMP_GATE_*)."""
+
+    max_new_mre: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="the new landmarks' validation MRE must be under this"
+    )
+    old_tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="no earlier step's validation MRE may be worse than under the parent version by more than this",
+    )
+
+
+class ProjectIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["Lateral ceph"])
     description: str = Field(default="", max_length=5000)
     modality: Literal["cephalometric", "chest", "other"] = Field(examples=["cephalometric"])
@@ -37,6 +53,7 @@ class ProjectIn(BaseModel):
     backbone: str = Field(default="hrnet_w18_small", examples=["hrnet_w18_small"])
     strategy: str = Field(default="kamp", examples=["kamp"])
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
+    gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
     local_stage: dict[str, Any] | None = Field(
         default_factory=dict,
         validate_default=True,
@@ -101,23 +118,24 @@ class ProjectOut(BaseModel):
     backbone: str
     strategy: str
     training: dict[str, Any]
+    gate: dict[str, float] = Field(default_factory=dict, description="the project's gate overrides")
     local_stage: dict[str, Any] | None = None
     created_at: datetime
     steps: int = 0
 
 
-class LandmarkIn(BaseModel):
+class LandmarkIn(RequestBody):
     code: str = Field(pattern=CODE_PATTERN, examples=["S"])
     name: str = Field(default="", max_length=200, examples=["Sella"])
     description: str = Field(default="", max_length=2000)
 
 
-class AssociationIn(BaseModel):
+class AssociationIn(RequestBody):
     old: str = Field(pattern=CODE_PATTERN, description="a landmark of an earlier step", examples=["B"])
     new: tuple[str, str] = Field(description="two landmarks of this set", examples=[["D", "L1A"]])
 
 
-class LandmarkSetIn(BaseModel):
+class LandmarkSetIn(RequestBody):
     name: str = Field(default="", max_length=200, examples=["dental"])
     description: str = Field(default="", max_length=5000)
     landmarks: list[LandmarkIn] = Field(min_length=1, max_length=500)

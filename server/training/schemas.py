@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from models.config import TrainConfig, from_dict, to_dict
 
+from ..bodies import RequestBody
 from ..projects.schemas import check_strategy
 
 #: Lines of a job's log in its answer (the newest ones).
@@ -76,7 +77,7 @@ def merge_training(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[
     return merged
 
 
-class SubmitIn(BaseModel):
+class SubmitIn(RequestBody):
     """What to train; everything is optional and defaults to the project's settings."""
 
     model_config = ConfigDict(
@@ -197,5 +198,5 @@ class VersionDetail(VersionOut):
     events: list[EventOut] = Field(description="the audit trail, oldest first")
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(RequestBody):
     reason: str = Field(min_length=1, max_length=2000, examples=["v4 passed review on the March studies"])

@@ -187,6 +187,9 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
         ({"local_stage": {"backbone": "resnet"}}, "unknown local_stage backbone"),
         ({"local_stage": {"zoom": 2}}, "zoom"),
         ({"local_stage": "yes"}, "local_stage"),
+        ({"traning": {"iterations": 5}}, "traning"),
+        ({"gate": {"max_new_mre": 0}}, "max_new_mre"),
+        ({"gate": {"max_new_mre": 2, "slack": 1}}, "slack"),
     ],
 )
 def test_bad_projects_are_refused(api: Api, override: dict, contains: str) -> None:
@@ -214,6 +217,28 @@ def test_a_project_stores_its_local_stage_resolved(api: Api, given: dict, stored
     assert r.json()["local_stage"] == stored
     again = api.client.get(f"/v1/projects/{r.json()['id']}", headers=api.headers(admin)).json()
     assert again["local_stage"] == stored
+
+
+def test_a_projects_gate_is_set_and_read_through_the_api(api: Api) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    r = api.client.post("/v1/projects", json={**CEPH, "gate": {"max_new_mre": 2.5}}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["gate"] == {"max_new_mre": 2.5}  # old_tolerance: the service's setting
+    assert api.client.get(f"/v1/projects/{r.json()['id']}", headers=h).json()["gate"] == {"max_new_mre": 2.5}
+    plain = api.client.post("/v1/projects", json={**CEPH, "name": "plain"}, headers=h).json()
+    assert plain["gate"] == {}
+
+
+def test_unknown_fields_of_nested_bodies_are_refused(api: Api) -> None:
+    """A misspelt field, at any depth, answers 422 naming it instead of being dropped."""
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=CEPH, headers=h).json()["id"]
+    url = f"/v1/projects/{pid}/landmark-sets"
+    for body, name in [({**STEP0, "colour": "red"}, "colour"), ({"landmarks": [{"code": "S", "nmae": "S"}]}, "nmae")]:
+        assert_problem(api.client.post(url, json=body, headers=h), 422, "invalid-request", name)
+    assert api.client.get(url, headers=h).json() == []
 
 
 def test_duplicate_project_name_is_409(api: Api) -> None:

@@ -167,6 +167,9 @@ def test_annotations_are_versioned_with_a_frozen_split(api: Api, ceph_jpeg: byte
         ([{"code": "S", "x": 968.0, "y": 10}], "point-outside-image", "S"),
         ([{"code": "S", "x": -0.6, "y": 10}], "point-outside-image", "S"),
         ([], "invalid-request", "points"),
+        ([{"code": "S", "x": True, "y": 1}], "invalid-request", "x"),
+        ([{"code": "S", "x": 1, "y": "12"}], "invalid-request", "y"),
+        ([{"code": "S", "x": 1, "y": 1, "z": 0}], "invalid-request", "z"),
     ],
 )
 def test_bad_annotations_are_refused_and_change_nothing(
