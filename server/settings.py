@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.config import Precision
+
+if TYPE_CHECKING:
+    from .training.bounds import TrainingBounds
 
 
 class Settings(BaseSettings):
@@ -38,6 +42,11 @@ class Settings(BaseSettings):
     #: Default promotion gate (a project may override either): the new landmarks' MRE must be below this
     #: (mm, or pixels where the studies have no spacing) ...
     gate_max_new_mre: float = Field(default=4.0, gt=0)
+    #: Bounds of a training job's settings (server.training.bounds): iterations of each stage, batch size, and
+    #: the devices a job may name.
+    max_train_iterations: int = Field(default=20_000, ge=1)
+    max_train_batch_size: int = Field(default=64, ge=1)
+    train_devices: tuple[str, ...] = ("auto", "cpu", "cuda")
     #: ... and no old step's MRE may grow by more than this over the parent version's (same unit).
     gate_old_tolerance: float = Field(default=0.5, ge=0)
     #: Run every prediction on one dedicated thread (one OpenMP pool) instead of the web server's worker threads.
@@ -56,6 +65,12 @@ class Settings(BaseSettings):
     max_prediction_job_images: int = Field(default=500, gt=0)
     #: A running job whose heartbeat is older than this (seconds) is taken for dead by the reaper.
     job_stale_after_s: int = Field(default=900, gt=0)
+
+    @property
+    def training_bounds(self) -> TrainingBounds:
+        from .training.bounds import TrainingBounds
+
+        return TrainingBounds(self.max_train_iterations, self.max_train_batch_size, self.train_devices)
 
     @property
     def resolved_database_url(self) -> str:

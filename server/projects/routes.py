@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 
 from ..auth import AdminDep, ReaderDep
 from ..db.entities import Association, Landmark, LandmarkSet, Project
-from ..deps import SessionDep
+from ..deps import SessionDep, SettingsDep
 from ..errors import Problem
+from ..training.bounds import check_bounds
 from . import repository as repo
 from .schemas import AssociationOut, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut
 
@@ -37,7 +38,11 @@ def _set_out(row: LandmarkSet) -> LandmarkSetOut:
 
 
 @router.post("", status_code=201, response_model=ProjectOut)
-def create_project(body: ProjectIn, session: SessionDep, principal: AdminDep) -> ProjectOut:
+def create_project(body: ProjectIn, session: SessionDep, settings: SettingsDep, principal: AdminDep) -> ProjectOut:
+    try:
+        check_bounds(body.training, settings.training_bounds)
+    except ValueError as exc:
+        raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
     # The gate keeps only the fields the clinic set: the others follow the service's settings.
     fields = body.model_dump() | {"gate": body.gate.model_dump(exclude_none=True)}
     project = Project(clinic_id=principal.clinic(), **fields)

@@ -18,6 +18,7 @@ from ..errors import Problem, not_found
 from ..projects import repository as projects
 from ..storage import LocalBlobStore
 from . import repository as repo
+from .bounds import check_bounds
 from .queue import dispatch
 from .schemas import (
     LOG_TAIL_LINES,
@@ -142,6 +143,7 @@ def submit(
     project_id: uuid.UUID,
     step: Annotated[int, Path(ge=0, le=100_000)],
     session: SessionDep,
+    settings: SettingsDep,
     principal: AdminDep,
     body: Annotated[SubmitIn | None, Body()] = None,
 ) -> JobOut:
@@ -153,6 +155,7 @@ def submit(
     landmark_set = projects.get_set(session, project, step)
     try:
         config = validate_training(merge_training(project.training or {}, body.training or {}))
+        check_bounds(config, settings.training_bounds)
     except ValueError as exc:
         raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
     _refuse_second_job(session, landmark_set.id, step)

@@ -188,6 +188,7 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
         ({"local_stage": {"zoom": 2}}, "zoom"),
         ({"local_stage": "yes"}, "local_stage"),
         ({"traning": {"iterations": 5}}, "traning"),
+        ({"training": {"iterations": 10**9}}, "iterations"),
         ({"gate": {"max_new_mre": 0}}, "max_new_mre"),
         ({"gate": {"max_new_mre": 2, "slack": 1}}, "slack"),
     ],
