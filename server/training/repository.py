@@ -55,10 +55,14 @@ def step_submitted(session: Session, project_id: uuid.UUID, step: int) -> bool:
     return bool(session.scalar(select(job | version)))
 
 
-def get_job(session: Session, clinic_id: uuid.UUID, job_id: uuid.UUID, *, for_update: bool = False) -> TrainingJob:
-    """The clinic's job; another clinic's id answers 404 like a missing one."""
-    q = select(TrainingJob).join(Project, Project.id == TrainingJob.project_id)
-    q = q.where(TrainingJob.id == job_id, Project.clinic_id == clinic_id)
+def get_job(
+    session: Session, clinic_id: uuid.UUID | None, job_id: uuid.UUID, *, for_update: bool = False
+) -> TrainingJob:
+    """The clinic's job; another clinic's id answers 404 like a missing one. clinic_id None (the system key's
+    operator, for cancel only) finds any clinic's job."""
+    q = select(TrainingJob).join(Project, Project.id == TrainingJob.project_id).where(TrainingJob.id == job_id)
+    if clinic_id is not None:
+        q = q.where(Project.clinic_id == clinic_id)
     if for_update:
         q = q.with_for_update(of=TrainingJob).execution_options(populate_existing=True)
     job = session.scalar(q)

@@ -6,13 +6,13 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from ..auth import AdminDep, ReaderDep
+from ..auth import AdminDep, Principal, ReaderDep, require
 from ..db.base import utcnow
-from ..db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionStatus
+from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem, not_found
 from ..projects import repository as projects
@@ -34,6 +34,8 @@ from .schemas import (
     validate_training,
 )
 
+#: Who may cancel a job: its clinic's admin, or the system key (any clinic's).
+CancelDep = Annotated[Principal, Depends(require(Role.system, Role.admin))]
 router = APIRouter()
 
 _QUEUE_DOWN = {503: {"description": "the job queue could not be reached; the job is marked failed"}}
@@ -211,10 +213,13 @@ def list_jobs(
     tags=["jobs"],
     responses={202: {"model": JobOut, "description": "the job is running: it stops at its next progress report"}},
 )
-def cancel_job(job_id: uuid.UUID, response: Response, session: SessionDep, principal: AdminDep) -> JobOut:
+def cancel_job(job_id: uuid.UUID, response: Response, session: SessionDep, principal: CancelDep) -> JobOut:
     """A queued job is cancelled at once (200); a running one is asked to stop (202, cancel_requested) and
-    ends cancelled when the worker sees it. A finished job answers 409."""
-    job = repo.get_job(session, principal.clinic(), job_id, for_update=True)
+    ends cancelled when the worker sees it. A finished job answers 409. A clinic's admin cancels its own jobs;
+    the system key, any clinic's (an operator must be able to stop a job that holds the shared workers)."""
+    clinic = None if principal.role == Role.system else principal.clinic()
+    job = repo.get_job(session, clinic, job_id, for_update=True)
+    job.log = (job.log or "") + f"cancel requested with the {principal.role.value} key {principal.name!r}\n"
     if job.status == JobStatus.queued:
         job.status = JobStatus.cancelled
         job.finished_at = utcnow()

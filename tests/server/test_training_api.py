@@ -235,6 +235,20 @@ def test_cancel_queued_running_and_finished_jobs(api: Api) -> None:
     assert len(log) == 200 and log[-1] == "line 499"
 
 
+def test_the_system_key_cancels_any_clinics_job(api: Api) -> None:
+    """An operator stops a job that holds the shared workers; the job's log says who asked."""
+    _, admin = api.clinic()
+    fake_queue(api)
+    pid = project(api, admin, annotated_steps=1)
+    job = submit(api, admin, pid, 0).json()
+    set_job(api, job["id"], status=JobStatus.running)
+    r = api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.headers(api.system_key))
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    assert "cancel requested with the system key" in r.json()["log"]
+    assert_problem(api.client.get(f"/v1/jobs/{job['id']}", headers=api.headers(api.system_key)), 403, "forbidden")
+    assert_problem(api.client.post(f"/v1/jobs/{uuid.uuid4()}/cancel", headers=api.headers(api.system_key)), 404)
+
+
 def test_version_history_promote_and_rollback(api: Api) -> None:
     clinic, admin = api.clinic()
     h = api.headers(admin)
