@@ -74,28 +74,30 @@ def add_annotations(
     validation_fraction: float,
     source: str = "api",
 ) -> list[tuple[Annotation, str]]:
-    """New versions (never overwrites) with each study's split, committed together: all or nothing."""
+    """New versions (never overwrites) with each study's split, committed together: all or nothing. A concurrent
+    writer of the same study's next version (or split) makes the unique constraints fail, at a flush or at the
+    commit: 409, nothing of this call kept."""
     rows = []
-    for study, points in items:
-        split = split_of(session, study, landmark_set, validation_fraction)
-        latest = session.scalar(
-            select(func.max(Annotation.version)).where(
-                Annotation.study_id == study.id, Annotation.set_id == landmark_set.id
-            )
-        )
-        row = Annotation(
-            study_id=study.id,
-            set_id=landmark_set.id,
-            version=(latest or 0) + 1,
-            annotator=annotator,
-            api_key_id=api_key_id,
-            points=points,
-            source=source,
-        )
-        session.add(row)
-        session.flush()
-        rows.append((row, split.role))
     try:
+        for study, points in items:
+            split = split_of(session, study, landmark_set, validation_fraction)
+            latest = session.scalar(
+                select(func.max(Annotation.version)).where(
+                    Annotation.study_id == study.id, Annotation.set_id == landmark_set.id
+                )
+            )
+            row = Annotation(
+                study_id=study.id,
+                set_id=landmark_set.id,
+                version=(latest or 0) + 1,
+                annotator=annotator,
+                api_key_id=api_key_id,
+                points=points,
+                source=source,
+            )
+            session.add(row)
+            session.flush()
+            rows.append((row, split.role))
         session.commit()
     except IntegrityError as exc:
         session.rollback()

@@ -159,6 +159,28 @@ def test_annotations_are_versioned_with_a_frozen_split(api: Api, ceph_jpeg: byte
     assert [a["version"] for a in history] == [1, 2] and history[0]["points"] == a1["points"]
 
 
+def test_concurrent_annotations_of_one_study_answer_201_or_409_never_500(api: Api, ceph_jpeg: bytes) -> None:
+    """8 annotations of one study at once: each is saved as the next version or refused with 409 (a concurrent
+    writer took the version); the versions kept are 1..n without a gap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, admin = api.clinic()
+    pid = _project_with_set(api, admin)
+    sid = upload(api, admin, ceph_jpeg).json()["id"]
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    body = {"study_id": sid, "points": [{"code": "S", "x": 417.25, "y": 497.75}]}
+
+    def post(_: int) -> int:
+        return api.client.post(url, json=body, headers=api.headers(admin)).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(post, range(8)))
+    assert set(statuses) <= {201, 409} and 201 in statuses, statuses
+    history = api.client.get(f"{url}/{sid}", headers=api.headers(admin)).json()
+    versions = sorted(a["version"] for a in (history if isinstance(history, list) else history["versions"]))
+    assert versions == list(range(1, statuses.count(201) + 1))
+
+
 @pytest.mark.parametrize(
     ("points", "slug", "contains"),
     [
