@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from ..bodies import RequestBody
+from ..bodies import RequestBody, UtcDatetime
 from ..projects.schemas import CODE_PATTERN
 
 
@@ -39,7 +38,7 @@ class AnnotationOut(BaseModel):
     split: str = Field(description="train or val: the study's role in this landmark set, frozen once drawn")
     points: list[PointOut]
     source: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class ImportOut(BaseModel):

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..bodies import RequestBody
+from ..bodies import RequestBody, UtcDatetime
 from ..db.entities import Role
 
 
@@ -17,7 +16,7 @@ class ClinicOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     name: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class ApiKeyIn(RequestBody):
@@ -32,8 +31,8 @@ class ApiKeyOut(BaseModel):
     role: Role
     name: str
     prefix: str
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
 
 
 class NewApiKey(ApiKeyOut):

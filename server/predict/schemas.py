@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from ..bodies import UtcDatetime
 from ..studies.schemas import Spacing
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ class PredictionJobOut(BaseModel):
     done: int = Field(description="images predicted so far")
     error: str | None
     created_by: uuid.UUID | None
-    created_at: datetime
-    started_at: datetime | None
-    heartbeat_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    heartbeat_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     links: JobLinks

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.config import BASELINES, STRATEGIES
 
-from ..bodies import RequestBody
+from ..bodies import RequestBody, UtcDatetime
 
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$"
 
@@ -120,7 +119,7 @@ class ProjectOut(BaseModel):
     training: dict[str, Any]
     gate: dict[str, float] = Field(default_factory=dict, description="the project's gate overrides")
     local_stage: dict[str, Any] | None = None
-    created_at: datetime
+    created_at: UtcDatetime
     steps: int = 0
 
 
@@ -176,4 +175,4 @@ class LandmarkSetOut(BaseModel):
     description: str
     landmarks: list[LandmarkOut]
     associations: list[AssociationOut]
-    created_at: datetime
+    created_at: UtcDatetime

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..bodies import UtcDatetime
 
 
 class Spacing(BaseModel):
@@ -23,5 +24,5 @@ class StudyOut(BaseModel):
     deid_method: str | None
     pixel_sha256: str
     filename: str | None
-    created_at: datetime
+    created_at: UtcDatetime
     created: bool = Field(default=True, description="false when the same image was uploaded before")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -10,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from models.config import TrainConfig, from_dict, to_dict
 
-from ..bodies import RequestBody
+from ..bodies import RequestBody, UtcDatetime
 from ..projects.schemas import check_strategy
 
 #: Lines of a job's log in its answer (the newest ones).
@@ -147,10 +146,10 @@ class JobOut(BaseModel):
     attempt: int
     cancel_requested: bool
     created_by: uuid.UUID | None
-    created_at: datetime
-    started_at: datetime | None
-    heartbeat_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    heartbeat_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     model_version_id: uuid.UUID | None
     celery_task_id: str | None
 
@@ -172,7 +171,7 @@ class VersionOut(BaseModel):
     status: str = Field(description="candidate, active, rejected or archived")
     strategy: str
     checkpoint_sha256: str
-    created_at: datetime
+    created_at: UtcDatetime
     reason: str
     summary: VersionSummary
 
@@ -187,7 +186,7 @@ class EventOut(BaseModel):
     action: str = Field(description="promoted, rejected, rolled_back or archived", examples=["promoted"])
     actor: str = Field(description='the API key id, or "gate" for the automatic decision')
     reason: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class VersionDetail(VersionOut):

@@ -242,6 +242,16 @@ def test_unknown_fields_of_nested_bodies_are_refused(api: Api) -> None:
     assert api.client.get(url, headers=h).json() == []
 
 
+def test_timestamps_are_answered_in_utc_with_their_offset(api: Api) -> None:
+    from datetime import datetime, timedelta
+
+    _, admin = api.clinic()
+    created = api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).json()["created_at"]
+    parsed = datetime.fromisoformat(created)
+    assert parsed.utcoffset() == timedelta(0), created
+    assert abs(datetime.now(parsed.tzinfo) - parsed) < timedelta(minutes=5)
+
+
 def test_duplicate_project_name_is_409(api: Api) -> None:
     _, admin = api.clinic()
     assert api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).status_code == 201
