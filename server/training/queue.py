@@ -6,6 +6,7 @@ publish to the broker.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -38,13 +39,15 @@ _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "
 
 Enqueue = Callable[[uuid.UUID], str]
 
+log = logging.getLogger("kamp.queue")
 _CREDENTIALS = re.compile(r"//[^/@\s]*@")
 
 
 def queue_error(exc: BaseException) -> str:
-    """What to tell a client whose job could not be enqueued, without the password a broker URL may carry."""
-    detail = _CREDENTIALS.sub("//***@", str(exc))
-    return f"could not reach the job queue: {type(exc).__name__}: {detail}"
+    """What to tell a client whose job could not be enqueued: the kind of failure, not the broker's address or
+    the password its URL may carry (the operator's log has the whole error, its password masked)."""
+    log.warning("could not enqueue a job: %s: %s", type(exc).__name__, _CREDENTIALS.sub("//***@", str(exc)))
+    return f"could not reach the job queue: {type(exc).__name__}"
 
 
 @lru_cache

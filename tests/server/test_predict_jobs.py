@@ -137,6 +137,7 @@ def test_refusals_store_nothing(api: Api, setup: tuple[str, str, str], data_root
     queue.fail = True
     down = assert_problem(_submit(api, pid, predict, [image]), 503, "queue-unavailable")
     assert "s3cret" not in down["detail"] and queue.job(down["job_id"]).status == JobStatus.failed
+    assert "nowhere" not in down["detail"]  # no internal host names
     assert _blobs(api) == before
     # Another clinic sees none of the project's jobs.
     other = api.key(other_clinic, other_admin, "predict")

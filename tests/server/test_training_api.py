@@ -202,6 +202,7 @@ def test_queue_down_fails_the_job_and_retry_makes_a_new_attempt(api: Api) -> Non
     assert failed["status"] == "failed" and failed["finished_at"] and failed["celery_task_id"] is None
     assert failed["error"].startswith("could not reach the job queue: ConnectionError")
     assert "s3cret" not in failed["error"] and "s3cret" not in body["detail"]
+    assert "nowhere" not in failed["error"] and "nowhere" not in body["detail"]  # no internal host names
     queue = fake_queue(api)
     r = api.client.post(f"/v1/jobs/{failed['id']}/retry", headers=api.headers(admin))
     assert r.status_code == 202, r.text
