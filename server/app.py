@@ -9,7 +9,7 @@ from .annotations.routes import router as annotations_router
 from .auth import RateLimiter
 from .clinics.routes import router as clinics_router
 from .db.session import session_factory
-from .deps import SessionDep
+from .deps import SessionDep, SettingsDep
 from .errors import Problem, install_problem_handlers
 from .predict.batcher import InferenceBatcher
 from .predict.cache import ModelCache
@@ -19,7 +19,7 @@ from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
 from .studies.routes import router as studies_router
 from .timing import ServerTimingMiddleware
-from .training.queue import TASK_PREDICT_JOB, celery_enqueue
+from .training.queue import TASK_PREDICT_JOB, broker_answers, celery_enqueue
 from .training.routes import router as training_router
 
 DESCRIPTION = """
@@ -57,12 +57,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"])
-    def readyz(session: SessionDep) -> dict[str, str]:
-        """The database answers."""
+    def readyz(session: SessionDep, settings: SettingsDep) -> dict[str, str]:
+        """The database and the job queue's broker answer (neither's address is named)."""
         try:
             session.execute(text("SELECT 1"))
         except Exception as exc:
             raise Problem(503, f"the database does not answer: {type(exc).__name__}", slug="not-ready") from exc
+        try:
+            broker_answers(settings)
+        except Exception as exc:
+            raise Problem(503, f"the job queue does not answer: {type(exc).__name__}", slug="not-ready") from exc
         return {"status": "ready"}
 
     return app

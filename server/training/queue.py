@@ -59,6 +59,13 @@ def celery_client(broker_url: str, result_backend: str) -> Celery:
     return client
 
 
+def broker_answers(settings: Settings, timeout_s: float = 2.0) -> None:
+    """Raise (the transport's error) unless the broker accepts a connection within `timeout_s`."""
+    client = celery_client(settings.resolved_broker_url, settings.resolved_result_backend)
+    with client.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=timeout_s)
+
+
 def celery_enqueue(settings: Settings, task: str = TASK_TRAIN_JOB) -> Enqueue:
     """A function that publishes one job's `task` and answers its Celery task id.
 

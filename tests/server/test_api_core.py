@@ -252,6 +252,13 @@ def test_timestamps_are_answered_in_utc_with_their_offset(api: Api) -> None:
     assert abs(datetime.now(parsed.tzinfo) - parsed) < timedelta(minutes=5)
 
 
+def test_readyz_says_when_the_broker_does_not_answer(database_url: str, tmp_path: Path) -> None:
+    down = make_api(database_url, tmp_path, broker_url="redis://127.0.0.1:1/0")
+    with down.client:
+        body = assert_problem(down.client.get("/readyz"), 503, "not-ready", "the job queue does not answer")
+        assert "127.0.0.1" not in body["detail"]
+
+
 def test_duplicate_project_name_is_409(api: Api) -> None:
     _, admin = api.clinic()
     assert api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).status_code == 201
