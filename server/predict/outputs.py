@@ -46,6 +46,29 @@ def render_png(pixels: np.ndarray, landmarks: Sequence[PredictedLandmark]) -> by
     return buf.getvalue()
 
 
+#: The patient and study attributes an SR copies from its evidence; DICOM makes them type 2 (present, maybe
+#: empty), and highdicom refuses an evidence image that lacks them (a de-identified or hand-made file may).
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def _with_type2_attributes(source: pydicom.Dataset) -> pydicom.Dataset:
+    """`source` with every TYPE2_COPIED attribute present (empty where it was missing)."""
+    for keyword in TYPE2_COPIED:
+        if keyword not in source:
+            setattr(source, keyword, "")
+    return source
+
+
 def structured_report(dicom_bytes: bytes, landmarks: Sequence[PredictedLandmark], model: str) -> bytes:
     """A TID 1500 measurement report (Comprehensive 3D SR) with one planar ROI group per landmark: a POINT in
     the source image, tracked by the landmark's code and name, found by the named model.
@@ -54,7 +77,7 @@ def structured_report(dicom_bytes: bytes, landmarks: Sequence[PredictedLandmark]
     it beside the image; it is returned, never stored here. DICOM puts the top-left pixel's centre at
     (0.5, 0.5), ours at (0, 0): the points are shifted by half a pixel."""
     try:
-        source = pydicom.dcmread(io.BytesIO(dicom_bytes))
+        source = _with_type2_attributes(pydicom.dcmread(io.BytesIO(dicom_bytes)))
         region_source = hd.sr.SourceImageForRegion(
             referenced_sop_class_uid=source.SOPClassUID, referenced_sop_instance_uid=source.SOPInstanceUID
         )

@@ -155,9 +155,10 @@ class Predicted:
     timing: str
 
 
-def predicted_on(*, full_resolution: bool) -> Callable[..., Awaitable[Predicted]]:
+def predicted_on(*, full_resolution: bool, dicom_only: bool = False) -> Callable[..., Awaitable[Predicted]]:
     """Dependency: the single-image predict routes' shared work (the project, the version, the image, the
-    prediction); `full_resolution` for a route that needs the whole image's pixels (see `decode_for_model`)."""
+    prediction); `full_resolution` for a route that needs the whole image's pixels (see `decode_for_model`);
+    `dicom_only` for one that can answer only for a DICOM upload (refused before any prediction)."""
 
     async def predicted(
         project_id: uuid.UUID,
@@ -181,6 +182,10 @@ def predicted_on(*, full_resolution: bool) -> Callable[..., Awaitable[Predicted]
             t0 = time.perf_counter()
             whole = full_resolution or store  # a study keeps the whole image
             image = decode_for_model(request, version, data, file.filename, spacing, full_resolution=whole)
+            if dicom_only and image.format != "dicom":
+                raise Problem(
+                    422, "a structured report refers to a DICOM image: upload the DICOM file", slug="sr-needs-dicom"
+                )
             return version, image, 1e3 * (time.perf_counter() - t0)
 
         version, image, image_ms = await run_in_threadpool(prepare)
@@ -200,6 +205,7 @@ def predicted_on(*, full_resolution: bool) -> Callable[..., Awaitable[Predicted]
 
 PredictedDep = Annotated[Predicted, Depends(predicted_on(full_resolution=False))]
 WholeImagePredictedDep = Annotated[Predicted, Depends(predicted_on(full_resolution=True))]
+DicomPredictedDep = Annotated[Predicted, Depends(predicted_on(full_resolution=False, dicom_only=True))]
 
 
 @router.post("/predict", response_model=PredictionOut)
@@ -228,11 +234,10 @@ async def predict_render(p: WholeImagePredictedDep) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/dicom": {}}, "description": "a TID 1500 DICOM SR"}},
 )
-async def predict_sr(p: PredictedDep) -> Response:
+async def predict_sr(p: DicomPredictedDep) -> Response:
     """A DICOM Structured Report (TID 1500 measurement report, one point per landmark) that references the
-    uploaded DICOM image, for PACS that store results as DICOM. DICOM input only."""
-    if p.image.format != "dicom":
-        raise Problem(422, "a structured report refers to a DICOM image: upload the DICOM file", slug="sr-needs-dicom")
+    uploaded DICOM image, for PACS that store results as DICOM. DICOM input only (another format answers 422
+    before any prediction)."""
     model = f"v{p.result.model_version_number} {p.result.checkpoint_sha256[:16]}"
     sr = await run_in_threadpool(structured_report, p.data, p.result.landmarks, model)
     return Response(sr, media_type="application/dicom", headers={"X-Model-Version": str(p.result.model_version_id)})

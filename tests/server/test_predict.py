@@ -285,7 +285,7 @@ def test_render_png(api: Api, project: tuple[str, str, str], data_root: Path) ->
 
 
 def test_dicom_structured_report_holds_the_predicted_points(
-    api: Api, project: tuple[str, str, str], data_root: Path
+    api: Api, project: tuple[str, str, str], data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import highdicom as hd
     import pydicom
@@ -312,6 +312,27 @@ def test_dicom_structured_report_holds_the_predicted_points(
         assert g.roi.value[0].tolist() == pytest.approx([lm["x"] + 0.5, lm["y"] + 0.5], abs=1e-3)
         image_ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0]  # the SCOORD's selected-from IMAGE item
         assert image_ref.ReferencedSOPInstanceUID == original.SOPInstanceUID
+    # A DICOM without the optional study and patient attributes still gets its report (they are left empty).
+    bare = pydicom.dcmread(source)
+    for keyword in ("StudyID", "StudyTime", "StudyDate", "AccessionNumber", "PatientBirthDate", "PatientSex"):
+        if keyword in bare:
+            delattr(bare, keyword)
+    stripped = io.BytesIO()
+    bare.save_as(stripped)
+    r = api.client.post(
+        f"/v1/projects/{pid}/predict/sr",
+        files={"file": ("bare.dcm", stripped.getvalue())},
+        headers=api.headers(predict),
+    )
+    assert r.status_code == 200, r.text
+    assert pydicom.dcmread(io.BytesIO(r.content)).StudyInstanceUID == original.StudyInstanceUID
+
+    import server.predict.routes as routes
+
+    async def no_inference(*args: object) -> None:
+        raise AssertionError("a JPEG's structured report is refused before any prediction")
+
+    monkeypatch.setattr(routes, "_infer", no_inference)
     not_dicom = api.client.post(
         f"/v1/projects/{pid}/predict/sr", files={"file": ("x.jpg", _image(data_root))}, headers=api.headers(predict)
     )
