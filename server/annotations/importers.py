@@ -32,8 +32,12 @@ def parse_coco(data: bytes, codes: Sequence[str]) -> dict[str, Points]:
         images = {img["id"]: img["file_name"] for img in doc["images"]}
         categories = {c["id"]: list(c["keypoints"]) for c in doc["categories"]}
         annotations: list[Mapping[str, Any]] = doc["annotations"]
+    except RecursionError as exc:  # a document nested deeper than the parser's stack
+        raise _bad("not a COCO keypoints document: nested too deeply") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise _bad(f"not a COCO keypoints document: {exc!r}") from exc
+    if not isinstance(annotations, list):
+        raise _bad(f"not a COCO keypoints document: 'annotations' must be a list, got {type(annotations).__name__}")
     out: dict[str, Points] = {}
     for n, ann in enumerate(annotations):
         try:
@@ -50,6 +54,8 @@ def parse_coco(data: bytes, codes: Sequence[str]) -> dict[str, Points]:
         if not all(math.isfinite(v) for v in kp):
             raise _bad(f"annotation {n}: keypoints must be finite numbers")
         points = {names[i]: [kp[3 * i] - 0.5, kp[3 * i + 1] - 0.5] for i in range(len(names)) if kp[3 * i + 2] > 0}
+        if not points:
+            raise _bad(f"annotation {n} ({name!r}) labels no keypoint (every visibility flag is 0)")
         if name in out:
             raise _bad(f"image {name!r} has more than one annotation")
         out[name] = points

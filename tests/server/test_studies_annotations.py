@@ -313,6 +313,12 @@ def test_import_coco_and_isbi_text(api: Api, data_root: Path) -> None:
     assert (n_point["x"], n_point["y"]) == pytest.approx(truth["002"]["N"])
 
 
+def _coco_with(annotations: object) -> bytes:
+    """A COCO document of one image and a one-keypoint ("S") category with these annotations."""
+    doc = {"images": [{"id": 1, "file_name": "001.jpg"}], "categories": [{"id": 1, "keypoints": ["S"]}]}
+    return json.dumps({**doc, "annotations": annotations}).encode()
+
+
 @pytest.mark.parametrize(
     ("fmt", "files", "contains"),
     [
@@ -349,6 +355,10 @@ def test_import_coco_and_isbi_text(api: Api, data_root: Path) -> None:
             ],
             "no annotation",
         ),
+        ("coco", [("a.json", _coco_with(5))], "must be a list"),
+        ("coco", [("a.json", _coco_with(None))], "must be a list"),
+        ("coco", [("a.json", b"[" * 100_000 + b"]" * 100_000)], "nested too deeply"),
+        ("coco", [("a.json", _coco_with([{"image_id": 1, "category_id": 1, "keypoints": [1, 2, 0]}]))], "labels no"),
         ("isbi", [("001.txt", b"1,2\n")], "lines"),
         ("isbi", [("001.txt", b"1,2\nfoo,bar\n")], "x,y"),
         ("isbi", [("001.txt", b"1,2\n5000,1\n")], "outside"),
