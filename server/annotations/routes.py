@@ -13,6 +13,7 @@ from ..db.entities import Annotation, LandmarkSet, Split
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem, not_found
 from ..projects import repository as projects
+from ..projects.schemas import StepPath
 from ..studies.routes import read_capped
 from ..studies.service import get_study
 from . import importers, service
@@ -42,7 +43,7 @@ def _roles(session: SessionDep, landmark_set: LandmarkSet) -> dict[uuid.UUID, st
 @router.post("", status_code=201, response_model=AnnotationOut)
 def annotate(
     project_id: uuid.UUID,
-    step: int,
+    step: StepPath,
     body: AnnotationIn,
     session: SessionDep,
     settings: SettingsDep,
@@ -67,7 +68,7 @@ def annotate(
 
 @router.get("", response_model=list[AnnotationOut])
 def list_annotations(
-    project_id: uuid.UUID, step: int, session: SessionDep, principal: AnnotatorDep
+    project_id: uuid.UUID, step: StepPath, session: SessionDep, principal: AnnotatorDep
 ) -> list[AnnotationOut]:
     """The current (latest) annotation of every study in the set."""
     landmark_set = projects.get_set(session, projects.get_project(session, principal.clinic(), project_id), step)
@@ -77,7 +78,7 @@ def list_annotations(
 
 @router.get("/{study_id}", response_model=list[AnnotationOut])
 def annotation_history(
-    project_id: uuid.UUID, step: int, study_id: uuid.UUID, session: SessionDep, principal: AnnotatorDep
+    project_id: uuid.UUID, step: StepPath, study_id: uuid.UUID, session: SessionDep, principal: AnnotatorDep
 ) -> list[AnnotationOut]:
     """Every version of one study's annotation in the set, oldest first."""
     clinic = principal.clinic()
@@ -99,7 +100,7 @@ def annotation_history(
 @router.post("/import", status_code=201, response_model=ImportOut)
 async def import_annotations(
     project_id: uuid.UUID,
-    step: int,
+    step: StepPath,
     session: SessionDep,
     settings: SettingsDep,
     principal: AnnotatorDep,

@@ -13,7 +13,7 @@ from ..deps import SessionDep, SettingsDep
 from ..errors import Problem
 from ..training.bounds import check_bounds
 from . import repository as repo
-from .schemas import AssociationOut, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut
+from .schemas import AssociationOut, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut, StepPath
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -111,6 +111,8 @@ def list_landmark_sets(project_id: uuid.UUID, session: SessionDep, principal: Re
 
 
 @router.get("/{project_id}/landmark-sets/{step}", response_model=LandmarkSetOut)
-def get_landmark_set(project_id: uuid.UUID, step: int, session: SessionDep, principal: ReaderDep) -> LandmarkSetOut:
+def get_landmark_set(
+    project_id: uuid.UUID, step: StepPath, session: SessionDep, principal: ReaderDep
+) -> LandmarkSetOut:
     project = repo.get_project(session, principal.clinic(), project_id)
     return _set_out(repo.get_set(session, project, step))

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, V
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem, not_found
 from ..projects import repository as projects
+from ..projects.schemas import StepPath
 from ..storage import LocalBlobStore
 from . import repository as repo
 from .bounds import check_bounds
@@ -143,7 +144,7 @@ def _refuse_second_job(session: Session, set_id: uuid.UUID, step: int) -> None:
 def submit(
     request: Request,
     project_id: uuid.UUID,
-    step: Annotated[int, Path(ge=0, le=100_000)],
+    step: StepPath,
     session: SessionDep,
     settings: SettingsDep,
     principal: AdminDep,

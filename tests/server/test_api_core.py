@@ -259,6 +259,14 @@ def test_readyz_says_when_the_broker_does_not_answer(database_url: str, tmp_path
         assert "127.0.0.1" not in body["detail"]
 
 
+def test_a_huge_landmark_set_index_is_422_not_500(api: Api) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=CEPH, headers=h).json()["id"]
+    for path in (f"/v1/projects/{pid}/landmark-sets/{2**63}", f"/v1/projects/{pid}/landmark-sets/{2**63}/annotations"):
+        assert_problem(api.client.get(path, headers=h), 422, "invalid-request")
+
+
 def test_duplicate_project_name_is_409(api: Api) -> None:
     _, admin = api.clinic()
     assert api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).status_code == 201
