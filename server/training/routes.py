@@ -46,7 +46,30 @@ def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(log.splitlines()[-lines:])
 
 
-def _job_out(job: TrainingJob) -> JobOut:
+def _without_tracebacks(log: str) -> str:
+    """The log with each Python traceback (its frames name the server's files) cut to a line saying so; the
+    failure's own line ("failed: ...") stays above it."""
+    out: list[str] = []
+    inside = False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            inside = True
+            out.append("(traceback: in the log admins read)")
+        elif inside and (line.startswith(" ") or not line.strip()):
+            continue
+        elif inside:
+            inside = False  # the exception's own line, already in the failure's line: the traceback's last
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _job_out(job: TrainingJob, principal: Principal | None = None) -> JobOut:
+    """The job as `principal` may read it: admins (and the system key) get the whole log's tail, an annotator's
+    has no tracebacks."""
+    log = job.log or ""
+    if principal is not None and principal.role not in (Role.admin, Role.system):
+        log = _without_tracebacks(log)
     return JobOut(
         id=job.id,
         project_id=job.project_id,
@@ -56,7 +79,7 @@ def _job_out(job: TrainingJob) -> JobOut:
         strategy=job.strategy,
         config=job.config,
         progress=job.progress,
-        log=_tail(job.log),
+        log=_tail(log),
         error=job.error,
         attempt=job.attempt,
         cancel_requested=job.cancel_requested,
@@ -193,7 +216,7 @@ def submit(
 @router.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
 def get_job(job_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> JobOut:
     """A job's status, progress and the tail of its log."""
-    return _job_out(repo.get_job(session, principal.clinic(), job_id))
+    return _job_out(repo.get_job(session, principal.clinic(), job_id), principal)
 
 
 @router.get("/v1/projects/{project_id}/jobs", response_model=list[JobOut], tags=["jobs"])
@@ -205,7 +228,7 @@ def list_jobs(
 ) -> list[JobOut]:
     """The project's jobs, newest first."""
     project = projects.get_project(session, principal.clinic(), project_id)
-    return [_job_out(j) for j in repo.list_jobs(session, project.id, limit)]
+    return [_job_out(j, principal) for j in repo.list_jobs(session, project.id, limit)]
 
 
 @router.post(

@@ -236,6 +236,22 @@ def test_cancel_queued_running_and_finished_jobs(api: Api) -> None:
     assert len(log) == 200 and log[-1] == "line 499"
 
 
+def test_annotators_read_job_logs_without_tracebacks(api: Api) -> None:
+    clinic, admin = api.clinic()
+    fake_queue(api)
+    pid = project(api, admin, annotated_steps=1)
+    job = submit(api, admin, pid, 0).json()
+    trace = 'Traceback (most recent call last):\n  File "/srv/kamp/worker/jobs.py", line 81, in run\n'
+    trace += "    x()\nOSError: disk\n"
+    set_job(api, job["id"], status=JobStatus.failed, log="training step 0\nfailed: OSError: disk\n" + trace)
+    annotator = api.key(clinic, admin, "annotator")
+    seen = api.client.get(f"/v1/jobs/{job['id']}", headers=api.headers(annotator)).json()["log"]
+    assert "/srv/kamp" not in seen and "failed: OSError: disk" in seen and "training step 0" in seen
+    listed = api.client.get(f"/v1/projects/{pid}/jobs", headers=api.headers(annotator)).json()[0]["log"]
+    assert listed == seen
+    assert "/srv/kamp" in api.client.get(f"/v1/jobs/{job['id']}", headers=api.headers(admin)).json()["log"]
+
+
 def test_the_system_key_cancels_any_clinics_job(api: Api) -> None:
     """An operator stops a job that holds the shared workers; the job's log says who asked."""
     _, admin = api.clinic()
