@@ -74,7 +74,14 @@ def train_config(
     config.kanet.iterations = profile.kanet_iterations
     config.refine.iterations = profile.local_step0_iterations if t == 0 else profile.local_step_iterations
     if t and overrides:
-        config = from_dict(TrainConfig, {**to_dict(config), **overrides})
+        fields = to_dict(config)
+        for name, value in overrides.items():  # "refine.alpha" sets one field of a nested config
+            *parents, leaf = name.split(".")
+            node = fields
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        config = from_dict(TrainConfig, fields)
     return config
 
 

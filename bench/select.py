@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from models.checkpoint import Checkpoint
-from models.config import STRATEGIES, Precision, TrainConfig
+from models.config import STRATEGIES, Precision, RefineTrainConfig, TrainConfig, to_dict
 from models.datasets import default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.predictor import Predictor
@@ -71,10 +71,16 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         name, sep, values = item.partition("=")
         if not sep or not values:
             raise ValueError(f"--grid wants name=v1,v2,...; got {item!r}")
-        if name not in TRAIN_FIELDS:
-            raise ValueError(f"{name!r} is not a TrainConfig field")
+        if name not in TRAIN_FIELDS and not _is_refine_field(name):
+            raise ValueError(f"{name!r} is not a TrainConfig field (nor refine.<RefineTrainConfig field>)")
         grid[name] = [parse_value(v) for v in values.split(",")]
     return grid
+
+
+def _is_refine_field(name: str) -> bool:
+    """'refine.alpha' and the like: a field of the local stage's training (TrainConfig.refine)."""
+    head, _, field = name.partition(".")
+    return head == "refine" and field in to_dict(RefineTrainConfig())
 
 
 def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

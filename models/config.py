@@ -160,6 +160,8 @@ class RefineTrainConfig:
     #: Random rotation (degrees, uniform in +-) and isotropic scale (uniform in 1 +- scale) of training crops.
     rotation_deg: float = 10.0
     scale: float = 0.1
+    #: Weight of the local stage's distillation of old landmarks; None: TrainConfig.alpha (the first stage's).
+    alpha: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.jitter_wide <= 1.0:

@@ -149,8 +149,9 @@ def train_crop_network(
     rc = train.refine
     device = next(student.parameters()).device
     codec = crop_codec(config, student.stride)
-    # The strategy's loss; l_FD and l_KA belong to the first stage.
-    loss_config = dataclasses.replace(train, feature_weight=0.0)
+    # The strategy's loss, with the local stage's own distillation weight; l_FD and l_KA belong to the first stage.
+    alpha = train.alpha if rc.alpha is None else rc.alpha
+    loss_config = dataclasses.replace(train, feature_weight=0.0, alpha=alpha)
     num_old = task.num_old if teacher is not None and strategy in DISTILLING else 0
     optimizer = torch.optim.Adam(student.parameters(), lr=rc.lr)
     schedule = warmup_cosine(rc.iterations, max(1, min(50, rc.iterations // 10)))

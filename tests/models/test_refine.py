@@ -166,6 +166,28 @@ def test_later_steps_grow_and_train_the_local_stage(strategy: str) -> None:
     assert {lm.stage for lm in prediction.landmarks} == {"local"}
 
 
+@pytest.mark.parametrize(("refine_alpha", "expected"), [(None, 2.0), (20.0, 20.0)])
+def test_the_local_stage_distils_with_its_own_weight(
+    refine_alpha: float | None, expected: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RefineTrainConfig.alpha weighs the local stage's distillation; None takes the first stage's alpha."""
+    import models.refine_training as refine_training
+
+    step0 = _two_stage_step0()  # (trained first: its own losses are not this test's)
+    seen: list[float] = []
+    real = refine_training.step_loss
+
+    def spy(strategy, config, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(config.alpha)
+        return real(strategy, config, *args, **kwargs)
+
+    monkeypatch.setattr(refine_training, "step_loss", spy)
+    config = _config(2, 2, alpha=2.0)
+    config.refine.alpha = refine_alpha
+    train_step(step0, _synthetic(["c"], seed=6), "kamp_ksd_only", config)
+    assert seen and set(seen) == {expected}
+
+
 class _Interrupted(Exception):
     pass
 
