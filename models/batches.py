@@ -56,12 +56,19 @@ class PreparedData:
             affines = random_affines(augment, len(index), self.codec.input_size, rng)
             x = jitter_intensity(warp(x, affines), augment, rng)
             kp = np.stack([a.apply(p) for a, p in zip(affines, kp, strict=True)])
-        w, h = self.codec.input_size
-        inside = (kp[..., 0] >= -0.5) & (kp[..., 0] <= w - 0.5) & (kp[..., 1] >= -0.5) & (kp[..., 1] <= h - 0.5)
-        kp_hm = torch.as_tensor(self.codec.input_to_heatmap.apply(kp), dtype=torch.float32, device=device)
-        mask = torch.as_tensor(inside, device=device)  # NaN compares False: unlabelled stays masked out
-        kp_hm = torch.where(mask[..., None], kp_hm, torch.full_like(kp_hm, float("nan")))
-        return Batch(x=x, targets=self.codec.encode(kp_hm), mask=mask, keypoints=kp_hm)
+        return labelled_batch(x, kp, self.codec, device)
+
+
+def labelled_batch(x: torch.Tensor, keypoints: np.ndarray, codec: HeatmapCodec, device: torch.device) -> Batch:
+    """The Batch of inputs `x` whose landmarks are `keypoints`, (B, K, 2) input pixels with NaN where unlabelled:
+    Gaussian targets and a mask of the landmarks labelled and inside the input (`codec`'s input size)."""
+    w, h = codec.input_size
+    kp = keypoints
+    inside = (kp[..., 0] >= -0.5) & (kp[..., 0] <= w - 0.5) & (kp[..., 1] >= -0.5) & (kp[..., 1] <= h - 0.5)
+    kp_hm = torch.as_tensor(codec.input_to_heatmap.apply(kp), dtype=torch.float32, device=device)
+    mask = torch.as_tensor(inside, device=device)  # NaN compares False: unlabelled stays masked out
+    kp_hm = torch.where(mask[..., None], kp_hm, torch.full_like(kp_hm, float("nan")))
+    return Batch(x=x, targets=codec.encode(kp_hm), mask=mask, keypoints=kp_hm)
 
 
 class BatchSampler:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .augment import jitter_intensity
-from .batches import Batch
+from .batches import Batch, labelled_batch
 from .codec import HeatmapCodec
 from .config import RefineConfig, TrainConfig
 from .crops import CropSource, crop_affine, image_pixels_per_crop_pixel
@@ -107,7 +107,7 @@ def draw_batch(
     picks += [(distill[i], False) for i in rng.integers(0, len(distill), n_distill)] if len(distill) else []
     k = num_landmarks
     s = config.crop_size
-    x = torch.zeros(len(picks), 1, s, s, device=device)
+    affines = []
     kp = np.full((len(picks), k, 2), np.nan)
     for m, ((i, j), is_label) in enumerate(picks):
         sp = task.spacing[i]
@@ -117,15 +117,15 @@ def draw_batch(
         offset = (rng.uniform(-0.4, 0.4, size=2) * s if wide else rng.normal(0.0, rc.jitter, size=2)) * (kx, ky)
         angle = np.deg2rad(rng.uniform(-rc.rotation_deg, rc.rotation_deg))
         affine = crop_affine(config, centre + offset, sp, angle, rng.uniform(1 - rc.scale, 1 + rc.scale))
-        x[m] = task.sources[i].crops([affine], s)[0]
+        affines.append(affine)
         if is_label:
             kp[m, j] = affine.apply(task.labels[i, j])
+    x = torch.zeros(len(picks), 1, s, s, device=device)
+    for i in {int(i) for (i, _), _ in picks}:  # one sampling pass per image
+        rows = [m for m, ((image, _), _) in enumerate(picks) if image == i]
+        x[rows] = task.sources[i].crops([affines[m] for m in rows], s)
     x = jitter_intensity(x, train.augment, rng) if train.augment.enabled else x
-    inside = np.isfinite(kp).all(-1) & (kp >= -0.5).all(-1) & (kp <= s - 0.5).all(-1)
-    kp_hm = torch.as_tensor(codec.input_to_heatmap.apply(kp), dtype=torch.float32, device=device)
-    mask = torch.as_tensor(inside, device=device)
-    kp_hm = torch.where(mask[..., None], kp_hm, torch.full_like(kp_hm, float("nan")))
-    return Batch(x=x, targets=codec.encode(kp_hm), mask=mask, keypoints=kp_hm)
+    return labelled_batch(x, kp, codec, device)
 
 
 def train_crop_network(
