@@ -11,10 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import STRATEGIES, TrainConfig, to_dict
+from models.config import STRATEGIES, RefineTrainConfig, TrainConfig, to_dict
 
-#: The names an override may set.
+#: The names an override may set: TrainConfig fields, and `refine.<field>` for the local stage's training.
 TRAIN_FIELDS = frozenset(to_dict(TrainConfig()))
+REFINE_FIELDS = frozenset(f"refine.{name}" for name in to_dict(RefineTrainConfig()))
+
+
+def is_override_name(name: str) -> bool:
+    """A TrainConfig field ("alpha") or a field of its local stage's training ("refine.alpha")."""
+    return name in TRAIN_FIELDS or name in REFINE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,8 @@ def parse_arm(spec: str) -> Arm:
         name, sep, value = part.partition("=")
         if not sep or not name or not value:
             raise ValueError(f"an override is written field=value; got {part!r} in {spec!r}")
-        if name not in TRAIN_FIELDS:
-            raise ValueError(f"{name!r} in {spec!r} is not a TrainConfig field")
+        if not is_override_name(name):
+            raise ValueError(f"{name!r} in {spec!r} is not a TrainConfig field (nor refine.<RefineTrainConfig field>)")
         if name in overrides:
             raise ValueError(f"{name!r} is set twice in {spec!r}")
         overrides[name] = parse_value(value)

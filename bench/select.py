@@ -41,14 +41,14 @@ from typing import Any
 import numpy as np
 
 from models.checkpoint import Checkpoint
-from models.config import STRATEGIES, Precision, RefineTrainConfig, TrainConfig, to_dict
+from models.config import STRATEGIES, Precision, TrainConfig
 from models.datasets import default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.predictor import Predictor
 from models.step_data import StepData
 from models.trainer import train_step
 
-from .arms import TRAIN_FIELDS, parse_value
+from .arms import is_override_name, parse_value
 from .ikl import RESULTS, Runner, step_data, train_config
 from .profiles import PROFILES, add_precision_argument, with_precision
 
@@ -71,16 +71,10 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         name, sep, values = item.partition("=")
         if not sep or not values:
             raise ValueError(f"--grid wants name=v1,v2,...; got {item!r}")
-        if name not in TRAIN_FIELDS and not _is_refine_field(name):
+        if not is_override_name(name):
             raise ValueError(f"{name!r} is not a TrainConfig field (nor refine.<RefineTrainConfig field>)")
         grid[name] = [parse_value(v) for v in values.split(",")]
     return grid
-
-
-def _is_refine_field(name: str) -> bool:
-    """'refine.alpha' and the like: a field of the local stage's training (TrainConfig.refine)."""
-    head, _, field = name.partition(".")
-    return head == "refine" and field in to_dict(RefineTrainConfig())
 
 
 def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -18,11 +18,20 @@ def test_parse_arm_reads_typed_overrides() -> None:
     assert arm.strategy == "kamp" and arm.name == "kamp@ka_mode=pseudo_label@ka_weight=3@lr=1e-3"
     assert arm.overrides == {"ka_mode": "pseudo_label", "ka_weight": 3, "lr": 0.001}
     assert [parse_value(v) for v in ("3", "0.5", "2e-3", "rows")] == [3, 0.5, 0.002, "rows"]
+    assert parse_arm("kamp_ksd_only@refine.alpha=30").overrides == {"refine.alpha": 30}
 
 
 @pytest.mark.parametrize(
     "spec",
-    ["kampp", "kamp@alpha", "kamp@alpha=", "kamp@=1", "kamp@no_such_field=1", "kamp@alpha=1@alpha=2"],
+    [
+        "kampp",
+        "kamp@alpha",
+        "kamp@alpha=",
+        "kamp@=1",
+        "kamp@no_such_field=1",
+        "kamp@alpha=1@alpha=2",
+        "kamp@refine.nope=1",
+    ],
 )
 def test_parse_arm_refuses_bad_spellings(spec: str) -> None:
     with pytest.raises(ValueError):
