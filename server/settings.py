@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.config import Precision
@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     #: Blob folder; default <data_dir>/blobs.
     blob_dir: Path | None = None
+    #: Key of the digests kept of uploaded file names (server.studies.names); default: a random key file created
+    #: under data_dir. API replicas that do not share data_dir must share this setting.
+    pseudonym_key: SecretStr | None = None
     #: Largest accepted upload, bytes (413 above).
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     #: Largest accepted image, pixels (413 above); checked from the header before decoding.

@@ -14,6 +14,7 @@ from ..deps import SessionDep, SettingsDep
 from ..errors import Problem, not_found
 from ..projects import repository as projects
 from ..projects.schemas import StepPath
+from ..studies import names
 from ..studies.routes import read_capped
 from ..studies.service import get_study
 from . import importers, service
@@ -123,12 +124,11 @@ async def import_annotations(
         parsed = importers.parse_isbi_text(contents, codes)
     if not parsed:
         raise Problem(422, "the import holds no annotation", slug="bad-import")
-    studies = {s.filename: s for s in service.studies_by_filename(session, clinic)}
-    stems = {name.rsplit(".", 1)[0]: s for name, s in studies.items() if name}
+    studies = service.studies_by_reference(session, clinic, list(parsed), names.pseudonym_key(settings))
     matched = []
     missing = []
     for ref, points in parsed.items():
-        study = studies.get(ref) or stems.get(ref) or stems.get(ref.rsplit(".", 1)[0])
+        study = studies.get(ref)
         if study is None:
             missing.append(ref)
             continue

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from ..db.entities import Annotation, LandmarkSet, Split, Study
 from ..errors import Problem
+from ..studies import names
 from .schemas import PointIn
 
 
@@ -107,8 +108,15 @@ def add_annotations(
     return rows
 
 
-def studies_by_filename(session: Session, clinic_id: uuid.UUID) -> list[Study]:
-    return list(session.scalars(select(Study).where(Study.clinic_id == clinic_id, Study.filename.is_not(None))))
+def studies_by_reference(session: Session, clinic_id: uuid.UUID, references: list[str], key: bytes) -> dict[str, Study]:
+    """The clinic's study each import reference ("001", "001.jpg") names, matched by the digest of the name it
+    was uploaded under (server.studies.names); references that match none are left out."""
+    wanted = {ref: names.reference_keys(ref, key) for ref in references}
+    digests = {d for keys in wanted.values() for d in keys}
+    found = session.scalars(select(Study).where(Study.clinic_id == clinic_id, Study.name_key.in_(digests)))
+    by_key = {study.name_key: study for study in found}
+    matched = {ref: next((by_key[d] for d in keys if d in by_key), None) for ref, keys in wanted.items()}
+    return {ref: study for ref, study in matched.items() if study is not None}
 
 
 def current_annotations(session: Session, landmark_set: LandmarkSet) -> list[Annotation]:

@@ -119,7 +119,8 @@ class Study(IdMixin, Base):
     spacing_source: Mapped[str] = mapped_column(String(30))
     modality: Mapped[str | None] = mapped_column(String(20))
     deid_method: Mapped[str | None] = mapped_column(String(80))
-    filename: Mapped[str | None] = mapped_column(String(255))
+    #: Keyed digest of the uploaded file's name stem (server.studies.names); the name itself is never stored.
+    name_key: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Split(IdMixin, Base):

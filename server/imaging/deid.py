@@ -1,61 +1,247 @@
-"""De-identification of a DICOM header, and the de-identified dataset written back as a file.
+"""De-identification of a DICOM upload to DICOM PS3.15 Annex E's Basic Application Level Confidentiality Profile.
 
-Only the header is de-identified: the pixel data is stored as it was encoded.
+The stored dataset is rebuilt by retention rather than by removal: it holds only the attributes that display and
+measure the image (the pixel modules, the grey-scale transforms, the pixel spacing, a few coded terms checked
+against their defined terms), new UIDs, the profile's type-2 attributes emptied, and the record of the method
+(0012,0062)-(0012,0064). Everything else is dropped, whatever its tag: every attribute the profile lists (names,
+dates, identifiers, descriptions, comments, device serial numbers...), the Clean Descriptors option's
+descriptions (applied as removal), private tags, overlays, curves and every sequence but the two LUT ones. An
+attribute the profile does not list yet, or a vendor's misuse of a standard one, cannot leak either.
+
+Only the header is de-identified: the pixel data is stored as it was encoded (text burned into the pixels is not
+found here; BurnedInAnnotation is kept where the source states it).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
-import dicognito
 import pydicom
-from dicognito.anonymizer import Anonymizer
-from pydicom.dataset import Dataset
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, UID_dictionary, generate_uid
 
-from server.imaging.dicom_header import as_text
 from server.imaging.errors import ImagingError
 
-_IDENTIFYING_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "OtherPatientIDs",
-    "InstitutionName",
-    "ReferringPhysicianName",
-    "AccessionNumber",
+#: Pixel-module and geometry attributes of binary or numeric VRs, kept as they are (numeric strings re-checked).
+RETAINED = (
+    "SamplesPerPixel",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "PixelAspectRatio",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "WindowCenter",
+    "WindowWidth",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "NominalScannedPixelSpacing",
+    "EstimatedRadiographicMagnificationFactor",
+    "LossyImageCompressionRatio",
+    "PixelIntensityRelationshipSign",
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
 )
 
 
-def deidentify(ds: Dataset, subject: str) -> str:
-    """De-identify the header in place (dicognito, then the identifiers it kept, then private tags); pixels untouched.
+def _terms(words: str) -> frozenset[str]:
+    return frozenset(words.split(","))
 
-    Returns the method, e.g. "dicognito 0.19.0; private tags removed".
-    """
-    originals = {keyword: as_text(ds.get(keyword)) for keyword in _IDENTIFYING_KEYWORDS}
+
+_LUT_TYPES = _terms("US,OD,HU,MGML,Z_EFF,ED,EDW,HU_MOD,PCT")
+
+
+#: Coded text attributes, kept only where every value is one of the defined terms (PS3.3), so that no free text
+#: survives in them.
+_CODED: dict[str, frozenset[str]] = {
+    "Modality": _terms(
+        "AR,ASMT,AU,BDUS,BI,BMD,CFM,CR,CT,CTPROTOCOL,DMS,DG,DOC,DX,ECG,EEG,EMG,EOG,EPS,ES,FID,GM,HC,HD,IO,IOL,IVOCT,"
+        "IVUS,KER,KO,LEN,LS,MG,MR,M3D,NM,OAM,OCT,OP,OPM,OPT,OPTBSV,OPTENF,OPV,OSS,OT,PLAN,POS,PR,PT,PX,REG,RESP,RF,"
+        "RG,RTDOSE,RTIMAGE,RTINTENT,RTPLAN,RTRAD,RTRECORD,RTSEGANN,RTSTRUCT,RWV,SEG,SM,SMR,SR,SRF,STAIN,TEXTUREMAP,"
+        "TG,US,VA,XA,XAPROTOCOL,XC"
+    ),
+    "PhotometricInterpretation": _terms(
+        "MONOCHROME1,MONOCHROME2,PALETTE COLOR,RGB,YBR_FULL,YBR_FULL_422,YBR_PARTIAL_422,YBR_PARTIAL_420,YBR_ICT,"
+        "YBR_RCT,XYB"
+    ),
+    "RescaleType": _LUT_TYPES,
+    "VOILUTFunction": frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"}),
+    "PresentationLUTShape": frozenset({"IDENTITY", "INVERSE"}),
+    "PixelIntensityRelationship": frozenset({"LIN", "LOG", "DISP"}),
+    "PixelSpacingCalibrationType": frozenset({"GEOMETRY", "FIDUCIAL"}),
+    "LossyImageCompression": frozenset({"00", "01"}),
+    "LossyImageCompressionMethod": _terms(
+        "ISO_10918_1,ISO_14495_1,ISO_15444_1,ISO_15444_15,ISO_13818_2,ISO_14496_10,ISO_23008_2,ISO_18181_1"
+    ),
+    "BurnedInAnnotation": frozenset({"YES", "NO"}),
+}
+
+#: The grey-scale LUT sequences, rebuilt item by item from these attributes only (their explanations dropped).
+_SEQUENCES: dict[str, tuple[str, ...]] = {
+    "ModalityLUTSequence": ("LUTDescriptor", "LUTData", "ModalityLUTType"),
+    "VOILUTSequence": ("LUTDescriptor", "LUTData"),
+}
+
+#: UIDs the profile replaces (U); each upload gets new ones, so two uploads of one image are two studies.
+_REPLACED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+
+#: Type-2 attributes of the Patient, General Study, Series and Equipment modules the profile empties (Z).
+_EMPTIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "SeriesNumber",
+    "InstanceNumber",
+    "Manufacturer",
+)
+
+_SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
+
+#: (0012,0063) and the API's `deid_method`: the profile and how its Clean Descriptors option was applied.
+METHOD = "PS3.15 E.1 Basic Profile; descriptors removed; retain list"
+
+#: (0012,0064), CID 7050.
+_METHOD_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113105", "Clean Descriptors Option"),
+)
+
+
+def deidentify(ds: Dataset, transfer_syntax: UID, subject: str) -> Dataset:
+    """A new dataset holding only what the profile lets through (see the module's docstring), with file meta for
+    `transfer_syntax`; `ds` is left as it was. Raises ImagingError where the source cannot be rebuilt."""
     try:
-        Anonymizer().anonymize(ds)
-    except Exception as exc:  # never store or return a dataset that failed de-identification
+        out = Dataset()
+        _copy_retained(ds, out)
+        _replace_uids(ds, out)
+        for keyword in _EMPTIED:
+            setattr(out, keyword, "")
+        _record_method(out)
+        out.file_meta = _file_meta(out, transfer_syntax)
+        out.set_original_encoding(*ds.original_encoding)
+    except ImagingError:
+        raise
+    except Exception as exc:  # never store a dataset that failed de-identification
         raise ImagingError(
             "invalid-dicom",
             f"{subject} could not be de-identified, so it is not stored. Export the image again from the PACS.",
         ) from exc
-    for keyword, original in originals.items():
-        if original and keyword in ds and as_text(ds.get(keyword)) == original:
-            ds[keyword].value = ""
-    ds.remove_private_tags()
-    ds.preamble = b"\x00" * 128  # a preamble may carry another format's header (DICOM-TIFF), identifiers included
-    return f"dicognito {dicognito.__version__}; private tags removed"
+    return out
+
+
+def _copy_retained(source: Dataset, out: Dataset) -> None:
+    for keyword in RETAINED:
+        if keyword in source and _numeric_or_binary(source[keyword]):
+            out[source[keyword].tag] = source[keyword]
+    for keyword, terms in _CODED.items():
+        if keyword in source and _all_in(source[keyword].value, terms):
+            out[source[keyword].tag] = source[keyword]
+    for keyword, kept in _SEQUENCES.items():
+        if keyword in source and isinstance(source[keyword].value, Sequence):
+            items = [_lut_item(item, kept) for item in source[keyword].value]
+            setattr(out, keyword, Sequence([item for item in items if item is not None]))
+    sop_class = UID(str(source.get("SOPClassUID", "")))
+    out.SOPClassUID = sop_class if sop_class in UID_dictionary else _SECONDARY_CAPTURE
+
+
+def _lut_item(item: Dataset, kept: tuple[str, ...]) -> Dataset | None:
+    """A LUT item with only `kept` (the LUT type checked like _CODED); None where it has no LUT left."""
+    out = Dataset()
+    for keyword in kept:
+        if keyword not in item:
+            continue
+        element = item[keyword]
+        if keyword == "ModalityLUTType":
+            if _all_in(element.value, _LUT_TYPES):
+                out[element.tag] = element
+        elif _numeric_or_binary(element):
+            out[element.tag] = element
+    return out if "LUTDescriptor" in out and "LUTData" in out else None
+
+
+def _numeric_or_binary(element: DataElement) -> bool:
+    """True for binary VRs, and for DS/IS strings whose every value is a number (no text hides in them)."""
+    if element.VR not in ("DS", "IS"):
+        return element.VR not in ("AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT")
+    value = element.value
+    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    try:
+        for value in values:
+            float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _all_in(value: object, terms: frozenset[str]) -> bool:
+    values = [value] if isinstance(value, str) else list(value) if isinstance(value, Iterable) else [value]
+    return bool(values) and all(isinstance(v, str) and v.strip() in terms for v in values)
+
+
+def _replace_uids(source: Dataset, out: Dataset) -> None:
+    for keyword in _REPLACED_UIDS:
+        if keyword in source or keyword != "FrameOfReferenceUID":  # the first three are type 1
+            setattr(out, keyword, generate_uid(prefix=None))  # 2.25.<random UUID>
+
+
+def _record_method(out: Dataset) -> None:
+    out.PatientIdentityRemoved = "YES"
+    out.DeidentificationMethod = METHOD
+    items = []
+    for value, meaning in _METHOD_CODES:
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
+        items.append(code)
+    out.DeidentificationMethodCodeSequence = Sequence(items)
+    out.LongitudinalTemporalInformationModified = "REMOVED"  # every date and time is gone
+
+
+def _file_meta(out: Dataset, transfer_syntax: UID) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = out.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
 
 
 def dicom_bytes(ds: Dataset, subject: str) -> bytes:
-    """The dataset as a Part-10 file (a bare dataset gets its file meta), pixel data as it was encoded."""
-    for enforce_file_format in (True, False):
-        buffer = io.BytesIO()
-        try:
-            pydicom.dcmwrite(buffer, ds, enforce_file_format=enforce_file_format)
-            return buffer.getvalue()
-        except Exception:  # a bare dataset may lack what the file meta needs; try writing it as read
-            continue
-    raise ImagingError(
-        "invalid-dicom", f"{subject} could not be written back after de-identification. Export the image again."
-    )
+    """The de-identified dataset as a Part-10 file (zero preamble), pixel data as it was encoded."""
+    buffer = io.BytesIO()
+    try:
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    except Exception as exc:
+        raise ImagingError(
+            "invalid-dicom", f"{subject} could not be written back after de-identification. Export the image again."
+        ) from exc
+    return buffer.getvalue()

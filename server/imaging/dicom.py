@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.imaging.deid import deidentify, dicom_bytes
+from server.imaging.deid import METHOD, deidentify, dicom_bytes
 from server.imaging.dicom_file import read_dicom
 from server.imaging.dicom_header import dicom_spacing, optional_int, optional_str
 from server.imaging.dicom_pixels import (
@@ -21,20 +21,20 @@ def decode_dicom(data: bytes, max_pixels: int, subject: str, *, force: bool) -> 
     stored, photometric_out = decode_dicom_pixels(ds, transfer_syntax, subject)
     pixels = dicom_grey(stored, photometric_out, ds, subject)
     spacing, source = dicom_spacing(ds)
+    stored_ds = deidentify(ds, transfer_syntax, subject)
     facts = {
-        "modality": optional_str(ds.get("Modality")),
-        "photometric": optional_str(ds.get("PhotometricInterpretation")),
+        "modality": optional_str(stored_ds.get("Modality")),  # only a defined term: the source's may be any text
+        "photometric": optional_str(stored_ds.get("PhotometricInterpretation")),
         "bits_stored": optional_int(ds.get("BitsStored")),
         "transfer_syntax": str(transfer_syntax),
     }
-    deid_method = deidentify(ds, subject)
     return finish(
         pixels,
         format="dicom",
         spacing_mm=spacing,
         spacing_source=source,
-        source_bytes_deidentified=dicom_bytes(ds, subject),
-        dicom=ds,
-        deid_method=deid_method,
+        source_bytes_deidentified=dicom_bytes(stored_ds, subject),
+        dicom=stored_ds,
+        deid_method=METHOD,
         **facts,
     )

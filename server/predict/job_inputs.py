@@ -30,8 +30,9 @@ def unpack(job_id: uuid.UUID, blob: bytes) -> bytes:
     return blob[len(head) :]
 
 
-def store(blobs: BlobStore, job_id: uuid.UUID, image: DecodedImage, filename: str | None) -> dict[str, Any]:
-    """Store one validated image; answers its entry for `PredictionJob.inputs`."""
+def store(blobs: BlobStore, job_id: uuid.UUID, image: DecodedImage, filename: str) -> dict[str, Any]:
+    """Store one validated image; answers its entry for `PredictionJob.inputs`. `filename`: a neutral name
+    (server.studies.names.neutral_name), never the uploaded one."""
     key = blobs.put(pack(job_id, image.source_bytes_deidentified))
     return {
         "blob": key,

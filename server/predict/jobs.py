@@ -19,6 +19,7 @@ from ..deps import SessionDep, SettingsDep
 from ..errors import Problem
 from ..projects import repository as projects
 from ..storage import LocalBlobStore
+from ..studies import names
 from ..studies.routes import parse_spacing
 from ..training.queue import dispatch
 from . import job_inputs
@@ -88,9 +89,10 @@ async def submit_prediction_job(
     job_id = uuid.uuid4()
     inputs: list[dict] = []
     try:
-        for f in files:
+        for position, f in enumerate(files, start=1):
             image = await decode_named(f, settings, spacing)
-            inputs.append(await run_in_threadpool(job_inputs.store, blobs, job_id, image, f.filename))
+            name = names.neutral_name(position, f.filename)
+            inputs.append(await run_in_threadpool(job_inputs.store, blobs, job_id, image, name))
         job = PredictionJob(
             id=job_id,
             project_id=project_id,

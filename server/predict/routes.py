@@ -23,6 +23,7 @@ from ..errors import Problem, not_found
 from ..imaging import DecodedImage
 from ..settings import Settings
 from ..storage import LocalBlobStore
+from ..studies import names
 from ..studies.routes import parse_spacing, read_capped
 from ..studies.service import decode_upload, ingest
 from .frames import model_inputs, model_size
@@ -277,7 +278,8 @@ async def _keep(
 ) -> uuid.UUID:
     """Keep a predicted image as a study of the caller's clinic (store=true); its id."""
     blobs = LocalBlobStore(request.app.state.settings.resolved_blob_dir)
-    study, _ = await run_in_threadpool(ingest, session, blobs, principal.clinic(), image, filename)
+    key = names.pseudonym_key(request.app.state.settings)
+    study, _ = await run_in_threadpool(ingest, session, blobs, principal.clinic(), image, filename, key)
     return study.id
 
 

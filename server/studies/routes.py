@@ -15,7 +15,7 @@ from ..db.entities import Study
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem
 from ..storage import LocalBlobStore
-from . import service
+from . import names, service
 from .schemas import Spacing, StudyOut
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -31,7 +31,6 @@ def study_out(study: Study, created: bool = True) -> StudyOut:
         spacing=Spacing(x_mm=study.spacing_x_mm, y_mm=study.spacing_y_mm, source=study.spacing_source),
         deid_method=study.deid_method,
         pixel_sha256=study.pixel_sha256,
-        filename=study.filename,
         created_at=study.created_at,
         created=created,
     )
@@ -89,7 +88,13 @@ async def upload_study(
     data = await read_capped(file, settings.max_upload_bytes)
     image = await run_in_threadpool(service.decode_upload, data, file.filename, settings.max_image_pixels, spacing)
     study, created = await run_in_threadpool(
-        service.ingest, session, blob_store(request), principal.clinic(), image, file.filename
+        service.ingest,
+        session,
+        blob_store(request),
+        principal.clinic(),
+        image,
+        file.filename,
+        names.pseudonym_key(settings),
     )
     if not created:
         response.status_code = 200

@@ -23,6 +23,5 @@ class StudyOut(BaseModel):
     spacing: Spacing
     deid_method: str | None
     pixel_sha256: str
-    filename: str | None
     created_at: UtcDatetime
     created: bool = Field(default=True, description="false when the same image was uploaded before")

@@ -15,6 +15,7 @@ from ..db.entities import Study
 from ..errors import Problem, not_found
 from ..imaging import DecodedImage, ImagingError, decode_image
 from ..storage import BlobStore
+from . import names
 
 
 def encode_png16(pixels: np.ndarray) -> bytes:
@@ -39,10 +40,11 @@ def decode_upload(
 
 
 def ingest(
-    session: Session, blobs: BlobStore, clinic_id: uuid.UUID, image: DecodedImage, filename: str | None
+    session: Session, blobs: BlobStore, clinic_id: uuid.UUID, image: DecodedImage, filename: str | None, key: bytes
 ) -> tuple[Study, bool]:
-    """(the study, whether it is new). Blobs are written before the row: content-addressed, so a failed
-    commit leaves at most an unreferenced blob, never a row that points at nothing."""
+    """(the study, whether it is new). Of `filename` only its digest under `key` is kept (server.studies.names).
+    Blobs are written before the row: content-addressed, so a failed commit leaves at most an unreferenced blob,
+    never a row that points at nothing."""
     existing = find_by_hash(session, clinic_id, image.pixel_sha256)
     if existing is not None:
         return existing, False
@@ -62,7 +64,7 @@ def ingest(
         spacing_source=str(image.spacing_source),
         modality=image.modality,
         deid_method=image.deid_method,
-        filename=_safe_name(filename),
+        name_key=names.name_key(filename, key),
     )
     session.add(study)
     try:
@@ -86,10 +88,3 @@ def get_study(session: Session, clinic_id: uuid.UUID, study_id: uuid.UUID) -> St
     if study is None or study.clinic_id != clinic_id:
         raise not_found("study")
     return study
-
-
-def _safe_name(filename: str | None) -> str | None:
-    # Only the base name, trimmed: a path may carry a patient's name in a folder.
-    if not filename:
-        return None
-    return filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or None
