@@ -10,6 +10,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from server.imaging.errors import ImagingError
 from server.imaging.grey import stretch, value_range
+from server.imaging.raster_meta import without_metadata
 from server.imaging.refusals import check_size, truncated_image
 from server.imaging.types import DecodedImage, ImageFormat, finish
 
@@ -53,10 +54,19 @@ def decode_raster(data: bytes, max_pixels: int, subject: str, at_least: tuple[in
         format=image_format,
         spacing_mm=None,
         spacing_source="none",
-        source_bytes_deidentified=data,
+        source_bytes_deidentified=_stored_copy(data, image_format, image, subject),
         photometric=mode,
         bits_stored=16 if mode.startswith("I;16") else 32 if mode in ("I", "F") else 1 if mode == "1" else 8,
     )
+
+
+def _stored_copy(data: bytes, image_format: ImageFormat, image: Image.Image, subject: str) -> bytes:
+    try:
+        return without_metadata(data, image_format, image)
+    except Exception as exc:  # a structure Pillow decoded but the filter cannot walk: never store it unfiltered
+        raise ImagingError(
+            "truncated-image", f"{subject} could not be stored without its metadata. Save the image again."
+        ) from exc
 
 
 def _open_pillow(data: bytes, max_pixels: int, subject: str) -> Image.Image:

@@ -1,19 +1,23 @@
 """De-identification to DICOM PS3.15's Basic Application Level Confidentiality Profile, on real DICOM files with
 an identifier planted in every text attribute of pydicom's data dictionary (the profile's attributes among them),
 in nested sequences, private tags, overlays and the file meta: none survives in the stored blobs, the database,
-the API's answers or the logs, and the stored file still decodes to the same pixels and spacing."""
+the API's answers or the logs, and the stored file still decodes to the same pixels and spacing. PNG, JPEG and
+TIFF uploads lose their text chunks, segments and tags the same way."""
 
 from __future__ import annotations
 
 import copy
 import io
 import logging
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from PIL import ExifTags, Image
+from PIL.PngImagePlugin import PngInfo
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -201,3 +205,58 @@ def _database_text(api: Api) -> str:
         for table in Base.metadata.sorted_tables:
             rows.extend(repr(tuple(row)) for row in session.execute(select(table)))
     return "\n".join(rows)
+
+
+# ------------------------------------------------------------------ PNG, JPEG and TIFF: text beside the pixels
+
+
+def _grey_picture() -> Image.Image:
+    values = np.add.outer(np.arange(48), 3 * np.arange(64)).astype(np.uint8)
+    return Image.fromarray(values, mode="L")
+
+
+def planted_png() -> bytes:
+    info = PngInfo()
+    info.add_text("Patient", f"{MARK} Juergen Mueller")
+    info.add_text("Comment", f"{MARK} born 19800101", zip=True)
+    info.add_itxt("Description", f"{MARK} Mueller", lang="de")
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Artist] = f"{MARK} Mueller"
+    _grey_picture().save(buffer, format="PNG", pnginfo=info, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def planted_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Artist] = f"{MARK} Mueller"
+    exif[ExifTags.Base.Orientation] = 6  # shown turned by 90 degrees: the copy must keep this
+    buffer = io.BytesIO()
+    _grey_picture().save(buffer, format="JPEG", exif=exif.tobytes(), comment=f"{MARK} Juergen".encode())
+    data = buffer.getvalue()
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>" + f"{MARK} Mueller".encode() + b"</x:xmpmeta>"
+    iptc = b"Photoshop 3.0\x00" + f"8BIM {MARK} Mueller".encode()
+    app = ((0xE1, xmp), (0xED, iptc))
+    segments = b"".join(b"\xff" + bytes([m]) + struct.pack(">H", len(p) + 2) + p for m, p in app)
+    return data[:2] + segments + data[2:] + f"{MARK} trailing Mueller".encode()
+
+
+def planted_tiff() -> bytes:
+    tags = {270: f"{MARK} Juergen Mueller", 315: f"{MARK} Mueller", 306: "1980:01:01 12:13:14", 274: 6}
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(_grey_picture(), np.uint16) * 257).save(buffer, format="TIFF", tiffinfo=tags)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("make", [planted_png, planted_jpeg, planted_tiff], ids=["png", "jpeg", "tiff"])
+def test_no_text_of_a_picture_survives_in_its_stored_copy(make: Callable[[], bytes]) -> None:
+    upload = make()
+    assert upload.count(MARK.encode()) >= 2
+    image = decode_image(upload, filename="MUELLER_JUERGEN.img")
+    assert_no_needle("the stored copy", image.source_bytes_deidentified)
+    assert b"1980:01:01" not in image.source_bytes_deidentified
+    again = decode_image(image.source_bytes_deidentified)
+    assert (again.format, again.width, again.height) == (image.format, image.width, image.height)
+    assert again.pixel_sha256 == image.pixel_sha256  # displays as the upload did (a JPEG's orientation kept)
+    if image.format == "jpeg":
+        assert (image.width, image.height) == (48, 64)  # turned by its EXIF orientation
