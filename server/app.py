@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from .annotations.routes import router as annotations_router
 from .auth import RateLimiter
+from .body_guard import BodyGuardMiddleware
 from .clinics.routes import router as clinics_router
 from .db.session import session_factory
 from .deps import SessionDep, SettingsDep
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(precision=settings.precision)
     app.state.inference = InferenceBatcher(settings.inference_max_batch, threads=settings.torch_threads)
     app.include_router(training_router)
+    app.add_middleware(BodyGuardMiddleware, settings=settings, sessions=app.state.session_factory)
     app.add_middleware(ServerTimingMiddleware)
 
     @app.get("/healthz", tags=["ops"])

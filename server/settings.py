@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     #: Largest accepted upload, bytes (413 above).
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    #: Largest JSON request body, bytes (413 before it is read).
+    max_json_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    #: Largest body of a request with several files (a batch, a prediction job, an import), bytes; a single-file
+    #: upload's limit is max_upload_bytes (server.body_guard).
+    max_request_bytes: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
     #: Largest accepted image, pixels (413 above); checked from the header before decoding.
     max_image_pixels: int = Field(default=60_000_000, gt=0)
     #: Requests per minute per API key (429 above); 0 disables the limit.

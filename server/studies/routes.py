@@ -79,11 +79,6 @@ async def upload_study(
 ) -> StudyOut:
     """Upload one image. DICOM is de-identified on ingest; no patient identifier is stored or returned. The
     same pixels uploaded again answer 200 with the existing study."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-        raise Problem(
-            413, f"the upload is larger than the limit of {settings.max_upload_bytes} bytes", slug="upload-too-large"
-        )
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     data = await read_capped(file, settings.max_upload_bytes)
     image = await run_in_threadpool(service.decode_upload, data, file.filename, settings.max_image_pixels, spacing)
