@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -9,7 +13,7 @@ from .annotations.routes import router as annotations_router
 from .auth import RateLimiter
 from .body_guard import BodyGuardMiddleware
 from .clinics.routes import router as clinics_router
-from .db.session import session_factory
+from .db.session import PoolLimits, session_factory
 from .deps import SessionDep, SettingsDep
 from .errors import Problem, install_problem_handlers
 from .predict.batcher import InferenceBatcher
@@ -32,11 +36,19 @@ Authenticate with `Authorization: Bearer <API key>`. Every error is an RFC 9457 
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Starlette runs every blocking route and dependency on anyio's default thread limiter.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.api_threads
+    yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="KAMP landmarks", version="0.1.0", description=DESCRIPTION)
+    app = FastAPI(title="KAMP landmarks", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
-    app.state.session_factory = session_factory(settings.resolved_database_url)
+    pool = PoolLimits(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_s)
+    app.state.session_factory = session_factory(settings.resolved_database_url, pool)
     app.state.rate_limiter = RateLimiter()
     app.state.enqueue = celery_enqueue(settings)  # tests swap in a fake
     app.state.enqueue_prediction = celery_enqueue(settings, TASK_PREDICT_JOB)
@@ -54,8 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ServerTimingMiddleware)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
+    async def healthz() -> dict[str, str]:
+        """The process is up (answered on the event loop: a full thread pool does not delay it)."""
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"])

@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import VERIFIED, Principal, presented_key, verify_key
-from .errors import Problem, problem_response
+from .errors import BUSY, Problem, problem_response
 from .settings import Settings
 
 #: Routes that take one uploaded file: their body is that file and a few form fields.
@@ -53,6 +54,9 @@ class BodyGuardMiddleware:
             _check_declared(headers, limit, slug)
         except Problem as problem:
             await _answer(scope, receive, send, problem)
+            return
+        except PoolTimeout:
+            await _answer(scope, receive, send, BUSY)
             return
         scope.setdefault("state", {})[VERIFIED] = principal
         await _CappedBody(self.app, limit, slug).run(scope, receive, send)

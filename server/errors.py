@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("kamp.server")
@@ -56,6 +57,10 @@ def problem_response(request: Request, problem: Problem) -> JSONResponse:
     return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
 
 
+#: Every database connection is taken: 503 with Retry-After, not a server fault.
+BUSY = Problem(503, "the service is at capacity; retry shortly", slug="busy", headers={"Retry-After": "2"})
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -77,6 +82,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             request, Problem(422, detail, slug="invalid-request", title="Invalid request", extra={"errors": errors})
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _saturated(request: Request, exc: PoolTimeout) -> JSONResponse:
+        return problem_response(request, BUSY)
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> JSONResponse:

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     #: Largest accepted upload, bytes (413 above).
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    #: Threads of the API's pool for blocking work (database, decoding, storage), and its database connections:
+    #: kept open, opened beyond at a peak, and the seconds a request waits for one (then 503 with Retry-After).
+    #: The default pool holds a connection for every thread.
+    api_threads: int = Field(default=40, ge=1, le=1000)
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
     #: Largest JSON request body, bytes (413 before it is read).
     max_json_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     #: Largest body of a request with several files (a batch, a prediction job, an import), bytes; a single-file

@@ -6,6 +6,7 @@ job is committed before it is enqueued (a worker must never get an id it cannot 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
@@ -13,18 +14,20 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from ..auth import Principal
 from ..db.base import utcnow
 from ..db.entities import JobStatus, PredictionJob
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem
 from ..projects import repository as projects
+from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies import names
-from ..studies.routes import parse_spacing
+from ..studies.routes import parse_spacing, read_capped_file
 from ..training.queue import dispatch
 from . import job_inputs
 from . import repository as repo
-from .routes import PredictDep, SpacingX, SpacingY, VersionField, decode_named, resolve_version
+from .routes import PredictDep, SpacingX, SpacingY, VersionField, decode_one_of_several, resolve_version
 from .schemas import JobLinks, PredictionJobOut, PredictionOut
 
 router = APIRouter(prefix="/v1/projects/{project_id}/predict/jobs", tags=["predict"])
@@ -78,24 +81,41 @@ async def submit_prediction_job(
     """Queue the prediction of many images with one model version (the given one, else the one active now; a
     later promotion does not change the job). Any unusable image refuses the whole request, naming the file,
     and nothing is stored. Follow the job at links.self; its answers are at links.results once it succeeded."""
-    version = resolve_version(session, principal.clinic(), project_id, version_id)
     limit = settings.max_prediction_job_images
     if not files:
         raise Problem(422, "upload at least one image as `files`", slug="no-images")
     if len(files) > limit:
         raise Problem(413, f"at most {limit} images per job; got {len(files)}", slug="job-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
+    # Database, decoding, blob and broker work all block: off the event loop, in one trip through the pool.
+    job = _Submission(project_id, version_id, files, spacing)
+    return await run_in_threadpool(_submit, request, session, settings, principal, job)
+
+
+@dataclass(frozen=True)
+class _Submission:
+    project_id: uuid.UUID
+    version_id: uuid.UUID | None
+    files: list[UploadFile]
+    spacing: tuple[float, float] | None
+
+
+def _submit(
+    request: Request, session: Session, settings: Settings, principal: Principal, sub: _Submission
+) -> PredictionJobOut:
+    version = resolve_version(session, principal.clinic(), sub.project_id, sub.version_id)
+    session.rollback()  # hand the connection back to the pool while the images decode
     blobs = LocalBlobStore(settings.resolved_blob_dir)
     job_id = uuid.uuid4()
     inputs: list[dict] = []
     try:
-        for position, f in enumerate(files, start=1):
-            image = await decode_named(f, settings, spacing)
-            name = names.neutral_name(position, f.filename)
-            inputs.append(await run_in_threadpool(job_inputs.store, blobs, job_id, image, name))
+        for position, f in enumerate(sub.files, start=1):  # one image in memory at a time: they were spooled
+            data = read_capped_file(f.file, settings.max_upload_bytes)
+            image = decode_one_of_several(data, f.filename, settings, sub.spacing)
+            inputs.append(job_inputs.store(blobs, job_id, image, names.neutral_name(position, f.filename)))
         job = PredictionJob(
             id=job_id,
-            project_id=project_id,
+            project_id=sub.project_id,
             model_version_id=version.id,
             status=JobStatus.queued,
             total=len(inputs),

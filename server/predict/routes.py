@@ -292,10 +292,19 @@ async def decode_named(
     """One upload of several, decoded (a JPEG reduced down to `at_least` where given, see `decode_for_model`);
     a refusal names the file."""
     data = await read_capped(upload, settings.max_upload_bytes)
+    return await run_in_threadpool(decode_one_of_several, data, upload.filename, settings, spacing, at_least)
+
+
+def decode_one_of_several(
+    data: bytes,
+    filename: str | None,
+    settings: Settings,
+    spacing: tuple[float, float] | None,
+    at_least: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """`decode_upload` of one file of several: a refusal names the file."""
     try:
-        return await run_in_threadpool(
-            decode_upload, data, upload.filename, settings.max_image_pixels, spacing, at_least
-        )
+        return decode_upload(data, filename, settings.max_image_pixels, spacing, at_least)
     except Problem as exc:
-        exc.detail = f"{upload.filename}: {exc.detail}"
+        exc.detail = f"{filename}: {exc.detail}"
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from sqlalchemy import select
@@ -42,13 +42,16 @@ def blob_store(request: Request) -> LocalBlobStore:
 
 async def read_capped(upload: UploadFile, limit: int) -> bytes:
     """The upload's bytes, refusing (413) anything over `limit` without reading it all into memory."""
-    chunks, size = [], 0
-    while chunk := await upload.read(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"the upload is larger than the limit of {limit} bytes", slug="upload-too-large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await run_in_threadpool(read_capped_file, upload.file, limit)
+
+
+def read_capped_file(file: BinaryIO, limit: int) -> bytes:
+    """`read_capped` of an upload's spooled file, for code already off the event loop."""
+    file.seek(0)
+    data = file.read(limit + 1)
+    if len(data) > limit:
+        raise Problem(413, f"the upload is larger than the limit of {limit} bytes", slug="upload-too-large")
+    return data
 
 
 def parse_spacing(x: float | None, y: float | None) -> tuple[float, float] | None:

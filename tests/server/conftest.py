@@ -4,15 +4,21 @@ Every test gets a fresh, migrated database, so tests never see each other's rows
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
+from starlette.types import ASGIApp
 
 from server.app import create_app
 from server.cli import ensure_system_key
@@ -77,3 +83,23 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     a = make_api(database_url, tmp_path)
     with a.client:
         yield a
+
+
+@contextlib.contextmanager
+def serve(app: ASGIApp) -> Iterator[int]:
+    """`app` served by a real uvicorn on a free local port, in a thread; yields the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)

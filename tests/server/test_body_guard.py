@@ -6,18 +6,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.body_guard import FORM_OVERHEAD
 
-from .conftest import Api, make_api
+from .conftest import Api, make_api, serve
 from .test_api_core import assert_problem
 
 GIB = 1 << 30
@@ -44,20 +42,8 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[Api, BodyCounter
     """(the API, its body counter, the port of a uvicorn serving it)."""
     api = make_api(database_url, tmp_path, max_upload_bytes=1_000_000)
     counter = BodyCounter(api.client.app)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(counter, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    with api.client:
+    with api.client, serve(counter) as port:
         yield api, counter, port
-    server.should_exit = True
-    thread.join(10)
 
 
 def _send_head(port: int, path: str, headers: dict[str, str]) -> socket.socket:

@@ -1,0 +1,56 @@
+"""The API under concurrent load, on a real uvicorn: blocking work never holds the event loop, so /healthz
+answers within a second throughout, and no request answers 5xx."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.db.entities import VersionStatus
+
+from .conftest import Api, serve
+from .test_api_core import CEPH
+from .test_predict import _add_version, _image, tiny_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SUBMITTERS = 20
+IMAGES_PER_JOB = 4
+
+
+def test_twenty_concurrent_job_submissions_leave_healthz_responsive(api: Api, data_root: Path) -> None:
+    clinic, admin = api.clinic()
+    pid = api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).json()["id"]
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    predict = api.key(clinic, admin, "predict")
+    api.client.app.state.enqueue_prediction = lambda job_id: f"task-{job_id}"  # no broker: only the API is tested
+    image = _image(data_root)
+    statuses: list[int] = []
+    latencies: list[float] = []
+
+    with serve(api.client.app) as port:
+        base = f"http://127.0.0.1:{port}"
+
+        def submit() -> None:
+            files = [("files", (f"{i}.jpg", image)) for i in range(IMAGES_PER_JOB)]
+            with httpx.Client(base_url=base, timeout=120) as client:
+                r = client.post(f"/v1/projects/{pid}/predict/jobs", files=files, headers=api.headers(predict))
+            statuses.append(r.status_code)
+
+        threads = [threading.Thread(target=submit) for _ in range(SUBMITTERS)]
+        for t in threads:
+            t.start()
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while any(t.is_alive() for t in threads):
+                t0 = time.perf_counter()
+                assert client.get("/healthz").status_code == 200
+                latencies.append(time.perf_counter() - t0)
+                time.sleep(0.05)
+        for t in threads:
+            t.join()
+    assert sorted(statuses) == [202] * SUBMITTERS
+    assert len(latencies) >= 5 and max(latencies) < 1.0, f"slowest /healthz {max(latencies):.2f} s"
