@@ -161,7 +161,9 @@ class RefineTrainConfig:
     rotation_deg: float = 10.0
     scale: float = 0.1
     #: Weight of the local stage's distillation of old landmarks; None: TrainConfig.alpha (the first stage's).
-    alpha: float | None = None
+    #: Its l_GT on fresh labels is far larger than the first stage's, so its distillation needs a larger weight
+    #: to hold the old landmarks (chosen on step 1's held-out images: docs/method.md).
+    alpha: float | None = 30.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.jitter_wide <= 1.0:
