@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models.checkpoint import Checkpoint
@@ -26,7 +26,6 @@ from server.db.entities import (
     JobStatus,
     LandmarkSet,
     ModelVersion,
-    PredictionJob,
     Project,
     TrainingJob,
     VersionEvent,
@@ -38,6 +37,7 @@ from server.storage import LocalBlobStore
 
 from . import validation
 from .data import set_data
+from .lease import Lease, LeaseLost, claim
 
 log = logging.getLogger("kamp.worker")
 #: Seconds between progress writes to the job row (each is also the heartbeat and the cancel check).
@@ -73,21 +73,24 @@ def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
         parent_version, wait = _parent(session, job)
         if wait:
             return Outcome.waiting
-        if not _claim(session, job, settings):
+        lease = _claim(session, job, settings)
+        if lease is None:
             return Outcome.skipped
         try:
             if job.step > 0 and parent_version is None:
                 raise RuntimeError(f"step {job.step - 1} has no trained model version; train that step first")
-            return _train(session, settings, blobs, job, project, parent_version)
+            return _train(session, settings, blobs, job, lease, project, parent_version)
         except JobCancelled:
-            _finish(session, job, JobStatus.cancelled, "cancelled at the request of an admin")
-            return Outcome.cancelled
+            return _finish(session, lease, JobStatus.cancelled, "cancelled at the request of an admin")
+        except LeaseLost:
+            session.rollback()
+            log.warning("job %s was taken from this worker (reaped or claimed again); it stops here", job_id)
+            return Outcome.skipped
         except Exception as exc:
             session.rollback()
             log.exception("job %s failed", job_id)
             detail = f"{type(exc).__name__}: {exc}"
-            _finish(session, job, JobStatus.failed, detail, log_tail=traceback.format_exc(limit=5))
-            return Outcome.failed
+            return _finish(session, lease, JobStatus.failed, detail, log_tail=traceback.format_exc(limit=5))
 
 
 def _parent(session: Session, job: TrainingJob) -> tuple[ModelVersion | None, bool]:
@@ -125,36 +128,10 @@ def _parent(session: Session, job: TrainingJob) -> tuple[ModelVersion | None, bo
     return None, bool(pending)
 
 
-def claim_row(
-    session: Session,
-    entity: type[TrainingJob] | type[PredictionJob],
-    job_id: uuid.UUID,
-    now: datetime,
-    stale_after_s: int,
-    *conditions: ColumnElement[bool],
-    **values: object,
-) -> bool:
-    """Conditional claim of a job row, for either kind of job: queued -> running, or a running job whose worker
-    stopped beating (heartbeat older than `stale_after_s`), narrowed by `conditions`; sets the heartbeat to `now`
-    and `values`. One winner however many workers try at once (a single UPDATE ... WHERE); committed."""
-    stale = now - timedelta(seconds=stale_after_s)
-    claimable = (entity.status == JobStatus.queued) | (
-        (entity.status == JobStatus.running) & (entity.heartbeat_at < stale)
-    )
-    result = session.execute(
-        update(entity)
-        .where(entity.id == job_id, claimable, *conditions)
-        .values(status=JobStatus.running, heartbeat_at=now, **values)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
-
-
-def _claim(session: Session, job: TrainingJob, settings: Settings) -> bool:
+def _claim(session: Session, job: TrainingJob, settings: Settings) -> Lease | None:
     """Claim the training job unless it was asked to cancel; a resumed job keeps its first start time."""
     now = utcnow()
-    claimed = claim_row(
+    lease = claim(
         session,
         TrainingJob,
         job.id,
@@ -164,13 +141,13 @@ def _claim(session: Session, job: TrainingJob, settings: Settings) -> bool:
         started_at=func.coalesce(TrainingJob.started_at, now),
     )
     session.refresh(job)
-    if not claimed:
+    if lease is None:
         log.info("job %s not claimed (status %s)", job.id, job.status)
         if job.status == JobStatus.queued and job.cancel_requested:
-            _finish(session, job, JobStatus.cancelled, "cancelled before it started")
-        return False
-    _append_log(session, job, f"claimed by a worker at {now.isoformat(timespec='seconds')}")
-    return True
+            _cancel_unstarted(session, job)
+        return None
+    lease.log(session, f"claimed by a worker at {now.isoformat(timespec='seconds')} (lease {lease.token})")
+    return lease
 
 
 def _train(
@@ -178,6 +155,7 @@ def _train(
     settings: Settings,
     blobs: LocalBlobStore,
     job: TrainingJob,
+    lease: Lease,
     project: Project,
     parent_version: ModelVersion | None,
 ) -> Outcome:
@@ -192,9 +170,8 @@ def _train(
     fields, triplet_source = _with_associations({"precision": settings.precision, **job.config}, job, landmark_set)
     config = from_dict(TrainConfig, fields)
     names = {lm.code: lm.name for lm in landmark_set.landmarks}
-    _append_log(
+    lease.log(
         session,
-        job,
         f"training step {job.step} with {job.strategy} on {len(data)} studies"
         + (f" from version {parent_version.number}" if parent_version else " from scratch"),
     )
@@ -204,21 +181,19 @@ def _train(
         if time.monotonic() - last[0] < PROGRESS_EVERY_S and p.iteration < p.total:
             return
         last[0] = time.monotonic()
-        session.execute(
-            update(TrainingJob)
-            .where(TrainingJob.id == job.id)
-            .values(
-                progress={
-                    "stage": p.stage,
-                    "iteration": p.iteration,
-                    "total": p.total,
-                    "eta_s": round(p.eta_s, 1),
-                    "losses": {k: round(v, 5) for k, v in p.losses.items()},
-                },
-                heartbeat_at=utcnow(),
-            )
+        written = lease.write(
+            session,
+            progress={
+                "stage": p.stage,
+                "iteration": p.iteration,
+                "total": p.total,
+                "eta_s": round(p.eta_s, 1),
+                "losses": {k: round(v, 5) for k, v in p.losses.items()},
+            },
+            heartbeat_at=utcnow(),
         )
-        session.commit()
+        if not written:
+            raise LeaseLost
         if session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job.id)):
             raise JobCancelled
 
@@ -236,12 +211,11 @@ def _train(
         state_path=Path(state_dir) / f"{job.set_id}.state",
     )
     if train_report.triplets:
-        _append_log(session, job, f"KA-Net triplets ({triplet_source}): {_triplet_text(train_report.triplets)}")
+        lease.log(session, f"KA-Net triplets ({triplet_source}): {_triplet_text(train_report.triplets)}")
     data_bytes = checkpoint.to_bytes()
     key = blobs.put(data_bytes)
-    _append_log(
+    lease.log(
         session,
-        job,
         f"trained in {train_report.total_seconds:.0f} s (KA-Net {train_report.kanet_seconds:.0f} s, "
         f"local stage {train_report.refine_seconds:.0f} s; "
         f"{train_report.device}, {train_report.precision}, "
@@ -262,6 +236,7 @@ def _train(
     _record_version(
         session,
         job,
+        lease,
         project,
         parent_version,
         key,
@@ -297,6 +272,7 @@ def _triplet_text(triplets: list) -> str:
 def _record_version(
     session: Session,
     job: TrainingJob,
+    lease: Lease,
     project: Project,
     parent: ModelVersion | None,
     key: str,
@@ -307,8 +283,9 @@ def _record_version(
     reason: str,
 ) -> None:
     """The version, its gate decision and the job's success, in one transaction (so with the row lock on the
-    project, promotions never leave zero or two active versions)."""
+    project, promotions never leave zero or two active versions); nothing if this worker lost the job."""
     session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    lease.lock(session)
     number = (
         session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0
     ) + 1
@@ -343,24 +320,40 @@ def _record_version(
     session.add(
         VersionEvent(version_id=version.id, action="promoted" if passes else "rejected", actor="gate", reason=reason)
     )
-    job.status = JobStatus.succeeded
-    job.model_version_id = version.id
-    job.finished_at = utcnow()
-    job.log = (job.log or "") + f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
+    line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
+    lease.write(
+        session,
+        commit=False,
+        status=JobStatus.succeeded,
+        model_version_id=version.id,
+        finished_at=utcnow(),
+        log=func.coalesce(TrainingJob.log, "") + line,
+    )
     session.commit()
 
 
-def _append_log(session: Session, job: TrainingJob, line: str) -> None:
-    job.log = (job.log or "") + line + "\n"
-    session.commit()
+def _finish(session: Session, lease: Lease, status: JobStatus, error: str, log_tail: str = "") -> Outcome:
+    """End the job as `status` if this worker still holds it; the outcome to report."""
+    values: dict[str, object] = {"status": status, "finished_at": utcnow()}
+    if status == JobStatus.failed:
+        values["error"] = error
+    try:
+        lease.log(session, f"{status.value}: {error}" + (f"\n{log_tail.rstrip()}" if log_tail else ""), **values)
+    except LeaseLost:
+        return Outcome.skipped
+    return Outcome.cancelled if status == JobStatus.cancelled else Outcome.failed
 
 
-def _finish(session: Session, job: TrainingJob, status: JobStatus, error: str, log_tail: str = "") -> None:
-    session.refresh(job)
-    job.status = status
-    job.error = error if status == JobStatus.failed else job.error
-    job.finished_at = utcnow()
-    job.log = (job.log or "") + f"{status.value}: {error}\n" + log_tail
+def _cancel_unstarted(session: Session, job: TrainingJob) -> None:
+    session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
+        .values(
+            status=JobStatus.cancelled,
+            finished_at=utcnow(),
+            log=func.coalesce(TrainingJob.log, "") + "cancelled: cancelled before it started\n",
+        )
+    )
     session.commit()
 
 

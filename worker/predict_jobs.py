@@ -27,7 +27,8 @@ from server.predict.schemas import prediction_out
 from server.settings import Settings
 from server.storage import LocalBlobStore
 
-from .jobs import Outcome, claim_row, utcnow
+from .jobs import Outcome, utcnow
+from .lease import Lease, claim
 
 log = logging.getLogger("kamp.worker")
 #: Images per forward pass and per progress write (each is also the heartbeat).
@@ -44,15 +45,16 @@ def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
         if job is None:
             log.warning("prediction job %s does not exist", job_id)
             return Outcome.skipped
-        if not _claim(session, job, settings):
+        lease = _claim(session, job, settings)
+        if lease is None:
             if job.status not in (JobStatus.queued, JobStatus.running):
                 job_inputs.delete(blobs, job.inputs)  # left behind if a worker died right after finishing it
             return Outcome.skipped
         try:
-            outcome = _predict(session, settings, blobs, job)
+            outcome = _predict(session, settings, blobs, job, lease)
         except Exception as exc:
             session.rollback()
-            ended = _end(session, job.id, status=JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+            ended = _end(session, lease, status=JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
             if ended:
                 log.exception("prediction job %s failed", job_id)
             else:  # e.g. cancelled while this chunk ran: its images were deleted under it
@@ -63,18 +65,17 @@ def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
         return outcome
 
 
-def _claim(session: Session, job: PredictionJob, settings: Settings) -> bool:
+def _claim(session: Session, job: PredictionJob, settings: Settings) -> Lease | None:
     """Claim the prediction job; a job taken over from a dead worker starts again from its first image."""
     now = utcnow()
-    claimed = claim_row(session, PredictionJob, job.id, now, settings.job_stale_after_s, started_at=now, done=0)
+    lease = claim(session, PredictionJob, job.id, now, settings.job_stale_after_s, started_at=now, done=0)
     session.refresh(job)
-    if not claimed:
+    if lease is None:
         log.info("prediction job %s not claimed (status %s)", job.id, job.status)
-        return False
-    return True
+    return lease
 
 
-def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: PredictionJob) -> Outcome:
+def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: PredictionJob, lease: Lease) -> Outcome:
     version = session.get(ModelVersion, job.model_version_id)
     assert version is not None  # a foreign key
     cache = _models.setdefault(settings.precision, ModelCache(capacity=2, precision=settings.precision))
@@ -91,10 +92,10 @@ def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: P
             source, name = entry["spacing_source"], entry["filename"]
             out = prediction_out(version, prediction, spacing_source=source, filename=name)
             results.append(out.model_dump(mode="json"))
-        if not _progress(session, job.id, start + len(entries)):
+        if not lease.write(session, done=start + len(entries), heartbeat_at=utcnow()):
             return Outcome.skipped
     key = blobs.put(json.dumps(results).encode())  # atomic: a temporary file renamed into place
-    done = _end(session, job.id, status=JobStatus.succeeded, result_blob=key, done=len(inputs))
+    done = _end(session, lease, status=JobStatus.succeeded, result_blob=key, done=len(inputs))
     return Outcome.succeeded if done else Outcome.skipped
 
 
@@ -128,27 +129,10 @@ def _decode(
     return image
 
 
-def _progress(session: Session, job_id: uuid.UUID, done: int) -> bool:
-    """Record progress and beat; False if the job is no longer ours to run (e.g. the reaper failed it)."""
-    result = session.execute(
-        update(PredictionJob)
-        .where(PredictionJob.id == job_id, PredictionJob.status == JobStatus.running)
-        .values(done=done, heartbeat_at=utcnow())
-    )
-    session.commit()
-    return result.rowcount == 1
-
-
-def _end(session: Session, job_id: uuid.UUID, **values: object) -> bool:
-    """Finish the running job with `values`; False if it was not running any more."""
+def _end(session: Session, lease: Lease, **values: object) -> bool:
+    """Finish the job with `values`; False if this worker no longer holds it."""
     now = utcnow()
-    result = session.execute(
-        update(PredictionJob)
-        .where(PredictionJob.id == job_id, PredictionJob.status == JobStatus.running)
-        .values(**values, finished_at=now, heartbeat_at=now)
-    )
-    session.commit()
-    return result.rowcount == 1
+    return lease.write(session, **values, finished_at=now, heartbeat_at=now)
 
 
 def reap_stale_prediction_jobs(settings: Settings) -> list[uuid.UUID]:

@@ -181,6 +181,8 @@ class TrainingJob(IdMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    #: Taken anew by every claim of the row (worker.lease): the worker holding it is the only one that writes.
+    lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     started_at: Mapped[datetime | None]
@@ -230,6 +232,8 @@ class PredictionJob(IdMixin, Base):
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     started_at: Mapped[datetime | None]
+    #: Taken anew by every claim of the row (worker.lease).
+    lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from sqlalchemy import select
 from models.datasets import load_protocol
 from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionStatus
 from server.storage import LocalBlobStore
-from worker.jobs import Outcome, run_training_job
+from worker.jobs import Outcome, reap_stale_jobs, run_training_job, utcnow
+from worker.lease import claim
 
 from ..server.conftest import Api, make_api
 from .tiny import TINY_PROJECT
@@ -236,3 +238,62 @@ def test_cancel_request_stops_a_running_job(api: Api, data_root: Path, monkeypat
     with api.client.app.state.session_factory() as session:
         assert session.get(TrainingJob, job_id).status == JobStatus.cancelled
         assert session.scalar(select(ModelVersion)) is None
+
+
+def test_a_paused_worker_that_lost_its_job_writes_nothing(
+    api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 4 of the attack: worker A pauses mid-training, the reaper fails its job, an admin retries it and
+    worker B trains the step; when A resumes it must stop at its next write, without a second version, and its
+    job must stay failed."""
+    import worker.jobs as jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    api.client.app.state.enqueue = lambda job_id: f"task-{job_id}"
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 4)
+    first = _queue_job(api, pid, 0)
+    original = jobs.train_step
+    retried: list[uuid.UUID] = []
+
+    def pause_then_train(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if retried:  # worker B
+            return original(*args, **kwargs)
+        with api.client.app.state.session_factory() as session:  # A stops beating for longer than the limit
+            session.get(TrainingJob, first).heartbeat_at = utcnow() - timedelta(hours=1)
+            session.commit()
+        assert reap_stale_jobs(api.settings) == [first]
+        r = api.client.post(f"/v1/jobs/{first}/retry", headers=h)
+        assert r.status_code == 202, r.text
+        retried.append(uuid.UUID(r.json()["id"]))
+        assert run_training_job(retried[0], api.settings) == Outcome.succeeded  # B, while A is paused
+        return original(*args, **kwargs)  # A resumes: its first progress write must stop it
+
+    monkeypatch.setattr(jobs, "train_step", pause_then_train)
+    assert run_training_job(first, api.settings) == Outcome.skipped
+    with api.client.app.state.session_factory() as session:
+        versions = list(session.scalars(select(ModelVersion)))
+        old, new = session.get(TrainingJob, first), session.get(TrainingJob, retried[0])
+        assert len(versions) == 1 and new.model_version_id == versions[0].id
+        assert (old.status, new.status) == (JobStatus.failed, JobStatus.succeeded)
+        assert old.model_version_id is None and "stopped responding" in (old.error or "")
+        assert "trained in" not in old.log  # A wrote nothing after it lost the job
+
+
+def test_a_second_claim_of_a_stale_job_takes_it_from_the_first(api: Api, data_root: Path) -> None:
+    """Two deliveries of one stale running job: the later claim holds the lease, the earlier one's writes fail."""
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 4)
+    job_id = _queue_job(api, pid, 0)
+    factory = api.client.app.state.session_factory
+    with factory() as session:
+        a = claim(session, TrainingJob, job_id, utcnow() - timedelta(hours=1), 60)
+        assert a is not None and a.write(session, progress={"by": "a"})
+        b = claim(session, TrainingJob, job_id, utcnow(), 60)  # A's heartbeat is an hour old: stale
+        assert b is not None and b.token == a.token + 1
+        assert not a.write(session, progress={"by": "a again"}) and b.write(session, progress={"by": "b"})
+        assert session.get(TrainingJob, job_id).progress == {"by": "b"}
