@@ -321,9 +321,8 @@ def _record_version(
         VersionEvent(version_id=version.id, action="promoted" if passes else "rejected", actor="gate", reason=reason)
     )
     line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
-    lease.write(
+    lease.update(
         session,
-        commit=False,
         status=JobStatus.succeeded,
         model_version_id=version.id,
         finished_at=utcnow(),

@@ -33,19 +33,25 @@ class Lease:
         e = self.entity
         return (e.id == self.job_id) & (e.status == JobStatus.running) & (e.lease == self.token)
 
-    def write(self, session: Session, *, commit: bool = True, **values: object) -> bool:
-        """Update the job row with `values` if the lease still holds (committed unless asked not to); False if
-        it was lost."""
+    def update(self, session: Session, **values: object) -> bool:
+        """In the current transaction: update the job row with `values` if the lease still holds; False if it
+        was lost."""
         result = session.execute(
             update(self.entity).where(self.held()).values(**values).execution_options(synchronize_session=False)
         )
-        if commit:
-            session.commit()
         return result.rowcount == 1  # type: ignore[attr-defined]
 
+    def write(self, session: Session, **values: object) -> bool:
+        """`update`, committed."""
+        written = self.update(session, **values)
+        session.commit()
+        return written
+
     def log(self, session: Session, line: str, **values: object) -> None:
-        """Append `line` to the job's log (with `values`); LeaseLost if the job is no longer ours."""
-        if not self.write(session, log=func.coalesce(self.entity.log, "") + line + "\n", **values):
+        """Append `line` to a training job's log (with `values`); LeaseLost if the job is no longer ours."""
+        assert self.entity is TrainingJob, "only training jobs keep a log"
+        values["log"] = func.coalesce(TrainingJob.log, "") + line + "\n"
+        if not self.write(session, **values):
             raise LeaseLost
 
     def lock(self, session: Session) -> None:
