@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -98,6 +99,10 @@ def _worker(args: argparse.Namespace) -> int:
     return subprocess.call(worker_command(beat=args.beat, loglevel=args.loglevel, queues=queues))
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _serve(args: argparse.Namespace) -> int:
     sleeping_openmp_threads()  # before the app's imports load torch
     import uvicorn
@@ -117,8 +122,14 @@ def _serve(args: argparse.Namespace) -> int:
         workers.append(subprocess.Popen(worker_command(beat=False, loglevel="warning", queues=[QUEUE_PREDICTION])))
         pids = ", ".join(str(w.pid) for w in workers)
         print(f"started the embedded training and prediction workers (pids {pids})", flush=True)
+    # uvicorn shuts down on SIGTERM, then raises the signal again under the handler it found: with the default
+    # one the process would die there, before the workers are stopped. Ours turns it into an exit that runs the
+    # `finally` below (SIGINT already does, as KeyboardInterrupt).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    except KeyboardInterrupt:
+        pass
     finally:
         for worker in workers:
             worker.terminate()
