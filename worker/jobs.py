@@ -72,6 +72,7 @@ def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
         assert project is not None
         parent_version, wait = _parent(session, job)
         if wait:
+            _seen_waiting(session, job)
             return Outcome.waiting
         lease = _claim(session, job, settings)
         if lease is None:
@@ -341,6 +342,16 @@ def _finish(session: Session, lease: Lease, status: JobStatus, error: str, log_t
     except LeaseLost:
         return Outcome.skipped
     return Outcome.cancelled if status == JobStatus.cancelled else Outcome.failed
+
+
+def _seen_waiting(session: Session, job: TrainingJob) -> None:
+    """A queued job's message was handled (the job waits for the previous step): not lost (worker.requeue)."""
+    session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
+        .values(heartbeat_at=utcnow())
+    )
+    session.commit()
 
 
 def _cancel_unstarted(session: Session, job: TrainingJob) -> None:

@@ -14,6 +14,7 @@ from server.settings import get_settings
 from .celery_app import celery_app
 from .jobs import Outcome, reap_stale_jobs, run_training_job
 from .predict_jobs import reap_stale_prediction_jobs, run_prediction_job
+from .requeue import requeue_lost_jobs
 
 log = logging.getLogger("kamp.worker")
 TASK_TRAIN_JOB = "kamp.train_job"
@@ -45,7 +46,8 @@ def predict_job(job_id: str) -> str:
 @celery_app.task(name=TASK_REAP)
 def reap() -> list[str]:
     settings = get_settings()
-    return [str(j) for j in [*reap_stale_jobs(settings), *reap_stale_prediction_jobs(settings)]]
+    reaped = [*reap_stale_jobs(settings), *reap_stale_prediction_jobs(settings), *requeue_lost_jobs(settings)]
+    return [str(j) for j in reaped]
 
 
 @worker_ready.connect

@@ -1,5 +1,5 @@
 """The training job function on real cephalograms, without Celery: two steps, lineage, the gate, IKL data
-access, idempotency and cancellation. (tests/worker/test_celery_worker.py runs it through a real worker.)"""
+access, idempotency, cancellation, fencing and lost messages. (tests/worker/test_celery_worker.py runs it through a real worker.)"""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, Ve
 from server.storage import LocalBlobStore
 from worker.jobs import Outcome, reap_stale_jobs, run_training_job, utcnow
 from worker.lease import claim
+from worker.requeue import requeue_lost_jobs
 
 from ..server.conftest import Api, make_api
 from .tiny import TINY_PROJECT
@@ -297,3 +298,47 @@ def test_a_second_claim_of_a_stale_job_takes_it_from_the_first(api: Api, data_ro
         assert b is not None and b.token == a.token + 1
         assert not a.write(session, progress={"by": "a again"}) and b.write(session, progress={"by": "b"})
         assert session.get(TrainingJob, job_id).progress == {"by": "b"}
+
+
+# ------------------------------------------------- lost queue messages (worker.requeue)
+
+
+def _age(api: Api, job_id: uuid.UUID, hours: float) -> None:
+    with api.client.app.state.session_factory() as session:
+        session.get(TrainingJob, job_id).created_at = utcnow() - timedelta(hours=hours)
+        session.commit()
+
+
+def test_a_queued_job_nobody_picked_up_is_published_again(api: Api, data_root: Path) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 2)
+    _setup_step(api, h, pid, data_root, 1, 2)
+    lost, fresh, waiting = _queue_job(api, pid, 0), _queue_job(api, pid, 0), _queue_job(api, pid, 1)
+    _age(api, lost, 1)
+    _age(api, waiting, 1)
+    assert run_training_job(waiting, api.settings) == Outcome.waiting  # its message was handled just now
+    published: list[uuid.UUID] = []
+    publishers = {TrainingJob: lambda job_id: published.append(job_id) or "task"}
+    assert requeue_lost_jobs(api.settings, publishers) == [lost] and published == [lost]
+    assert requeue_lost_jobs(api.settings, publishers) == []  # touched: not again within the period
+    with api.client.app.state.session_factory() as session:
+        assert "published again" in session.get(TrainingJob, lost).log
+        assert "published again" not in (session.get(TrainingJob, fresh).log or "")
+
+
+def test_a_broker_still_down_leaves_the_job_for_the_next_round(api: Api, data_root: Path) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 2)
+    job = _queue_job(api, pid, 0)
+    _age(api, job, 1)
+
+    def down(_: uuid.UUID) -> str:
+        raise ConnectionError("broker down")
+
+    assert requeue_lost_jobs(api.settings, {TrainingJob: down}) == []
+    with api.client.app.state.session_factory() as session:
+        assert session.get(TrainingJob, job).status.value == "queued"
