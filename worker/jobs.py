@@ -56,6 +56,10 @@ class JobCancelled(Exception):
     pass
 
 
+class JobTimedOut(Exception):
+    """The job ran past KAMP_MAX_JOB_SECONDS."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -87,6 +91,10 @@ def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
             session.rollback()
             log.warning("job %s was taken from this worker (reaped or claimed again); it stops here", job_id)
             return Outcome.skipped
+        except JobTimedOut as exc:
+            session.rollback()
+            log.warning("job %s stopped: %s", job_id, exc)
+            return _finish(session, lease, JobStatus.failed, str(exc))
         except Exception as exc:
             session.rollback()
             log.exception("job %s failed", job_id)
@@ -177,10 +185,16 @@ def _train(
         + (f" from version {parent_version.number}" if parent_version else " from scratch"),
     )
     last = [0.0]
+    started = time.monotonic()
 
     def progress(p: Progress) -> None:
         if time.monotonic() - last[0] < PROGRESS_EVERY_S and p.iteration < p.total:
             return
+        if time.monotonic() - started > settings.max_job_seconds:
+            raise JobTimedOut(
+                f"the job ran longer than the limit of {settings.max_job_seconds} s (KAMP_MAX_JOB_SECONDS); "
+                "retry to resume it from where it stopped"
+            )
         last[0] = time.monotonic()
         written = lease.write(
             session,

@@ -1,9 +1,11 @@
 """The training job function on real cephalograms, without Celery: two steps, lineage, the gate, IKL data
-access, idempotency, cancellation, fencing and lost messages. (tests/worker/test_celery_worker.py runs it through a real worker.)"""
+access, idempotency, cancellation, fencing, lost messages and the wall-time limit.
+(tests/worker/test_celery_worker.py runs it through a real worker.)"""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -342,3 +344,28 @@ def test_a_broker_still_down_leaves_the_job_for_the_next_round(api: Api, data_ro
     assert requeue_lost_jobs(api.settings, {TrainingJob: down}) == []
     with api.client.app.state.session_factory() as session:
         assert session.get(TrainingJob, job).status.value == "queued"
+
+
+def test_a_job_past_its_wall_time_limit_fails_with_the_reason(api: Api, data_root: Path) -> None:
+    import worker.jobs as jobs
+
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    _setup_step(api, h, pid, data_root, 0, 4)
+    job_id = _queue_job(api, pid, 0)
+    settings = api.settings.model_copy(update={"max_job_seconds": 1})
+    original = jobs.train_step
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(1.5)  # past the limit before the first progress report
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
+        mp.setattr(jobs, "train_step", slow)
+        assert run_training_job(job_id, settings) == Outcome.failed
+    with api.client.app.state.session_factory() as session:
+        job = session.get(TrainingJob, job_id)
+        assert job.status == JobStatus.failed and "KAMP_MAX_JOB_SECONDS" in (job.error or "")
+        assert session.scalar(select(ModelVersion)) is None
