@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     max_prediction_job_images: int = Field(default=500, gt=0)
     #: A running job whose heartbeat is older than this (seconds) is taken for dead by the reaper.
     job_stale_after_s: int = Field(default=900, gt=0)
+    #: A blob no row refers to, or a temporary file a dead writer left, is deleted by the reaper once it is this
+    #: old (seconds): long enough for any upload or job to commit the row that refers to what it wrote.
+    orphan_blob_after_s: int = Field(default=3600, gt=0)
     #: Longest a training job may run on a worker (seconds, each claim); then it fails with the reason, and a
     #: retry resumes it from its training state. One clinic's job cannot hold a shared worker for ever.
     max_job_seconds: int = Field(default=4 * 3600, gt=0)

@@ -21,6 +21,10 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def path(self, key: str) -> Path: ...
+    def files(self) -> list[Path]:
+        """Every file under the root: blobs (named by their key) and temporary `.incoming-*` files."""
+        return [p for p in self.root.glob("*/*") if p.is_file()] if self.root.is_dir() else []
+
     def delete(self, key: str) -> None: ...
 
 
@@ -62,6 +66,10 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def files(self) -> list[Path]:
+        """Every file under the root: blobs (named by their key) and temporary `.incoming-*` files."""
+        return [p for p in self.root.glob("*/*") if p.is_file()] if self.root.is_dir() else []
 
     def delete(self, key: str) -> None:
         """Remove a blob; a missing one is no error (deleting twice is harmless). Only for blobs that one owner

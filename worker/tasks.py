@@ -15,6 +15,7 @@ from .celery_app import celery_app
 from .jobs import Outcome, reap_stale_jobs, run_training_job
 from .predict_jobs import reap_stale_prediction_jobs, run_prediction_job
 from .requeue import requeue_lost_jobs
+from .sweep import sweep_orphan_blobs
 
 log = logging.getLogger("kamp.worker")
 TASK_TRAIN_JOB = "kamp.train_job"
@@ -47,6 +48,7 @@ def predict_job(job_id: str) -> str:
 def reap() -> list[str]:
     settings = get_settings()
     reaped = [*reap_stale_jobs(settings), *reap_stale_prediction_jobs(settings), *requeue_lost_jobs(settings)]
+    sweep_orphan_blobs(settings)
     return [str(j) for j in reaped]
 
 
