@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from ..auth import AnnotatorDep
+from ..auth import AnnotatorDep, Principal
 from ..db.entities import Annotation, LandmarkSet, Split
 from ..deps import SessionDep, SettingsDep
 from ..errors import Problem, not_found
 from ..projects import repository as projects
 from ..projects.schemas import StepPath
+from ..settings import Settings
 from ..studies import names
 from ..studies.routes import read_capped
 from ..studies.service import get_study
@@ -112,10 +116,26 @@ async def import_annotations(
     """Bulk-load annotations of already uploaded studies, matched by file name (COCO images[].file_name, or the
     text file's stem against the uploaded image's name without extension). All or nothing: one bad item
     refuses the whole import and stores nothing."""
-    clinic = principal.clinic()
-    landmark_set = projects.get_set(session, projects.get_project(session, clinic, project_id), step)
-    codes = [lm.code for lm in landmark_set.landmarks]
     contents = {f.filename or f"file{i}": await read_capped(f, settings.max_upload_bytes) for i, f in enumerate(files)}
+    # Parsing and every database read and write block: off the event loop.
+    request = _Import(project_id, step, contents, format, annotator)
+    return await run_in_threadpool(_import, session, settings, principal, request)
+
+
+@dataclass(frozen=True)
+class _Import:
+    project_id: uuid.UUID
+    step: int
+    contents: dict[str, bytes]
+    format: str
+    annotator: str | None
+
+
+def _import(session: Session, settings: Settings, principal: Principal, request: _Import) -> ImportOut:
+    clinic = principal.clinic()
+    landmark_set = projects.get_set(session, projects.get_project(session, clinic, request.project_id), request.step)
+    codes = [lm.code for lm in landmark_set.landmarks]
+    contents, format, annotator = request.contents, request.format, request.annotator
     if format == "coco":
         if len(contents) != 1:
             raise Problem(422, "a COCO import takes exactly one JSON file", slug="bad-import")
