@@ -15,7 +15,7 @@ from .body_guard import BodyGuardMiddleware
 from .clinics.routes import router as clinics_router
 from .db.session import PoolLimits, session_factory
 from .deps import SessionDep, SettingsDep
-from .errors import Problem, install_problem_handlers
+from .errors import PROBLEM_RESPONSES, Problem, install_problem_handlers
 from .predict.batcher import InferenceBatcher
 from .predict.cache import ModelCache
 from .predict.jobs import router as prediction_jobs_router
@@ -45,7 +45,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="KAMP landmarks", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
+    app = FastAPI(
+        title="KAMP landmarks",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        responses=PROBLEM_RESPONSES,
+    )
     app.state.settings = settings
     pool = PoolLimits(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_s)
     app.state.session_factory = session_factory(settings.resolved_database_url, pool)

@@ -41,6 +41,25 @@ class Problem(Exception):
         self.headers = headers
 
 
+#: RFC 9457 problem document, as every error answers it.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "/problems/<slug>: what kind of problem"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what went wrong, for a person"},
+        "instance": {"type": "string"},
+    },
+}
+#: The error answers any operation may give, documented on every one (routes add their own).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": HTTPStatus(status).phrase, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+    for status in (400, 401, 403, 404, 405, 409, 413, 422, 429, 503)
+}
+
+
 def not_found(what: str) -> Problem:
     return Problem(404, f"{what} does not exist", slug="not-found")
 
@@ -61,6 +80,24 @@ def problem_response(request: Request, problem: Problem) -> JSONResponse:
 BUSY = Problem(503, "the service is at capacity; retry shortly", slug="busy", headers={"Retry-After": "2"})
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI schema documents for the path template that names `path` most closely (the most
+    literal segments: /annotations/import before /annotations/{study_id})."""
+    segments = path.rstrip("/").split("/")
+    best: tuple[int, list[str]] = (-1, [])
+    for template, operations in app.openapi()["paths"].items():
+        parts = template.rstrip("/").split("/")
+        if len(parts) != len(segments):
+            continue
+        literal = [p == s for p, s in zip(parts, segments, strict=True) if not p.startswith("{")]
+        if all(literal) and len(literal) > best[0]:
+            best = (len(literal), sorted(m.upper() for m in operations if m in _METHODS))
+    return best[1]
+
+
+_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -69,7 +106,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return problem_response(request, Problem(exc.status_code, detail, headers=exc.headers))
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names the methods of one route of the path only
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(app, request.url.path))}
+        return problem_response(request, Problem(exc.status_code, detail, headers=headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -307,3 +307,12 @@ def test_nul_characters_are_a_clear_422_on_every_database(api: Api) -> None:
         assert api.client.get("/v1/projects", headers=api.headers(admin)).json() == []
     else:  # SQLite stores it faithfully
         assert r.status_code == 201
+
+
+def test_405_lists_the_paths_real_methods(api: Api) -> None:
+    r = api.client.put("/v1/studies")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert r.headers["content-type"].startswith("application/problem+json")
+    pid = "00000000-0000-0000-0000-000000000000"
+    r = api.client.delete(f"/v1/projects/{pid}/landmark-sets/0/annotations/import")  # not .../{study_id}
+    assert r.status_code == 405 and r.headers["allow"] == "POST"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import schemathesis
+import schemathesis.specs.openapi.checks as openapi_checks
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from PIL import Image
@@ -56,3 +57,20 @@ def test_no_server_errors(case: schemathesis.Case) -> None:
     if response.status_code == 403:  # system-only operations
         response = case.call(headers={"Authorization": f"Bearer {SYSTEM_KEY}"})
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
+
+
+CONFORMANCE = [
+    schemathesis.checks.not_a_server_error,
+    openapi_checks.status_code_conformance,
+    openapi_checks.content_type_conformance,
+    openapi_checks.allow_header_conformance,
+]
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_answers_are_documented(case: schemathesis.Case) -> None:
+    """Every status and content type an operation answers is in the schema (problems as application/problem+
+    json), and a 405's Allow header names the path's real methods."""
+    response = case.call(headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    case.validate_response(response, checks=CONFORMANCE)
