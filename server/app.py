@@ -6,16 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from sqlalchemy import text
 
 from .annotations.routes import router as annotations_router
-from .auth import RateLimiter
+from .auth import RateLimiter, SystemDep
 from .body_guard import BodyGuardMiddleware
 from .clinics.routes import router as clinics_router
 from .db.session import PoolLimits, session_factory
 from .deps import SessionDep, SettingsDep
-from .errors import PROBLEM_RESPONSES, Problem, install_problem_handlers
+from .errors import PROBLEM_RESPONSES, Problem, install_problem_handlers, path_template
+from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .predict.batcher import InferenceBatcher
 from .predict.cache import ModelCache
 from .predict.jobs import router as prediction_jobs_router
@@ -70,11 +71,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_router)
     app.add_middleware(BodyGuardMiddleware, settings=settings, sessions=app.state.session_factory)
     app.add_middleware(ServerTimingMiddleware)
+    app.state.metrics = Metrics(app.state.session_factory)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, template=lambda p: path_template(app, p))
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         """The process is up (answered on the event loop: a full thread pool does not delay it)."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+    def metrics(_: SystemDep) -> Response:
+        """Prometheus metrics (system key): request latency by route and status, requests in flight, jobs by
+        kind and status, the oldest queued job's age, the stalest running job's heartbeat, prediction stages."""
+        return Response(app.state.metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/readyz", tags=["ops"])
     def readyz(session: SessionDep, settings: SettingsDep) -> dict[str, str]:

@@ -15,10 +15,10 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _in_utc(value: datetime) -> datetime:
+def in_utc(value: datetime) -> datetime:
     # SQLite hands back the stored UTC times without their zone; PostgreSQL with it.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 #: A timestamp answered in UTC with its offset ("2026-12-01T15:30:00Z"), whichever database stored it.
-UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(in_utc)]

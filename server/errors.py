@@ -80,19 +80,26 @@ def problem_response(request: Request, problem: Problem) -> JSONResponse:
 BUSY = Problem(503, "the service is at capacity; retry shortly", slug="busy", headers={"Retry-After": "2"})
 
 
-def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """The methods the OpenAPI schema documents for the path template that names `path` most closely (the most
-    literal segments: /annotations/import before /annotations/{study_id})."""
+def path_template(app: FastAPI, path: str) -> str | None:
+    """The OpenAPI path template that names `path` most closely (the most literal segments: /annotations/import
+    before /annotations/{study_id}), or None."""
     segments = path.rstrip("/").split("/")
-    best: tuple[int, list[str]] = (-1, [])
-    for template, operations in app.openapi()["paths"].items():
+    best: tuple[int, str | None] = (-1, None)
+    for template in app.openapi()["paths"]:
         parts = template.rstrip("/").split("/")
         if len(parts) != len(segments):
             continue
         literal = [p == s for p, s in zip(parts, segments, strict=True) if not p.startswith("{")]
         if all(literal) and len(literal) > best[0]:
-            best = (len(literal), sorted(m.upper() for m in operations if m in _METHODS))
+            best = (len(literal), template)
     return best[1]
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI schema documents for `path`'s template."""
+    template = path_template(app, path)
+    operations = app.openapi()["paths"][template] if template else {}
+    return sorted(m.upper() for m in operations if m in _METHODS)
 
 
 _METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

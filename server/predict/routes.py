@@ -193,6 +193,9 @@ def predicted_on(*, full_resolution: bool, dicom_only: bool = False) -> Callable
         t1 = time.perf_counter()
         [result] = await _infer(request, version, [(image, file.filename)])
         parts = {"image": image_ms, **request.state.model_timings, "model": 1e3 * (time.perf_counter() - t1)}
+        stages = request.app.state.metrics.predict_seconds
+        stages.labels("decode").observe(image_ms / 1e3)
+        stages.labels("model").observe(parts["model"] / 1e3)
         if store:
             result.study_id = await _keep(request, session, principal, image, file.filename)
         batch = parts.pop("batch", None)  # images in the forward pass that served this request: not a duration

@@ -316,3 +316,19 @@ def test_405_lists_the_paths_real_methods(api: Api) -> None:
     pid = "00000000-0000-0000-0000-000000000000"
     r = api.client.delete(f"/v1/projects/{pid}/landmark-sets/0/annotations/import")  # not .../{study_id}
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_metrics_in_prometheus_format_for_the_system_key(api: Api) -> None:
+    _, admin = api.clinic()
+    assert api.client.get("/healthz").status_code == 200
+    assert api.client.get("/metrics").status_code == 401
+    assert api.client.get("/metrics", headers=api.headers(admin)).status_code == 403
+    api.client.post("/v1/projects", json={"name": "p"})  # 401: counted under its route
+    r = api.client.get("/metrics", headers=api.headers(api.system_key))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'kamp_http_request_seconds_count{method="GET",route="/healthz",status="200"} 1.0' in text
+    assert 'kamp_http_request_seconds_count{method="POST",route="/v1/projects",status="401"} 1.0' in text
+    assert 'kamp_jobs{kind="training",status="queued"} 0.0' in text
+    assert 'kamp_queue_oldest_seconds{kind="prediction"} 0.0' in text
+    assert "kamp_http_requests_in_flight 1.0" in text  # this very request
