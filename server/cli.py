@@ -96,7 +96,11 @@ def _worker(args: argparse.Namespace) -> int:
     """Run a worker in the foreground: the GPU when there is one, else the CPU (models.precision)."""
     sleeping_openmp_threads()
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    return subprocess.call(worker_command(beat=args.beat, loglevel=args.loglevel, queues=queues))
+    command = worker_command(beat=args.beat, loglevel=args.loglevel, queues=queues)
+    # Become the worker rather than wait for it: a signal to this process (or its death) is the worker's own, so
+    # no wrapper can die and leave the worker and its beat running.
+    os.execv(command[0], command)
+    return 0  # not reached
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 import uuid
 
-from celery.signals import worker_ready
+from celery.signals import beat_embedded_init, worker_ready
 
 from models.precision import resolve_precision, set_torch_threads
 from models.trainer import resolve_device
@@ -63,5 +69,24 @@ def _announce(**_: object) -> None:
         "kamp worker ready: %s, precision %s (%s), %d torch threads", device, precision, settings.precision, threads
     )
 
+
+@beat_embedded_init.connect
+def _die_with_the_worker(**_: object) -> None:
+    """The embedded beat (`--beat`) is a child process of the worker: have the kernel stop it when the worker
+    dies, even by SIGKILL, so that no orphan beat keeps scheduling reapers (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError as exc:
+        log.warning("the beat cannot follow its worker's death: %s", exc)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the worker died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+#: prctl(2) option: the signal the kernel sends this process when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 celery_app.conf.beat_schedule = {"reap-stale-jobs": {"task": TASK_REAP, "schedule": REAP_EVERY_S}}

@@ -79,3 +79,35 @@ def test_a_signal_stops_the_api_and_every_worker(tmp_path: Path, stop: signal.Si
         for pid in [serve.pid, *_descendants(serve.pid)]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the beat follows its worker through prctl(2)")
+def test_the_beat_dies_with_a_killed_worker(tmp_path: Path) -> None:
+    env = {**os.environ, "KAMP_DATA_DIR": str(tmp_path / "var"), "OMP_NUM_THREADS": "1"}
+    install = [sys.executable, "-m", "server.cli", "install"]
+    subprocess.run(install, cwd=tmp_path, env=env, check=True, capture_output=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "worker", "--beat", "--loglevel", "warning"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        beat: set[int] = set()
+        while not beat and time.monotonic() < deadline:
+            beat = _descendants(worker.pid)
+            time.sleep(0.5)
+        assert beat, "the embedded beat did not start"
+        time.sleep(3)  # let the beat reach its start-up signal
+        worker.kill()  # SIGKILL: no shutdown code of the worker runs
+        worker.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in beat) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [p for p in beat if _alive(p)] == []
+    finally:
+        for pid in [worker.pid, *_descendants(worker.pid)]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
