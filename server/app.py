@@ -24,6 +24,7 @@ from .predict.routes import router as predict_router
 from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
 from .studies.routes import router as studies_router
+from .studies.service import DecodeSlots
 from .timing import ServerTimingMiddleware
 from .training.queue import TASK_PREDICT_JOB, broker_answers, celery_enqueue
 from .training.routes import router as training_router
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuardMiddleware, settings=settings, sessions=app.state.session_factory)
     app.add_middleware(ServerTimingMiddleware)
     app.state.metrics = Metrics(app.state.session_factory)
+    app.state.decode_slots = DecodeSlots(settings.max_concurrent_decodes, settings.decode_wait_s)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, template=lambda p: path_template(app, p))
 
     @app.get("/healthz", tags=["ops"])

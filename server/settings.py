@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    #: Uploads decoded at once by this API process, and the seconds a request waits for a slot (then 503).
+    max_concurrent_decodes: int = Field(default=4, ge=1)
+    decode_wait_s: float = Field(default=30.0, gt=0)
     #: Largest JSON request body, bytes (413 before it is read).
     max_json_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     #: Largest body of a request with several files (a batch, a prediction job, an import), bytes; a single-file

@@ -111,7 +111,7 @@ def _submit(
     try:
         for position, f in enumerate(sub.files, start=1):  # one image in memory at a time: they were spooled
             data = read_capped_file(f.file, settings.max_upload_bytes)
-            image = decode_one_of_several(data, f.filename, settings, sub.spacing)
+            image = decode_one_of_several(data, f.filename, settings, sub.spacing, None, request.app.state.decode_slots)
             inputs.append(job_inputs.store(blobs, job_id, image, names.neutral_name(position, f.filename)))
         job = PredictionJob(
             id=job_id,

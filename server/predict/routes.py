@@ -25,7 +25,7 @@ from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies import names
 from ..studies.routes import parse_spacing, read_capped
-from ..studies.service import decode_upload, ingest
+from ..studies.service import DecodeSlots, decode_upload, ingest
 from .frames import model_inputs, model_size
 from .outputs import render_png, structured_report
 from .schemas import PredictionOut, prediction_out
@@ -86,7 +86,8 @@ def decode_for_model(
     less; the answer is mapped back to the file's pixels, see `models.predictor.Reduced`), unless
     `full_resolution` (a rendering draws on the whole image)."""
     at_least = _wanted(request, version, full_resolution)
-    return decode_upload(data, filename, request.app.state.settings.max_image_pixels, spacing, at_least)
+    settings = request.app.state.settings
+    return decode_upload(data, filename, settings.max_image_pixels, spacing, at_least, request.app.state.decode_slots)
 
 
 def _wanted(request: Request, version: ModelVersion, full_resolution: bool) -> tuple[int, int] | None:
@@ -268,7 +269,8 @@ async def predict_batch(
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     at_least = await run_in_threadpool(_wanted, request, version, store)  # a study keeps the whole image
-    images = [(await decode_named(f, settings, spacing, at_least), f.filename) for f in files]
+    slots = request.app.state.decode_slots
+    images = [(await decode_named(f, settings, spacing, at_least, slots), f.filename) for f in files]
     results = await _infer(request, version, images)
     if store:
         for result, (image, filename) in zip(results, images, strict=True):
@@ -291,11 +293,12 @@ async def decode_named(
     settings: Settings,
     spacing: tuple[float, float] | None,
     at_least: tuple[int, int] | None = None,
+    slots: DecodeSlots | None = None,
 ) -> DecodedImage:
     """One upload of several, decoded (a JPEG reduced down to `at_least` where given, see `decode_for_model`);
     a refusal names the file."""
     data = await read_capped(upload, settings.max_upload_bytes)
-    return await run_in_threadpool(decode_one_of_several, data, upload.filename, settings, spacing, at_least)
+    return await run_in_threadpool(decode_one_of_several, data, upload.filename, settings, spacing, at_least, slots)
 
 
 def decode_one_of_several(
@@ -304,10 +307,11 @@ def decode_one_of_several(
     settings: Settings,
     spacing: tuple[float, float] | None,
     at_least: tuple[int, int] | None = None,
+    slots: DecodeSlots | None = None,
 ) -> DecodedImage:
     """`decode_upload` of one file of several: a refusal names the file."""
     try:
-        return decode_upload(data, filename, settings.max_image_pixels, spacing, at_least)
+        return decode_upload(data, filename, settings.max_image_pixels, spacing, at_least, slots)
     except Problem as exc:
         exc.detail = f"{filename}: {exc.detail}"
         raise

@@ -84,7 +84,15 @@ async def upload_study(
     same pixels uploaded again answer 200 with the existing study."""
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     data = await read_capped(file, settings.max_upload_bytes)
-    image = await run_in_threadpool(service.decode_upload, data, file.filename, settings.max_image_pixels, spacing)
+    image = await run_in_threadpool(
+        service.decode_upload,
+        data,
+        file.filename,
+        settings.max_image_pixels,
+        spacing,
+        None,
+        request.app.state.decode_slots,
+    )
     study, created = await run_in_threadpool(
         service.ingest,
         session,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -25,18 +28,40 @@ def encode_png16(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+class DecodeSlots:
+    """At most `n` uploads decode at once in this process: a decode can take several times its pixels' bytes of
+    memory, and the API's thread pool is far larger than what the memory holds. A request waits up to `wait_s`
+    for a slot, then answers 503 with Retry-After."""
+
+    def __init__(self, n: int, wait_s: float) -> None:
+        self._slots = threading.BoundedSemaphore(n)
+        self.wait_s = wait_s
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self.wait_s):
+            raise Problem(503, "every decoding slot is busy; retry shortly", slug="busy", headers={"Retry-After": "5"})
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
 def decode_upload(
     data: bytes,
     filename: str | None,
     max_pixels: int,
     spacing: tuple[float, float] | None,
     at_least: tuple[int, int] | None = None,
+    slots: DecodeSlots | None = None,
 ) -> DecodedImage:
-    """`decode_image`, its refusals as problems (HTTP status and slug from the imaging error)."""
-    try:
-        return decode_image(data, filename=filename, max_pixels=max_pixels, spacing_mm=spacing, at_least=at_least)
-    except ImagingError as exc:
-        raise Problem(exc.http_status, exc.message, slug=exc.code, title="Unusable image") from exc
+    """`decode_image` within one of `slots` (where given), its refusals as problems (HTTP status and slug from
+    the imaging error)."""
+    with slots.held() if slots else contextlib.nullcontext():
+        try:
+            return decode_image(data, filename=filename, max_pixels=max_pixels, spacing_mm=spacing, at_least=at_least)
+        except ImagingError as exc:
+            raise Problem(exc.http_status, exc.message, slug=exc.code, title="Unusable image") from exc
 
 
 def ingest(

@@ -1,5 +1,6 @@
 """The API under concurrent load, on a real uvicorn: blocking work never holds the event loop, so /healthz
-answers within a second throughout, and no request answers 5xx."""
+answers within a second throughout, no request answers 500, and decodes beyond their slots wait, then answer
+503."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from server.db.entities import VersionStatus
 
-from .conftest import Api, serve
+from .conftest import Api, make_api, serve
 from .test_api_core import CEPH
 from .test_predict import _add_version, _image, tiny_checkpoint
 
@@ -54,3 +55,39 @@ def test_twenty_concurrent_job_submissions_leave_healthz_responsive(api: Api, da
             t.join()
     assert sorted(statuses) == [202] * SUBMITTERS
     assert len(latencies) >= 5 and max(latencies) < 1.0, f"slowest /healthz {max(latencies):.2f} s"
+
+
+def test_uploads_beyond_the_decoding_slots_wait_then_answer_503(
+    database_url: str, tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One decoding slot, a 0.2 s wait: of two uploads at once one is stored and the other answers 503 busy
+    with Retry-After, instead of both decoding (and holding their memory) together."""
+    import server.studies.service as service
+
+    real = service.decode_image
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "decode_image", slow)
+    api = make_api(database_url, tmp_path, max_concurrent_decodes=1, decode_wait_s=0.2)
+    image = _image(data_root)
+    answers: list[httpx.Response] = []
+    with api.client:
+        _, admin = api.clinic()
+        with serve(api.client.app) as port:
+
+            def upload() -> None:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                    files = {"file": ("a.jpg", image)}
+                    answers.append(client.post("/v1/studies", files=files, headers=api.headers(admin)))
+
+            threads = [threading.Thread(target=upload) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    assert sorted(a.status_code for a in answers) == [201, 503]
+    busy = next(a for a in answers if a.status_code == 503)
+    assert busy.headers["retry-after"] == "5" and busy.json()["type"] == "/problems/busy"
