@@ -28,6 +28,8 @@ def check_strategy(v: str) -> str:
 
 
 _SERVED = [s for s in STRATEGIES if s not in BASELINES]
+#: The strategies a project may train, listed in OpenAPI (the validator answers the reason for any other).
+SERVED_STRATEGIES: dict[str, object] = {"enum": _SERVED}
 
 
 class GateIn(RequestBody):
@@ -54,7 +56,7 @@ class ProjectIn(RequestBody):
     # 0.22 s per image in bf16 on the 2-core machine, so 1000 iterations of batch 8 alone would spend the whole
     # 30-minute budget of a step; HRNet-W18-small takes 0.09 s.
     backbone: str = Field(default="hrnet_w18_small", examples=["hrnet_w18_small"])
-    strategy: str = Field(default="kamp", examples=["kamp"])
+    strategy: str = Field(default="kamp", examples=["kamp"], json_schema_extra=SERVED_STRATEGIES)
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
     # Off by default: measured on cld38-5step (docs/benchmarks.md, "Two stages"), the local stage cuts step 0's

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from models.config import TrainConfig, from_dict, to_dict
 
 from ..bodies import RequestBody, UtcDatetime
-from ..projects.schemas import check_strategy
+from ..projects.schemas import SERVED_STRATEGIES, check_strategy
 
 #: Lines of a job's log in its answer (the newest ones).
 LOG_TAIL_LINES = 200
@@ -86,7 +86,12 @@ class SubmitIn(RequestBody):
             ]
         }
     )
-    strategy: str | None = Field(default=None, description="default: the project's strategy", examples=["kamp"])
+    strategy: str | None = Field(
+        default=None,
+        description="default: the project's strategy",
+        examples=["kamp"],
+        json_schema_extra={"anyOf": [{"enum": SERVED_STRATEGIES["enum"]}, {"type": "null"}]},
+    )
     training: dict[str, Any] | None = Field(
         default=None,
         description="TrainConfig overrides on top of the project's training defaults",
