@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     #: A blob no row refers to, or a temporary file a dead writer left, is deleted by the reaper once it is this
     #: old (seconds): long enough for any upload or job to commit the row that refers to what it wrote.
     orphan_blob_after_s: int = Field(default=3600, gt=0)
+    #: Training jobs of one clinic running at once on all workers together; beyond, and while another clinic
+    #: that was served less recently has a job ready to start, a job waits its turn (worker.fairness).
+    max_running_jobs_per_clinic: int = Field(default=1, ge=1)
     #: Longest a training job may run on a worker (seconds, each claim); then it fails with the reason, and a
     #: retry resumes it from its training state. One clinic's job cannot hold a shared worker for ever.
     max_job_seconds: int = Field(default=4 * 3600, gt=0)

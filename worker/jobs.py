@@ -37,6 +37,7 @@ from server.storage import LocalBlobStore
 
 from . import validation
 from .data import set_data
+from .fairness import should_step_aside
 from .lease import Lease, LeaseLost, claim
 
 log = logging.getLogger("kamp.worker")
@@ -49,6 +50,7 @@ class Outcome(enum.StrEnum):
     failed = "failed"
     cancelled = "cancelled"
     waiting = "waiting"  # the previous step's model does not exist yet
+    deferred = "deferred"  # another clinic's turn first (worker.fairness)
     skipped = "skipped"  # another delivery owns or finished the job
 
 
@@ -78,6 +80,9 @@ def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
         if wait:
             _seen_waiting(session, job)
             return Outcome.waiting
+        if job.status == JobStatus.queued and should_step_aside(session, job, settings.max_running_jobs_per_clinic):
+            _seen_waiting(session, job)
+            return Outcome.deferred
         lease = _claim(session, job, settings)
         if lease is None:
             return Outcome.skipped

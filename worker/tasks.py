@@ -31,6 +31,8 @@ TASK_REAP = "kamp.reap_stale_jobs"
 REAP_EVERY_S = 60.0
 #: How long a job waits before looking again whether the previous step's model exists.
 WAIT_COUNTDOWN_S = 15
+#: How soon a job that let another clinic go first is delivered again (behind the messages queued meanwhile).
+DEFER_COUNTDOWN_S = 2
 
 
 @celery_app.task(name=TASK_TRAIN_JOB, bind=True, max_retries=None)
@@ -40,6 +42,8 @@ def train_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     outcome = run_training_job(uuid.UUID(job_id), settings)
     if outcome == Outcome.waiting:
         raise self.retry(countdown=WAIT_COUNTDOWN_S)
+    if outcome == Outcome.deferred:
+        raise self.retry(countdown=DEFER_COUNTDOWN_S)
     return outcome.value
 
 

@@ -1,5 +1,5 @@
 """The training job function on real cephalograms, without Celery: two steps, lineage, the gate, IKL data
-access, idempotency, cancellation, fencing, lost messages and the wall-time limit.
+access, idempotency, cancellation, fencing, lost messages, the wall-time limit and fair turns.
 (tests/worker/test_celery_worker.py runs it through a real worker.)"""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -369,3 +370,33 @@ def test_a_job_past_its_wall_time_limit_fails_with_the_reason(api: Api, data_roo
         job = session.get(TrainingJob, job_id)
         assert job.status == JobStatus.failed and "KAMP_MAX_JOB_SECONDS" in (job.error or "")
         assert session.scalar(select(ModelVersion)) is None
+
+
+# ------------------------------------------------------------ fair turns between clinics (worker.fairness)
+
+
+def test_two_clinics_jobs_interleave_on_one_worker(api: Api, data_root: Path) -> None:
+    """Clinic A queues two steps' worth of jobs, then clinic B one: a single worker taking messages in order runs
+    A, then B, then A again (A's second job steps aside once, for B, who was never served)."""
+    queued = []
+    for clinic, projects in (("A", 2), ("B", 1)):
+        _, admin = api.clinic(f"clinic {clinic}")
+        h = api.headers(admin)
+        for i in range(projects):
+            body = {**TINY_PROJECT, "name": f"{clinic}{i}"}
+            pid = api.client.post("/v1/projects", json=body, headers=h).json()["id"]
+            _setup_step(api, h, pid, data_root, 0, 2)
+            queued.append((f"{clinic}{i}", _queue_job(api, pid, 0)))
+    messages = deque(queued)
+    ran, outcomes = [], []
+    while messages:
+        name, job_id = messages.popleft()
+        outcome = run_training_job(job_id, api.settings)
+        outcomes.append((name, outcome))
+        if outcome == Outcome.deferred:
+            messages.append((name, job_id))  # Celery's retry: delivered again behind the others
+        else:
+            assert outcome == Outcome.succeeded, outcome
+            ran.append(name)
+    assert ran == ["A0", "B0", "A1"]
+    assert ("A1", Outcome.deferred) in outcomes and ("B0", Outcome.deferred) not in outcomes

@@ -1,0 +1,72 @@
+"""Fair turns between clinics on shared training workers. Before a worker claims a training job it asks whether
+the job's clinic should step aside: when it already runs `max_running_jobs_per_clinic` jobs, or when another
+clinic has a queued job that can start now (step 0, or its previous step's model exists) and was served less
+recently (its last job started earlier, or none ever did). A job that steps aside is delivered again a moment
+later, behind the other clinics' messages, so one clinic's ten queued steps interleave with another's one.
+
+The order "served less recently" is total (ties broken by clinic id), so two clinics never step aside for each
+other at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from server.bodies import in_utc
+from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionStatus
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def clinic_of(session: Session, job: TrainingJob) -> uuid.UUID:
+    return session.scalars(select(Project.clinic_id).where(Project.id == job.project_id)).one()
+
+
+def should_step_aside(session: Session, job: TrainingJob, max_running: int) -> bool:
+    """Whether `job` (queued) should let another clinic's job go first; see the module's docstring."""
+    clinic = clinic_of(session, job)
+    running = session.scalar(
+        select(func.count())
+        .select_from(TrainingJob)
+        .join(Project, Project.id == TrainingJob.project_id)
+        .where(Project.clinic_id == clinic, TrainingJob.status == JobStatus.running)
+    )
+    if (running or 0) >= max_running:
+        return True
+    mine = _turn(session, clinic)
+    others = session.execute(
+        select(TrainingJob, Project.clinic_id)
+        .join(Project, Project.id == TrainingJob.project_id)
+        .where(
+            TrainingJob.status == JobStatus.queued, Project.clinic_id != clinic, TrainingJob.cancel_requested.is_(False)
+        )
+    ).all()
+    return any(_turn(session, other) < mine and _ready(session, queued) for queued, other in others)
+
+
+def _turn(session: Session, clinic: uuid.UUID) -> tuple[datetime, datetime, str]:
+    """When the clinic was last served (its newest job start; never: the epoch), then since when it waits (its
+    oldest queued job), then its id: lower goes first."""
+    of_clinic = (Project.id == TrainingJob.project_id) & (Project.clinic_id == clinic)
+    last = session.scalar(select(func.max(TrainingJob.started_at)).join(Project, of_clinic))
+    queued = TrainingJob.status == JobStatus.queued
+    waiting = session.scalar(select(func.min(TrainingJob.created_at)).join(Project, of_clinic).where(queued))
+    return (in_utc(last) if last else _EPOCH, in_utc(waiting) if waiting else _EPOCH, str(clinic))
+
+
+def _ready(session: Session, job: TrainingJob) -> bool:
+    """A queued job that could start now: step 0, or a promoted model of its previous step exists."""
+    if job.step == 0:
+        return True
+    found = session.scalar(
+        select(func.count()).where(
+            ModelVersion.project_id == job.project_id,
+            ModelVersion.step == job.step - 1,
+            ModelVersion.status.in_([VersionStatus.active, VersionStatus.archived]),
+        )
+    )
+    return bool(found)
