@@ -17,6 +17,7 @@ from server.imaging.errors import ImagingError
 from server.imaging.grey import luminance_stretched, stretch, value_range
 from server.imaging.refusals import check_size, truncated_image
 from server.imaging.types import DecodedImage, finish
+from server.imaging.volume_meta import without_volume_text
 
 _ITK_IO = {"mha": ("MetaImageIO", ".mha"), "nrrd": ("NrrdImageIO", ".nrrd"), "nifti": ("NiftiImageIO", ".nii")}
 
@@ -40,9 +41,18 @@ def decode_volume(data: bytes, kind: str, max_pixels: int, subject: str) -> Deco
         format=kind,
         spacing_mm=(float(x), float(y)) if known else None,
         spacing_source="header" if known else "none",
-        source_bytes_deidentified=data,
+        source_bytes_deidentified=_stored_copy(data, kind, subject),
         bits_stored=values.dtype.itemsize * 8,
     )
+
+
+def _stored_copy(data: bytes, kind: str, subject: str) -> bytes:
+    try:
+        return without_volume_text(data, kind)
+    except Exception as exc:  # a header SimpleITK read but the filter cannot walk: never store it unfiltered
+        raise ImagingError(
+            "truncated-image", f"{subject} could not be stored without its header's text. Save the image again."
+        ) from exc
 
 
 def _check_itk_header(data: bytes, kind: str, subject: str) -> bool:

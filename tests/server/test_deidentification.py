@@ -2,20 +2,23 @@
 an identifier planted in every text attribute of pydicom's data dictionary (the profile's attributes among them),
 in nested sequences, private tags, overlays and the file meta: none survives in the stored blobs, the database,
 the API's answers or the logs, and the stored file still decodes to the same pixels and spacing. PNG, JPEG and
-TIFF uploads lose their text chunks, segments and tags the same way."""
+TIFF uploads lose their text chunks, segments and tags the same way, MHA, NRRD and NIfTI their header's text."""
 
 from __future__ import annotations
 
 import copy
+import gzip
 import io
 import logging
 import struct
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 from pydicom.datadict import DicomDictionary
@@ -260,3 +263,75 @@ def test_no_text_of_a_picture_survives_in_its_stored_copy(make: Callable[[], byt
     assert again.pixel_sha256 == image.pixel_sha256  # displays as the upload did (a JPEG's orientation kept)
     if image.format == "jpeg":
         assert (image.width, image.height) == (48, 64)  # turned by its EXIF orientation
+
+
+# ----------------------------------------------------------- MHA, NRRD and NIfTI: text in the header
+
+
+def _raw_pixels() -> bytes:
+    return (np.add.outer(np.arange(48), 3 * np.arange(64)).astype("<u2") * 300).tobytes()
+
+
+def planted_mha() -> bytes:
+    header = [
+        "ObjectType = Image",
+        "NDims = 2",
+        f"Comment = {MARK} Juergen Mueller",
+        f"PatientName = {MARK}^Mueller",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        "ElementSpacing = 0.1 0.1",
+        "DimSize = 64 48",
+        "ElementType = MET_USHORT",
+        "ElementDataFile = LOCAL",
+    ]
+    return ("\n".join(header) + "\n").encode() + _raw_pixels()
+
+
+def planted_nrrd() -> bytes:
+    header = [
+        "NRRD0004",
+        f"# {MARK} Juergen Mueller",
+        "type: uint16",
+        "dimension: 2",
+        "sizes: 64 48",
+        "spacings: 0.1 0.1",
+        f"patient:={MARK} Mueller",
+        f'labels: "{MARK}" "y"',
+        "endian: little",
+        "encoding: raw",
+    ]
+    return ("\n".join(header) + "\n\n").encode() + _raw_pixels()
+
+
+def planted_nifti(gz: bool) -> bytes:
+    image = sitk.GetImageFromArray(np.frombuffer(_raw_pixels(), "<u2").reshape(48, 64))
+    image.SetSpacing((0.1, 0.1))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.nii"
+        sitk.WriteImage(image, str(path))
+        data = bytearray(path.read_bytes())
+    data[148:228] = f"{MARK} Juergen Mueller".encode().ljust(80, b"\0")  # descrip
+    data[228:252] = f"{MARK}.aux".encode().ljust(24, b"\0")  # aux_file
+    return gzip.compress(bytes(data)) if gz else bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (planted_mha, "x.mha"),
+        (planted_nrrd, "x.nrrd"),
+        (lambda: planted_nifti(False), "x.nii"),
+        (lambda: planted_nifti(True), "x.nii.gz"),
+    ],
+    ids=["mha", "nrrd", "nifti", "nifti-gz"],
+)
+def test_no_text_of_a_volume_header_survives_in_its_stored_copy(make: Callable[[], bytes], name: str) -> None:
+    upload = make()
+    assert MARK.encode() in (gzip.decompress(upload) if upload.startswith(b"\x1f\x8b") else upload)
+    image = decode_image(upload, filename=name)
+    assert image.spacing_mm == pytest.approx((0.1, 0.1))
+    assert_no_needle("the stored copy", image.source_bytes_deidentified)
+    again = decode_image(image.source_bytes_deidentified, filename=name)
+    assert (again.width, again.height, again.pixel_sha256) == (image.width, image.height, image.pixel_sha256)
+    assert again.spacing_mm == pytest.approx(image.spacing_mm)
