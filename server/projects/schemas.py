@@ -59,14 +59,13 @@ class ProjectIn(RequestBody):
     strategy: str = Field(default="kamp", examples=["kamp"], json_schema_extra=SERVED_STRATEGIES)
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
-    # Off by default: measured on cld38-5step (docs/benchmarks.md, "Two stages"), the local stage cuts step 0's
-    # error by a quarter but forgets its old landmarks over later steps, so after two steps a two-stage model is
-    # less accurate than its own first stage.
+    # On by default: the most accurate configuration within a step's 30-minute budget on two CPU cores
+    # (docs/benchmarks.md, "Two stages", with the cost of a step on the service's defaults).
     local_stage: dict[str, Any] | None = Field(
-        default=None,
-        description="the local stage (RefineConfig overrides; {} = the defaults): each landmark refined on a crop "
-        "at the image's own resolution (more accurate at step 0; its old landmarks drift over later steps). "
-        "null (default) trains one-stage models.",
+        default_factory=dict,
+        validate_default=True,
+        description="the local stage (RefineConfig overrides; {} = the defaults, the default): each landmark "
+        "refined on a crop at the image's own resolution. null trains one-stage models.",
         examples=[{}, {"crop_size": 64, "mm_per_pixel": 0.2}, None],
     )
 

@@ -203,15 +203,16 @@ def test_bad_projects_are_refused(api: Api, override: dict, contains: str) -> No
 @pytest.mark.parametrize(
     ("given", "stored"),
     [
-        ({}, None),
+        ({}, {**to_dict(RefineConfig())}),
         ({"local_stage": {}}, {**to_dict(RefineConfig())}),
         ({"local_stage": {"crop_size": 96}}, {**to_dict(RefineConfig()), "crop_size": 96}),
         ({"local_stage": None}, None),
     ],
 )
 def test_a_project_stores_its_local_stage_resolved(api: Api, given: dict, stored: dict | None) -> None:
-    """New projects train one-stage models unless they ask for the local stage, whose settings are stored with every
-    field resolved, so a later change of the library's defaults leaves an existing project's models as they were."""
+    """New projects train two-stage models unless they ask for none (null); the local stage's settings are stored
+    with every field resolved, so a later change of the library's defaults leaves an existing project's models as
+    they were."""
     _, admin = api.clinic()
     r = api.client.post("/v1/projects", json={**CEPH, **given}, headers=api.headers(admin))
     assert r.status_code == 201, r.text
