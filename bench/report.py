@@ -33,7 +33,9 @@ PAPER = {
 }
 ORDER = ["finetune", "lwf", "cpr", "kamp_ksd_only", "kamp_random", "kamp", "joint_partial", "joint"]
 # An arm's name is its strategy, maybe with overrides (bench/arms.py): kamp@ka_mode=pseudo_label.
-EVAL = re.compile(r"(?P<name>[a-z_0-9]+(?:@[A-Za-z_0-9.]+=[A-Za-z_0-9.+-]+)*)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
+EVAL = re.compile(
+    r"(?P<name>[a-z_0-9]+(?:@[A-Za-z_0-9.]+=[A-Za-z_0-9.+-]+)*)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json"
+)
 
 
 #: Suffix of the arm that reads a two-stage run's first stage alone (its records' `errors_global`), so tables show
