@@ -113,7 +113,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        headers = exc.headers
+        headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:  # Starlette names the methods of one route of the path only
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(app, request.url.path))}
         return problem_response(request, Problem(exc.status_code, detail, headers=headers))
@@ -125,7 +125,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        detail = f"{where}: {first['msg']}" if where else first["msg"]
+        detail = f"{where}: {first['msg']}" if where else str(first["msg"])
         return problem_response(
             request, Problem(422, detail, slug="invalid-request", title="Invalid request", extra={"errors": errors})
         )

@@ -1,7 +1,7 @@
 """Blob storage behind one small interface: content-addressed (sha256), written atomically.
 
 The local folder is the embedded default. Several hosts (API nodes and GPU workers) share blobs through a
-common volume, or through another `BlobStore` (e.g. object storage via fsspec) with the same five methods.
+common volume, or through another `BlobStore` (e.g. object storage via fsspec) with the same six methods.
 """
 
 from __future__ import annotations
@@ -21,10 +21,7 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def path(self, key: str) -> Path: ...
-    def files(self) -> list[Path]:
-        """Every file under the root: blobs (named by their key) and temporary `.incoming-*` files."""
-        return [p for p in self.root.glob("*/*") if p.is_file()] if self.root.is_dir() else []
-
+    def files(self) -> list[Path]: ...
     def delete(self, key: str) -> None: ...
 
 

@@ -154,7 +154,7 @@ def reap_stale_prediction_jobs(settings: Settings) -> list[uuid.UUID]:
                 .execution_options(synchronize_session=False)
             )
             session.commit()
-            if result.rowcount == 1:
+            if result.rowcount == 1:  # type: ignore[attr-defined]
                 job_inputs.delete(blobs, job.inputs)
                 reaped.append(job.id)
     return reaped

@@ -22,12 +22,6 @@ def decode_dicom(data: bytes, max_pixels: int, subject: str, *, force: bool) -> 
     pixels = dicom_grey(stored, photometric_out, ds, subject)
     spacing, source = dicom_spacing(ds)
     stored_ds = deidentify(ds, transfer_syntax, subject)
-    facts = {
-        "modality": optional_str(stored_ds.get("Modality")),  # only a defined term: the source's may be any text
-        "photometric": optional_str(stored_ds.get("PhotometricInterpretation")),
-        "bits_stored": optional_int(ds.get("BitsStored")),
-        "transfer_syntax": str(transfer_syntax),
-    }
     return finish(
         pixels,
         format="dicom",
@@ -36,5 +30,8 @@ def decode_dicom(data: bytes, max_pixels: int, subject: str, *, force: bool) -> 
         source_bytes_deidentified=dicom_bytes(stored_ds, subject),
         dicom=stored_ds,
         deid_method=METHOD,
-        **facts,
+        modality=optional_str(stored_ds.get("Modality")),  # only a defined term: the source's may be any text
+        photometric=optional_str(stored_ds.get("PhotometricInterpretation")),
+        bits_stored=optional_int(ds.get("BitsStored")),
+        transfer_syntax=str(transfer_syntax),
     )

@@ -43,6 +43,6 @@ def optional_str(value: object) -> str | None:
 
 def optional_int(value: object) -> int | None:
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None

@@ -89,10 +89,11 @@ def _open_pillow(data: bytes, max_pixels: int, subject: str) -> Image.Image:
     except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error... on damaged headers
         raise truncated_image(subject) from exc
     check_size(image.width, image.height, max_pixels, subject)
-    if image.format == "TIFF" and getattr(image, "n_frames", 1) > 1:
+    pages = int(getattr(image, "n_frames", 1))
+    if image.format == "TIFF" and pages > 1:
         raise ImagingError(
             "multi-frame",
-            f"{subject} is a TIFF with {image.n_frames} pages; landmarks are placed on a single image. "
+            f"{subject} is a TIFF with {pages} pages; landmarks are placed on a single image. "
             "Save the one page you want as its own file.",
         )
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from sqlalchemy import update
@@ -32,7 +32,9 @@ from .schemas import JobLinks, PredictionJobOut, PredictionOut
 
 router = APIRouter(prefix="/v1/projects/{project_id}/predict/jobs", tags=["predict"])
 
-_QUEUE_DOWN = {503: {"description": "the job queue could not be reached; the job is marked failed"}}
+_QUEUE_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the job queue could not be reached; the job is marked failed"}
+}
 _UNFINISHED = (JobStatus.queued, JobStatus.running)
 
 
@@ -171,7 +173,7 @@ def cancel_prediction_job(
     )
     session.commit()
     session.refresh(job)
-    if result.rowcount != 1:
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Problem(
             409,
             f"the job has already ended ({job.status.value}); only a queued or running job can be cancelled",

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from models.config import BASELINES, STRATEGIES
 
@@ -29,7 +30,7 @@ def check_strategy(v: str) -> str:
 
 _SERVED = [s for s in STRATEGIES if s not in BASELINES]
 #: The strategies a project may train, listed in OpenAPI (the validator answers the reason for any other).
-SERVED_STRATEGIES: dict[str, object] = {"enum": _SERVED}
+SERVED_STRATEGIES: JsonDict = {"enum": list(_SERVED)}
 
 
 class GateIn(RequestBody):

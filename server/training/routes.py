@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -39,7 +39,9 @@ from .schemas import (
 CancelDep = Annotated[Principal, Depends(require(Role.system, Role.admin))]
 router = APIRouter()
 
-_QUEUE_DOWN = {503: {"description": "the job queue could not be reached; the job is marked failed"}}
+_QUEUE_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the job queue could not be reached; the job is marked failed"}
+}
 
 
 def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:

@@ -90,7 +90,7 @@ class SubmitIn(RequestBody):
         default=None,
         description="default: the project's strategy",
         examples=["kamp"],
-        json_schema_extra={"anyOf": [{"enum": SERVED_STRATEGIES["enum"]}, {"type": "null"}]},
+        json_schema_extra={"anyOf": [SERVED_STRATEGIES, {"type": "null"}]},
     )
     training: dict[str, Any] | None = Field(
         default=None,
