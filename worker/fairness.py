@@ -17,7 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.bodies import in_utc
-from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionStatus
+from server.db.entities import JobStatus, Project, TrainingJob
+
+from .lineage import promoted_version
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,7 +47,8 @@ def should_step_aside(session: Session, job: TrainingJob, max_running: int) -> b
             TrainingJob.status == JobStatus.queued, Project.clinic_id != clinic, TrainingJob.cancel_requested.is_(False)
         )
     ).all()
-    return any(_turn(session, other) < mine and _ready(session, queued) for queued, other in others)
+    ahead = {other for other in {c for _, c in others} if _turn(session, other) < mine}  # each clinic's turn once
+    return any(other in ahead and _ready(session, queued) for queued, other in others)
 
 
 def _turn(session: Session, clinic: uuid.UUID) -> tuple[datetime, datetime, str]:
@@ -60,13 +63,4 @@ def _turn(session: Session, clinic: uuid.UUID) -> tuple[datetime, datetime, str]
 
 def _ready(session: Session, job: TrainingJob) -> bool:
     """A queued job that could start now: step 0, or a promoted model of its previous step exists."""
-    if job.step == 0:
-        return True
-    found = session.scalar(
-        select(func.count()).where(
-            ModelVersion.project_id == job.project_id,
-            ModelVersion.step == job.step - 1,
-            ModelVersion.status.in_([VersionStatus.active, VersionStatus.archived]),
-        )
-    )
-    return bool(found)
+    return job.step == 0 or promoted_version(session, job.project_id, job.step - 1) is not None

@@ -39,6 +39,7 @@ from . import validation
 from .data import set_data
 from .fairness import should_step_aside
 from .lease import Lease, LeaseLost, claim
+from .lineage import promoted_version
 
 log = logging.getLogger("kamp.worker")
 #: Seconds between progress writes to the job row (each is also the heartbeat and the cancel check).
@@ -120,16 +121,7 @@ def _parent(session: Session, job: TrainingJob) -> tuple[ModelVersion | None, bo
     )
     if active is not None and active.step == prev:
         return active, False
-    candidate = session.scalar(
-        select(ModelVersion)
-        .where(
-            ModelVersion.project_id == job.project_id,
-            ModelVersion.step == prev,
-            ModelVersion.status.in_([VersionStatus.active, VersionStatus.archived]),
-        )
-        .order_by(ModelVersion.number.desc())
-        .limit(1)
-    )
+    candidate = promoted_version(session, job.project_id, prev)
     if candidate is not None:
         return candidate, False
     pending = session.scalar(
