@@ -23,7 +23,7 @@ from ..projects import repository as projects
 from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies import names
-from ..studies.routes import parse_spacing, read_capped_file
+from ..studies.routes import parse_spacing
 from ..training.queue import dispatch
 from . import job_inputs
 from . import repository as repo
@@ -112,8 +112,7 @@ def _submit(
     inputs: list[dict] = []
     try:
         for position, f in enumerate(sub.files, start=1):  # one image in memory at a time: they were spooled
-            data = read_capped_file(f.file, settings.max_upload_bytes)
-            image = decode_one_of_several(data, f.filename, settings, sub.spacing, None, request.app.state.decode_slots)
+            image = decode_one_of_several(f, settings, sub.spacing, None, request.app.state.decode_slots)
             inputs.append(job_inputs.store(blobs, job_id, image, names.neutral_name(position, f.filename)))
         job = PredictionJob(
             id=job_id,

@@ -24,7 +24,7 @@ from ..imaging import DecodedImage
 from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies import names
-from ..studies.routes import parse_spacing, read_capped
+from ..studies.routes import parse_spacing, read_capped, read_capped_file
 from ..studies.service import DecodeSlots, decode_upload, ingest
 from .frames import model_inputs, model_size
 from .outputs import render_png, structured_report
@@ -297,21 +297,21 @@ async def decode_named(
 ) -> DecodedImage:
     """One upload of several, decoded (a JPEG reduced down to `at_least` where given, see `decode_for_model`);
     a refusal names the file."""
-    data = await read_capped(upload, settings.max_upload_bytes)
-    return await run_in_threadpool(decode_one_of_several, data, upload.filename, settings, spacing, at_least, slots)
+    return await run_in_threadpool(decode_one_of_several, upload, settings, spacing, at_least, slots)
 
 
 def decode_one_of_several(
-    data: bytes,
-    filename: str | None,
+    upload: UploadFile,
     settings: Settings,
     spacing: tuple[float, float] | None,
     at_least: tuple[int, int] | None = None,
     slots: DecodeSlots | None = None,
 ) -> DecodedImage:
-    """`decode_upload` of one file of several: a refusal names the file."""
+    """One upload of several, read from its spooled file and decoded (blocking: off the event loop); a refusal
+    names the file."""
+    data = read_capped_file(upload.file, settings.max_upload_bytes)
     try:
-        return decode_upload(data, filename, settings.max_image_pixels, spacing, at_least, slots)
+        return decode_upload(data, upload.filename, settings.max_image_pixels, spacing, at_least, slots)
     except Problem as exc:
-        exc.detail = f"{filename}: {exc.detail}"
+        exc.detail = f"{upload.filename}: {exc.detail}"
         raise
