@@ -47,9 +47,8 @@ def _stem(filename: str) -> str:
 
 def name_key(filename: str | None, key: bytes) -> str | None:
     """The digest a study keeps of the file name it was uploaded under (None for none)."""
-    if not filename or not _stem(filename):
-        return None
-    return _digest(_stem(filename), key)
+    stem = _stem(filename) if filename else ""
+    return _digest(stem, key) if stem else None
 
 
 def reference_keys(reference: str, key: bytes) -> list[str]:
