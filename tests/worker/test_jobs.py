@@ -43,6 +43,13 @@ def api(tmp_path: Path) -> Iterator[Api]:
         yield a
 
 
+def _project(api: Api) -> tuple[dict, str]:
+    """A new clinic's admin headers and a tiny project of it."""
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    return h, api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+
+
 def _setup_step(
     api: Api, h: dict, pid: str, data_root: Path, step: int, n: int, associations: list | None = None
 ) -> list[str]:
@@ -93,9 +100,7 @@ def _queue_job(api: Api, pid: str, step: int) -> uuid.UUID:
 
 
 def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     step0_studies = _setup_step(api, h, pid, data_root, 0, 6)
 
     job0 = _queue_job(api, pid, 0)
@@ -152,9 +157,7 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
 
 
 def test_failed_gate_rejects_and_keeps_the_active_version(api: Api, data_root: Path) -> None:
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 6)
     assert run_training_job(_queue_job(api, pid, 0), api.settings) == Outcome.succeeded
     _setup_step(api, h, pid, data_root, 1, 6)
@@ -175,9 +178,7 @@ def test_a_sets_associations_are_kanet_s_triplets(api: Api, data_root: Path, mon
     version's report and the job's log say which triplets were used and where they came from."""
     import worker.jobs as jobs
 
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 4)
     assert run_training_job(_queue_job(api, pid, 0), api.settings) == Outcome.succeeded
     associations = [{"old": "N", "new": ["D", "U1A"]}, {"old": "Po", "new": ["L1A", "U6"]}]
@@ -202,9 +203,7 @@ def test_a_sets_associations_are_kanet_s_triplets(api: Api, data_root: Path, mon
 
 
 def test_step_without_parent_waits_then_fails_cleanly(api: Api, data_root: Path) -> None:
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 2)
     _setup_step(api, h, pid, data_root, 1, 2)
     job0 = _queue_job(api, pid, 0)
@@ -224,9 +223,7 @@ def test_cancel_request_stops_a_running_job(api: Api, data_root: Path, monkeypat
     import worker.jobs as jobs
 
     monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 4)
     job_id = _queue_job(api, pid, 0)
     original = jobs.train_step
@@ -253,10 +250,8 @@ def test_a_paused_worker_that_lost_its_job_writes_nothing(
     import worker.jobs as jobs
 
     monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
-    _, admin = api.clinic()
-    h = api.headers(admin)
     api.client.app.state.enqueue = lambda job_id: f"task-{job_id}"
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 4)
     first = _queue_job(api, pid, 0)
     original = jobs.train_step
@@ -288,9 +283,7 @@ def test_a_paused_worker_that_lost_its_job_writes_nothing(
 
 def test_a_second_claim_of_a_stale_job_takes_it_from_the_first(api: Api, data_root: Path) -> None:
     """Two deliveries of one stale running job: the later claim holds the lease, the earlier one's writes fail."""
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 4)
     job_id = _queue_job(api, pid, 0)
     factory = api.client.app.state.session_factory
@@ -313,9 +306,7 @@ def _age(api: Api, job_id: uuid.UUID, hours: float) -> None:
 
 
 def test_a_queued_job_nobody_picked_up_is_published_again(api: Api, data_root: Path) -> None:
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 2)
     _setup_step(api, h, pid, data_root, 1, 2)
     lost, fresh, waiting = _queue_job(api, pid, 0), _queue_job(api, pid, 0), _queue_job(api, pid, 1)
@@ -332,9 +323,7 @@ def test_a_queued_job_nobody_picked_up_is_published_again(api: Api, data_root: P
 
 
 def test_a_broker_still_down_leaves_the_job_for_the_next_round(api: Api, data_root: Path) -> None:
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 2)
     job = _queue_job(api, pid, 0)
     _age(api, job, 1)
@@ -350,9 +339,7 @@ def test_a_broker_still_down_leaves_the_job_for_the_next_round(api: Api, data_ro
 def test_a_job_past_its_wall_time_limit_fails_with_the_reason(api: Api, data_root: Path) -> None:
     import worker.jobs as jobs
 
-    _, admin = api.clinic()
-    h = api.headers(admin)
-    pid = api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    h, pid = _project(api)
     _setup_step(api, h, pid, data_root, 0, 4)
     job_id = _queue_job(api, pid, 0)
     settings = api.settings.model_copy(update={"max_job_seconds": 1})
