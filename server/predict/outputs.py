@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -13,6 +14,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from ..errors import Problem
+from .labels import place_labels
 from .schemas import PredictedLandmark
 
 #: SNOMED CT "Anatomical structure": the finding type of each landmark point.
@@ -21,24 +23,56 @@ ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical structure")
 IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
 
 
+def label_style(width: int, height: int) -> tuple[int, ImageFont.FreeTypeFont | ImageFont.ImageFont, int]:
+    """The marker radius (image pixels), the label font and its stroke width for an image of this size."""
+    r = max(3, round(max(width, height) / 250))
+    return r, ImageFont.load_default(size=max(10, 4 * r)), max(1, r // 3)
+
+
+def label_boxes(
+    codes: Sequence[str], font: ImageFont.FreeTypeFont | ImageFont.ImageFont, stroke: int
+) -> list[tuple[float, float, float, float]]:
+    """Each code's ink box (left, top, right, bottom) as Pillow draws it at the origin with this font and stroke,
+    pixels; the box's top-left is not the origin (the font's ascent and bearing)."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = (draw.textbbox((0, 0), code, font=font, stroke_width=stroke) for code in codes)
+    return [(float(left), float(top), float(right), float(bottom)) for left, top, right, bottom in boxes]
+
+
 def render_png(pixels: np.ndarray, landmarks: Sequence[PredictedLandmark]) -> bytes:
-    """(H, W) uint16 display image -> PNG with each landmark drawn as a ring and labelled with its code."""
+    """(H, W) uint16 display image -> PNG with each landmark drawn as a ring and labelled with its code.
+
+    The labels are placed apart (see labels.place_labels): one displaced from its ring is joined to it by a thin
+    leader line of its colour, from the ring's edge to the label's box."""
     grey = (pixels.astype(np.float32) / 257.0).clip(0, 255).astype(np.uint8)
     image = Image.fromarray(grey).convert("RGB")
     draw = ImageDraw.Draw(image)
     h, w = pixels.shape
-    r = max(3, round(max(w, h) / 250))
-    font = ImageFont.load_default(size=max(10, 4 * r))
-    for lm in landmarks:
+    r, font, stroke = label_style(w, h)
+    inks = label_boxes([lm.code for lm in landmarks], font, stroke)
+    places = place_labels(
+        [(lm.x, lm.y) for lm in landmarks],
+        [(right - left, bottom - top) for left, top, right, bottom in inks],
+        (w, h),
+        r,
+    )
+    colours = [(255, 64, 64) if lm.confidence < 0.3 else (64, 255, 96) for lm in landmarks]
+    for lm, place, colour in zip(landmarks, places, colours, strict=True):
         # Our coordinates put pixel centres at integers; Pillow's ellipse box is in the same frame.
-        colour = (255, 64, 64) if lm.confidence < 0.3 else (64, 255, 96)
         draw.ellipse((lm.x - r, lm.y - r, lm.x + r, lm.y + r), outline=colour, width=max(1, r // 2))
+        if place.leader_end is not None:
+            ex, ey = place.leader_end
+            length = max(math.hypot(ex - lm.x, ey - lm.y), 1e-9)
+            start = (lm.x + r * (ex - lm.x) / length, lm.y + r * (ey - lm.y) / length)
+            draw.line((start, place.leader_end), fill=colour, width=max(1, r // 4))
+    # The texts last, so that no ring or leader crosses a label.
+    for lm, ink, place, colour in zip(landmarks, inks, places, colours, strict=True):
         draw.text(
-            (lm.x + 1.5 * r, lm.y - 1.5 * r),
+            (place.x - ink[0], place.y - ink[1]),
             lm.code,
             fill=colour,
             font=font,
-            stroke_width=max(1, r // 3),
+            stroke_width=stroke,
             stroke_fill=(0, 0, 0),
         )
     buf = io.BytesIO()
