@@ -134,6 +134,7 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
 KeyManagerDep = Annotated[Principal, Depends(require(Role.system, Role.admin))]
 SystemDep = Annotated[Principal, Depends(require(Role.system))]
 AdminDep = Annotated[Principal, Depends(require(Role.admin))]

@@ -37,6 +37,7 @@ def _out(row: Annotation, landmark_set: LandmarkSet, role: str) -> AnnotationOut
         split=role,
         points=[PointOut(code=c, x=xy[0], y=xy[1]) for c, xy in row.points.items()],
         source=row.source,
+        seconds=row.seconds,
         created_at=row.created_at,
     )
 
@@ -67,6 +68,7 @@ def annotate(
         annotator=body.annotator or principal.name or str(principal.key_id),
         api_key_id=principal.key_id,
         validation_fraction=settings.validation_fraction,
+        seconds=body.seconds,
     )
     return _out(row, landmark_set, role)
 

@@ -21,6 +21,14 @@ class AnnotationIn(RequestBody):
     study_id: uuid.UUID
     annotator: str | None = Field(default=None, max_length=200, description="default: the API key's name")
     points: list[PointIn] = Field(min_length=1, max_length=500)
+    seconds: float | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="time the annotator spent on this study, in seconds (the console records it)",
+    )
 
 
 class PointOut(BaseModel):
@@ -38,6 +46,7 @@ class AnnotationOut(BaseModel):
     split: str = Field(description="train or val: the study's role in this landmark set, frozen once drawn")
     points: list[PointOut]
     source: str
+    seconds: float | None = Field(default=None, description="time spent annotating, when the client recorded it")
     created_at: UtcDatetime
 
 

@@ -74,6 +74,7 @@ def add_annotations(
     api_key_id: uuid.UUID,
     validation_fraction: float,
     source: str = "api",
+    seconds: float | None = None,
 ) -> list[tuple[Annotation, str]]:
     """New versions (never overwrites) with each study's split, committed together: all or nothing. A concurrent
     writer of the same study's next version (or split) makes the unique constraints fail, at a flush or at the
@@ -95,6 +96,7 @@ def add_annotations(
                 api_key_id=api_key_id,
                 points=points,
                 source=source,
+                seconds=seconds,
             )
             session.add(row)
             session.flush()

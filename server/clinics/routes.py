@@ -8,12 +8,12 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from ..auth import KeyManagerDep, Principal, SystemDep, create_key
+from ..auth import KeyManagerDep, Principal, PrincipalDep, SystemDep, create_key
 from ..db.base import utcnow
 from ..db.entities import ApiKey, Clinic, Role
 from ..deps import SessionDep
 from ..errors import Problem, not_found
-from .schemas import ApiKeyIn, ApiKeyOut, ClinicCreated, ClinicIn, ClinicOut, NewApiKey
+from .schemas import ApiKeyIn, ApiKeyOut, ClinicCreated, ClinicIn, ClinicOut, NewApiKey, WhoAmI
 
 router = APIRouter(prefix="/v1", tags=["clinics"])
 
@@ -75,3 +75,9 @@ def revoke_api_key(key_id: uuid.UUID, session: SessionDep, principal: KeyManager
         row.revoked_at = utcnow()
         session.commit()
     return row
+
+
+@router.get("/whoami", response_model=WhoAmI)
+async def whoami(principal: PrincipalDep) -> WhoAmI:
+    """The presented key's role and clinic (any valid key, the system key too)."""
+    return WhoAmI(key_id=principal.key_id, clinic_id=principal.clinic_id, role=principal.role, name=principal.name)

@@ -42,3 +42,12 @@ class NewApiKey(ApiKeyOut):
 class ClinicCreated(BaseModel):
     clinic: ClinicOut
     admin_key: NewApiKey
+
+
+class WhoAmI(BaseModel):
+    """The key a request presented: what the console signs in with and shows or hides by."""
+
+    key_id: uuid.UUID
+    clinic_id: uuid.UUID | None = Field(description="null for the system key")
+    role: Role
+    name: str

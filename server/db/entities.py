@@ -147,6 +147,8 @@ class Annotation(IdMixin, Base):
     #: {code: [x, y]} in pixels of the study image (pixel-centre convention).
     points: Mapped[dict[str, list[float]]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(40), default="api")
+    #: Seconds the annotator spent on this version, when the client recorded it (the console does).
+    seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class JobStatus(enum.StrEnum):

@@ -5,8 +5,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.json_schema import JsonDict
+from pydantic.json_schema import JsonDict, JsonValue
 
+from models.backbones import available_backbones
 from models.config import BASELINES, STRATEGIES
 
 from ..bodies import RequestBody, UtcDatetime
@@ -29,6 +30,8 @@ def check_strategy(v: str) -> str:
 
 
 _SERVED = [s for s in STRATEGIES if s not in BASELINES]
+#: The backbones a project may name, listed in OpenAPI (the console offers them from there).
+BACKBONES: JsonDict = {"enum": list[JsonValue](available_backbones())}
 #: The strategies a project may train, listed in OpenAPI (the validator answers the reason for any other).
 SERVED_STRATEGIES: JsonDict = {"enum": list(_SERVED)}
 
@@ -56,7 +59,7 @@ class ProjectIn(RequestBody):
     # The defaults are the `cpu-local` benchmark profile's network (docs/benchmarks.md): HRNet-W32 at 256x320 takes
     # 0.22 s per image in bf16 on the 2-core machine, so 1000 iterations of batch 8 alone would spend the whole
     # 30-minute budget of a step; HRNet-W18-small takes 0.09 s.
-    backbone: str = Field(default="hrnet_w18_small", examples=["hrnet_w18_small"])
+    backbone: str = Field(default="hrnet_w18_small", examples=["hrnet_w18_small"], json_schema_extra=BACKBONES)
     strategy: str = Field(default="kamp", examples=["kamp"], json_schema_extra=SERVED_STRATEGIES)
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")

@@ -138,3 +138,21 @@ def get_study(study_id: uuid.UUID, session: SessionDep, principal: AnnotatorDep)
 def get_study_image(study_id: uuid.UUID, request: Request, session: SessionDep, principal: AnnotatorDep) -> Response:
     study = service.get_study(session, principal.clinic(), study_id)
     return Response(blob_store(request).get(study.pixels_blob), media_type="image/png")
+
+
+@router.get(
+    "/{study_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "8-bit JPEG, longest side at most `size`"}},
+)
+def get_study_thumbnail(
+    study_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    principal: AnnotatorDep,
+    size: Annotated[int, Query(ge=32, le=1024, description="longest side in pixels")] = 256,
+) -> Response:
+    """A small JPEG of the study for grids (the console's); the image itself is GET .../image."""
+    study = service.get_study(session, principal.clinic(), study_id)
+    jpeg = service.thumbnail(blob_store(request).get(study.pixels_blob), size)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -113,3 +113,15 @@ def get_study(session: Session, clinic_id: uuid.UUID, study_id: uuid.UUID) -> St
     if study is None or study.clinic_id != clinic_id:
         raise not_found("study")
     return study
+
+
+def thumbnail(png16: bytes, longest_side: int) -> bytes:
+    """A stored 16-bit display PNG -> an 8-bit JPEG whose longest side is at most `longest_side` pixels (for a
+    grid of studies; the full image stays at GET .../image)."""
+    with Image.open(io.BytesIO(png16)) as image:
+        grey = np.asarray(image, dtype=np.uint16)
+    small = Image.fromarray((grey >> 8).astype(np.uint8))
+    small.thumbnail((longest_side, longest_side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
