@@ -13,6 +13,7 @@ from .annotations.routes import router as annotations_router
 from .auth import RateLimiter, SystemDep
 from .body_guard import BodyGuardMiddleware
 from .clinics.routes import router as clinics_router
+from .console.routes import install_console
 from .db.session import PoolLimits, session_factory
 from .deps import SessionDep, SettingsDep
 from .errors import PROBLEM_RESPONSES, Problem, install_problem_handlers, path_template
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(precision=settings.precision)
     app.state.inference = InferenceBatcher(settings.inference_max_batch, threads=settings.torch_threads)
     app.include_router(training_router)
+    install_console(app)
     app.add_middleware(BodyGuardMiddleware, settings=settings, sessions=app.state.session_factory)
     app.add_middleware(ServerTimingMiddleware)
     app.state.metrics = Metrics(app.state.session_factory)

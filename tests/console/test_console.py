@@ -1,0 +1,330 @@
+"""The web console in a real browser against a real `kamp serve`: a new user signs in, creates a clinic, a
+project and two steps, annotates by clicking and by keyboard, trains, reviews and rolls back versions; a
+predict key sees only the playground; a wrong key sees the problem."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.datasets import load_protocol
+from tests.worker.tiny import TINY_TRAINING
+
+from .conftest import Served
+
+pytestmark = pytest.mark.slow
+STEP0 = ["S", "N", "Or", "Po"]
+STEP1 = ["D", "U1A", "L1A", "U6"]
+JOB_TIMEOUT_MS = 300_000
+
+
+@pytest.fixture
+def page(browser: Any, served: Served) -> Iterator[Any]:
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    # Generous: the embedded workers load torch beside the API on two cores.
+    page.set_default_timeout(90_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(served.url + "/")
+    yield page
+    page.close()
+    assert errors == [], errors
+
+
+def shot(page: Any, folder: Path, name: str) -> None:
+    """Saves a screenshot and checks that the page is not blank (it has contrast, not one flat colour)."""
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    grey = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert grey.std() > 8, f"{name} looks blank"
+
+
+def wait(page: Any, selector: str, timeout: float | None = None) -> None:
+    """Waits for `selector`; a problem shown by the page instead fails at once with its detail."""
+    page.wait_for_selector(f"{selector}, #problem:not([hidden])", timeout=timeout)
+    if page.locator("#problem:not([hidden])").count():
+        pytest.fail(f"the page shows a problem while waiting for {selector}: {page.inner_text('#problem')}")
+
+
+def sign_in(page: Any, key: str) -> None:
+    if page.locator("text=Sign out").count():
+        page.click("text=Sign out")
+    page.fill("#api-key", key)
+    page.click("#sign-in")
+    page.wait_for_selector("#who .role")
+
+
+def canvas_transform(page: Any) -> tuple[float, float, float]:
+    scale, tx, ty = (float(v) for v in page.get_attribute("#image", "data-transform").split())
+    return scale, tx, ty
+
+
+def screen_of(page: Any, x: float, y: float) -> tuple[float, float]:
+    """Where image pixel (x, y) is on the page, from the viewer's transform and the canvas' box."""
+    scale, tx, ty = canvas_transform(page)
+    box = page.locator("#image").bounding_box()
+    return box["x"] + x * scale + tx, box["y"] + y * scale + ty
+
+
+def click_image(page: Any, x: float, y: float) -> None:
+    page.mouse.click(*screen_of(page, x, y))
+
+
+def open_editor(page: Any) -> None:
+    page.wait_for_selector("#image[data-transform]")
+    page.wait_for_selector("#annotation-history >> text=/./")
+
+
+def saved_points(served: Served, key: str, pid: str, step: int, study: str) -> dict[str, tuple[float, float]]:
+    r = httpx.get(
+        f"{served.url}/v1/projects/{pid}/landmark-sets/{step}/annotations/{study}",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 200, r.text
+    return {p["code"]: (p["x"], p["y"]) for p in r.json()[-1]["points"]}
+
+
+def assert_within_1px(saved: dict[str, tuple[float, float]], truth: dict[str, tuple[float, float]]) -> None:
+    assert set(saved) == set(truth)
+    for code, (x, y) in truth.items():
+        assert math.hypot(saved[code][0] - x, saved[code][1] - y) <= 1.0, (code, saved[code], (x, y))
+
+
+class Cases:
+    """Real cephalograms of cld38-5step's first two steps with their senior labels."""
+
+    def __init__(self, data_root: Path) -> None:
+        self.protocol = load_protocol(data_root, "cld38-5step")
+        self.ds = self.protocol.load_dataset(data_root)
+
+    def images(self, step: int, n: int) -> list[str]:
+        return list(self.protocol.steps[step].images[:n])
+
+    def path(self, image_id: str) -> Path:
+        return Path(self.ds.image_path(image_id))
+
+    def truth(self, image_id: str, codes: list[str]) -> dict[str, tuple[float, float]]:
+        kp = self.ds.keypoints([image_id], codes, self.protocol.annotator)[0]
+        return {c: (float(x), float(y)) for c, (x, y) in zip(codes, kp, strict=True)}
+
+
+class Api:
+    def __init__(self, served: Served, key: str) -> None:
+        self.client = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+    def upload(self, path: Path) -> str:
+        r = self.client.post(
+            "/v1/studies",
+            files={"file": (path.name, path.read_bytes())},
+            data={"spacing_x_mm": "0.1", "spacing_y_mm": "0.1"},
+        )
+        assert r.status_code in (200, 201), r.text
+        return str(r.json()["id"])
+
+    def annotate(self, pid: str, step: int, study: str, points: dict[str, tuple[float, float]]) -> None:
+        body = {"study_id": study, "points": [{"code": c, "x": x, "y": y} for c, (x, y) in points.items()]}
+        r = self.client.post(f"/v1/projects/{pid}/landmark-sets/{step}/annotations", json=body)
+        assert r.status_code == 201, r.text
+
+
+def test_a_wrong_key_shows_the_problem(page: Any, tmp_path: Path) -> None:
+    page.fill("#api-key", "kamp_000000000000_not-a-key")
+    page.click("#sign-in")
+    page.wait_for_selector("#problem:not([hidden])")
+    assert "not valid" in page.inner_text("#problem")
+    assert page.locator("#who .role").count() == 0
+    shot(page, tmp_path, "signin-error")
+
+
+def create_clinic(page: Any, served: Served, folder: Path) -> str:
+    sign_in(page, served.system_key)
+    page.fill("#clinic-name", "Riverside")
+    page.click("text=Create clinic")
+    wait(page, ".secret .key")
+    shot(page, folder, "clinics")
+    return page.inner_text(".secret .key").strip()
+
+
+def create_project(page: Any, folder: Path) -> str:
+    page.click("text=New project")
+    page.fill("#project-name", "ceph")
+    page.select_option("#project-backbone", "hrnet_w18_tiny")
+    page.fill("#project-width", "64")
+    page.fill("#project-height", "80")
+    page.fill("#project-local-json", '{"crop_size": 32}')
+    page.fill("#project-training", json.dumps(TINY_TRAINING))
+    # A dozen iterations learn little: a gate this wide lets the versions through, so both steps can be reviewed.
+    page.fill("#project-gate-new", "1000000")
+    page.fill("#project-gate-old", "1000000")
+    shot(page, folder, "projects")
+    page.click("#create-project")
+    page.wait_for_selector("text=Add step 0")
+    return page.url.rsplit("/", 1)[1]
+
+
+def add_step(page: Any, step: int, codes: list[str]) -> None:
+    page.click(f"text=Add step {step}")
+    page.fill("#step-landmarks", "\n".join(codes))
+    page.click("#add-step")
+    page.wait_for_selector("#drop-zone")
+
+
+def annotate_by_clicks(page: Any, truth: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """Places every landmark by clicking its true pixel: the first at the fitted zoom, the second after zooming
+    in on it with the wheel, the rest fitted again. Answers the two scales."""
+    codes = list(truth)
+    fitted = canvas_transform(page)[0]
+    click_image(page, *truth[codes[0]])
+    page.mouse.move(*screen_of(page, *truth[codes[1]]))
+    for _ in range(4):
+        page.mouse.wheel(0, -100)
+    zoomed = canvas_transform(page)[0]
+    click_image(page, *truth[codes[1]])
+    page.click("#zoom-fit")
+    for code in codes[2:]:
+        click_image(page, *truth[code])
+    return fitted, zoomed
+
+
+def annotate_by_keyboard(page: Any, truth: dict[str, tuple[float, float]], size: tuple[int, int]) -> None:
+    """Moves the crosshair with arrow keys (coarse steps, then Shift for single pixels) and places with Enter;
+    undoes one placement with z and places it again."""
+    page.focus("#image")
+    scale = canvas_transform(page)[0]
+    coarse = max(1, round(10 / scale))
+    x, y = size[0] / 2, size[1] / 2
+    for i, (tx, ty) in enumerate(truth.values()):
+        for axis, target in ((0, tx), (1, ty)):
+            keys = ("ArrowRight", "ArrowLeft") if axis == 0 else ("ArrowDown", "ArrowUp")
+            here = x if axis == 0 else y
+            while abs(target - here) >= coarse:
+                page.keyboard.press(keys[0] if target > here else keys[1])
+                here += coarse if target > here else -coarse
+            while abs(target - here) > 0.5:
+                page.keyboard.press(f"Shift+{keys[0] if target > here else keys[1]}")
+                here += 1 if target > here else -1
+            x, y = (here, y) if axis == 0 else (x, here)
+        page.keyboard.press("Enter")
+        if i == 1:
+            page.keyboard.press("z")
+            page.keyboard.press("Enter")
+    page.keyboard.press("s")
+    page.wait_for_selector("#editor-status >> text=saved as version 1")
+
+
+def train(page: Any, folder: Path, name: str) -> str:
+    page.click("#submit-training")
+    page.wait_for_selector("#job-status")
+    page.wait_for_selector("#job-status:text-matches('succeeded|failed|cancelled')", timeout=JOB_TIMEOUT_MS)
+    assert page.inner_text("#job-status") == "succeeded", page.inner_text("#job-log")
+    shot(page, folder, name)
+    page.click("#job-version")
+    page.wait_for_selector("#version-status")
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_two_steps_in_the_browser(page: Any, served: Served, data_root: Path, tmp_path: Path) -> None:
+    cases = Cases(data_root)
+    admin = create_clinic(page, served, tmp_path)
+    sign_in(page, admin)
+    pid = create_project(page, tmp_path)
+    api = Api(served, admin)
+
+    # Step 0: six studies uploaded through the page, one annotated by clicks, one by keyboard, four by API.
+    add_step(page, 0, STEP0)
+    step0 = cases.images(0, 7)
+    page.fill("#upload-spacing", "0.1")
+    page.set_input_files("#upload-input", [str(cases.path(i)) for i in step0])
+    page.wait_for_selector("#unassigned .thumb >> nth=6")
+    page.wait_for_selector("text=Not yet in any step (7)")
+    shot(page, tmp_path, "studies")
+    studies = {i: api.upload(cases.path(i)) for i in step0}  # the same pixels again: the same studies
+    page.goto(f"{served.url}/#/projects/{pid}/steps/0/studies/{studies[step0[0]]}")
+    open_editor(page)
+    fitted, zoomed = annotate_by_clicks(page, cases.truth(step0[0], STEP0))
+    assert zoomed > 2 * fitted
+    page.click("#save")
+    page.wait_for_selector("#editor-status >> text=saved as version 1")
+    shot(page, tmp_path, "editor")
+    assert_within_1px(saved_points(served, admin, pid, 0, studies[step0[0]]), cases.truth(step0[0], STEP0))
+
+    page.goto(f"{served.url}/#/projects/{pid}/steps/0/studies/{studies[step0[1]]}")
+    open_editor(page)
+    annotate_by_keyboard(page, cases.truth(step0[1], STEP0), (968, 1200))
+    assert_within_1px(saved_points(served, admin, pid, 0, studies[step0[1]]), cases.truth(step0[1], STEP0))
+    for image_id in step0[2:6]:
+        api.annotate(pid, 0, studies[image_id], cases.truth(image_id, STEP0))
+
+    page.goto(f"{served.url}/#/projects/{pid}/steps/0")
+    page.wait_for_selector("text=Annotated in this step (6)")
+    v1 = train(page, tmp_path, "job")
+    assert page.inner_text("#version-status") == "active"
+    shot(page, tmp_path, "version")
+
+    # Assisted: on a new study of step 0, version 1 pre-places the step's landmarks.
+    page.goto(f"{served.url}/#/projects/{pid}/steps/0/studies/{studies[step0[6]]}")
+    open_editor(page)
+    assert "assisted by version 1: 4 pre-placed" in page.inner_text("#assist-state")
+
+    # Step 1: the earlier step's landmarks are shown for context while the new ones are placed.
+    page.goto(f"{served.url}/#/projects/{pid}")
+    add_step(page, 1, STEP1)
+    step1 = cases.images(1, 6)
+    studies1 = {i: api.upload(cases.path(i)) for i in step1}
+    for image_id in step1[1:]:
+        api.annotate(pid, 1, studies1[image_id], cases.truth(image_id, STEP1))
+    page.goto(f"{served.url}/#/projects/{pid}/steps/1/studies/{studies1[step1[0]]}")
+    open_editor(page)
+    assert "0 pre-placed, 4 shown for context" in page.inner_text("#assist-state")
+    annotate_by_clicks(page, cases.truth(step1[0], STEP1))
+    page.click("#save")
+    page.wait_for_selector("#editor-status >> text=saved as version 1")
+    shot(page, tmp_path, "editor-assisted")
+    assert_within_1px(saved_points(served, admin, pid, 1, studies1[step1[0]]), cases.truth(step1[0], STEP1))
+
+    page.goto(f"{served.url}/#/projects/{pid}/steps/1")
+    page.wait_for_selector("text=Annotated in this step (6)")
+    train(page, tmp_path, "job-step1")
+    assert page.inner_text("#version-status") == "active"
+    assert page.locator("#step-table tbody tr").count() == 2
+
+    # Roll back to version 1 with a reason; the audit trail shows it.
+    page.goto(f"{served.url}/#/versions/{v1}")
+    page.wait_for_selector("#version-rollback")
+    page.fill("#decision-reason", "step 1 review pending")
+    page.click("#version-rollback")
+    page.wait_for_selector("#events >> text=rolled_back")
+    assert page.inner_text("#version-status") == "active"
+    assert "step 1 review pending" in page.inner_text("#events")
+    page.goto(f"{served.url}/#/projects/{pid}/versions")
+    page.wait_for_selector("#version-tree >> text=v2")
+    shot(page, tmp_path, "versions")
+    predict_role_sees_only_the_playground(page, served, cases, pid, tmp_path)
+
+
+def predict_role_sees_only_the_playground(page: Any, served: Served, cases: Cases, pid: str, folder: Path) -> None:
+    page.goto(f"{served.url}/#/keys")
+    page.wait_for_selector("#keys select")
+    page.select_option("#keys select", "predict")
+    page.click("text=Make key")
+    page.wait_for_selector(".secret .key")
+    key = page.inner_text(".secret .key").strip()
+    sign_in(page, key)
+    assert page.locator("#nav a").all_inner_texts() == ["Predict"]
+    page.goto(f"{served.url}/#/projects")
+    page.wait_for_selector("#predict-drop")
+    assert page.url.endswith("#/predict")
+    page.fill("#predict-project", pid)
+    page.set_input_files("#predict-file", str(cases.path(cases.images(2, 1)[0])))
+    page.wait_for_selector("#predict-table tbody tr >> nth=3")
+    width = page.eval_on_selector("#predict-image", "img => img.decode().then(() => img.naturalWidth)")
+    assert width == 968
+    shot(page, folder, "predict")
