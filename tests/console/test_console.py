@@ -328,3 +328,26 @@ def predict_role_sees_only_the_playground(page: Any, served: Served, cases: Case
     width = page.eval_on_selector("#predict-image", "img => img.decode().then(() => img.naturalWidth)")
     assert width == 968
     shot(page, folder, "predict")
+
+
+def test_the_pages_labels_keep_apart_as_the_rendered_pngs_do(page: Any) -> None:
+    """labels.js on the cephalogram's stacked pairs (U1A over A, Gn over Me, UIT over LIT) and on five
+    coincident points: no two boxes overlap, each stays in the area, the displaced ones have leaders."""
+    boxes = page.evaluate(
+        """async () => {
+            const { placeLabels } = await import("/console/js/labels.js");
+            const points = [[300, 300], [303, 302], [500, 420], [510, 428], [200, 600], [202, 603],
+                            [50, 50], [50, 50], [50, 50], [50, 50], [50, 50]];
+            return placeLabels(points, points.map(() => [28, 15]), [640, 700], 7);
+        }"""
+    )
+    rects = [(b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]) for b in boxes]
+    for i, a in enumerate(rects):
+        assert a[0] >= 0 and a[1] >= 0 and a[2] <= 639 and a[3] <= 699
+        for b in rects[i + 1 :]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    points = [(300, 300), (303, 302), (500, 420), (510, 428), (200, 600), (202, 603), *[(50, 50)] * 5]
+    for (px, py), (left, top, right, bottom), b in zip(points, rects, boxes, strict=True):
+        nx, ny = min(max(px, left), right), min(max(py, top), bottom)
+        assert (b["leader"] is not None) == (math.hypot(nx - px, ny - py) > 2 * 7)  # a leader only when displaced
+        assert math.hypot(nx - px, ny - py) < 60

@@ -4,6 +4,7 @@
 import { api, apiBlob } from "../api.js";
 import { AnnotationState } from "../annotation.js";
 import { busy, fmt, h, replace, showProblem } from "../dom.js";
+import { placeLabels } from "../labels.js";
 import { Viewer } from "../viewer.js";
 import { allStudies, annotationsByStudy } from "./step.js";
 
@@ -13,22 +14,43 @@ const KEYS_HELP = "Click: place · drag: move · wheel: zoom · drag the image: 
   "(Shift: 1 px) · Enter: place at the crosshair · Tab / Shift+Tab: next / previous landmark · Delete: remove · " +
   "z: undo · s: save · ] / [: next / previous study · + / - / 0: zoom in / out / fit";
 
-function drawPoint(ctx, viewer, p, label, colour, { current = false, hollow = false } = {}) {
-  const [sx, sy] = viewer.toScreen(p.x, p.y);
+const MARKER_PX = 5;
+const FONT = "12px system-ui, sans-serif";
+
+function drawMarker(ctx, [sx, sy], colour, { current = false, hollow = false } = {}) {
   ctx.strokeStyle = colour;
   ctx.fillStyle = colour;
   ctx.lineWidth = current ? 3 : 2;
   ctx.beginPath();
-  ctx.arc(sx, sy, current ? 7 : 5, 0, 2 * Math.PI);
+  ctx.arc(sx, sy, current ? MARKER_PX + 2 : MARKER_PX, 0, 2 * Math.PI);
   if (hollow) ctx.setLineDash([3, 2]);
   ctx.stroke();
   ctx.setLineDash([]);
   ctx.fillRect(sx - 1, sy - 1, 2, 2);
-  ctx.font = "12px system-ui, sans-serif";
-  ctx.lineWidth = 3;
-  ctx.strokeStyle = "#000";
-  ctx.strokeText(label, sx + 8, sy - 8);
-  ctx.fillText(label, sx + 8, sy - 8);
+}
+
+// marks: [{at: [sx, sy], label, colour}] -> labels placed apart (labels.js), with leaders when displaced.
+function drawLabels(ctx, marks, area) {
+  ctx.font = FONT;
+  const sizes = marks.map((m) => [ctx.measureText(m.label).width + 4, 15]);
+  const boxes = placeLabels(marks.map((m) => m.at), sizes, area, MARKER_PX + 2);
+  ctx.textBaseline = "top";
+  marks.forEach((m, i) => {
+    const b = boxes[i];
+    if (b.leader) {
+      ctx.strokeStyle = m.colour;
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      ctx.moveTo(...m.at);
+      ctx.lineTo(...b.leader);
+      ctx.stroke();
+    }
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "#000";
+    ctx.strokeText(m.label, b.x + 2, b.y + 1);
+    ctx.fillStyle = m.colour;
+    ctx.fillText(m.label, b.x + 2, b.y + 1);
+  });
 }
 
 function drawCrosshair(ctx, viewer, cursor) {
@@ -74,12 +96,21 @@ class Editor {
   }
 
   overlay(ctx, viewer) {
-    for (const p of this.context) drawPoint(ctx, viewer, p, p.code, COLOURS.context, { hollow: true });
+    const marks = [];
+    for (const p of this.context) {
+      const at = viewer.toScreen(p.x, p.y);
+      drawMarker(ctx, at, COLOURS.context, { hollow: true });
+      marks.push({ at, label: p.code, colour: COLOURS.context });
+    }
     this.set.landmarks.forEach((l, i) => {
       const p = this.state.points[l.code];
-      if (p) drawPoint(ctx, viewer, p, l.code, COLOURS[p.source], { current: i === this.state.current,
-        hollow: p.source === "predicted" });
+      if (!p) return;
+      const at = viewer.toScreen(p.x, p.y);
+      drawMarker(ctx, at, COLOURS[p.source], { current: i === this.state.current, hollow: p.source === "predicted" });
+      marks.push({ at, label: l.code, colour: COLOURS[p.source] });
     });
+    const onScreen = ({ at: [x, y] }) => x >= 0 && y >= 0 && x <= viewer.cssWidth && y <= viewer.cssHeight;
+    drawLabels(ctx, marks.filter(onScreen), [viewer.cssWidth, viewer.cssHeight]);
     drawCrosshair(ctx, viewer, this.state.cursor);
   }
 
