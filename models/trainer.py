@@ -550,17 +550,32 @@ def _initial_student(
 
 
 class _Timer:
+    """Reports progress with each stage's ETA from its first iteration: the stage's mean time per iteration
+    so far, and once past WARM_UP iterations, the mean since then (the first iterations are slower)."""
+
+    WARM_UP = 10
+
     def __init__(self, callback: ProgressCallback | None) -> None:
         self.callback = callback
         self.t0 = time.perf_counter()
-        self.stage_t0: dict[str, float] = {}
+        self.last = self.t0  # the previous report's time: where the next stage starts
+        self.stage: str | None = None
+        self.start = self.t0
+        self.warm: tuple[float, int] | None = None
 
     def report(self, stage: str, done: int, todo: int, iteration: int, losses: dict[str, float]) -> None:
         if self.callback is None:
             return
         now = time.perf_counter()
-        t0 = self.stage_t0.setdefault(stage, now)
-        rate = (now - t0) / max(1, done - 10) if done > 10 else 0.0
+        if stage != self.stage:
+            self.stage, self.start, self.warm = stage, self.last, None
+        if self.warm is None and done >= self.WARM_UP:
+            self.warm = (now, done)
+        if self.warm is not None and done > self.warm[1]:
+            rate = (now - self.warm[0]) / (done - self.warm[1])
+        else:
+            rate = (now - self.start) / max(1, done)
+        self.last = now
         self.callback(
             Progress(
                 stage,

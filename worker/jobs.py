@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from server.db.entities import (
     LandmarkSet,
     ModelVersion,
     Project,
+    Split,
     TrainingJob,
     VersionEvent,
     VersionStatus,
@@ -40,6 +42,7 @@ from .data import set_data
 from .fairness import should_step_aside
 from .lease import Lease, LeaseLost, claim
 from .lineage import promoted_version
+from .progress import JobProgress, planned_stages, stage_iterations
 
 log = logging.getLogger("kamp.worker")
 #: Seconds between progress writes to the job row (each is also the heartbeat and the cancel check).
@@ -167,48 +170,23 @@ def _train(
 ) -> Outcome:
     landmark_set = session.get(LandmarkSet, job.set_id)
     assert landmark_set is not None
+    # The service's precision unless the project's training settings or the submission name one.
+    fields, triplet_source = _with_associations({"precision": settings.precision, **job.config}, job, landmark_set)
+    config = from_dict(TrainConfig, fields)
+    tracker = _job_progress(session, job, project, parent_version, config)
+    progress = _progress_writer(session, settings, job, lease, tracker)
+    progress(Progress("preparing", 0, 0, {}, 0.0, 0.0))  # the whole job's first estimate, before any loading
     # IKL: only this step's training studies are read; earlier steps' images may be gone.
     data = set_data(session, blobs, landmark_set, "train")
     if len(data) == 0:
         raise RuntimeError(f"landmark set {job.step} has no annotated training study")
     parent = Checkpoint.from_bytes(blobs.get(parent_version.checkpoint_blob)) if parent_version else None
-    # The service's precision unless the project's training settings or the submission name one.
-    fields, triplet_source = _with_associations({"precision": settings.precision, **job.config}, job, landmark_set)
-    config = from_dict(TrainConfig, fields)
     names = {lm.code: lm.name for lm in landmark_set.landmarks}
     lease.log(
         session,
         f"training step {job.step} with {job.strategy} on {len(data)} studies"
         + (f" from version {parent_version.number}" if parent_version else " from scratch"),
     )
-    last = [0.0]
-    started = time.monotonic()
-
-    def progress(p: Progress) -> None:
-        if time.monotonic() - last[0] < PROGRESS_EVERY_S and p.iteration < p.total:
-            return
-        if time.monotonic() - started > settings.max_job_seconds:
-            raise JobTimedOut(
-                f"the job ran longer than the limit of {settings.max_job_seconds} s (KAMP_MAX_JOB_SECONDS); "
-                "retry to resume it from where it stopped"
-            )
-        last[0] = time.monotonic()
-        written = lease.write(
-            session,
-            progress={
-                "stage": p.stage,
-                "iteration": p.iteration,
-                "total": p.total,
-                "eta_s": round(p.eta_s, 1),
-                "losses": {k: round(v, 5) for k, v in p.losses.items()},
-            },
-            heartbeat_at=utcnow(),
-        )
-        if not written:
-            raise LeaseLost
-        if session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job.id)):
-            raise JobCancelled
-
     state_dir = settings.data_dir / "training-state"
     checkpoint, train_report = train_step(
         parent,
@@ -238,7 +216,13 @@ def _train(
     for s in sorted(project.landmark_sets, key=lambda s: s.step):
         if s.step <= job.step:
             val_sets[s.step] = set_data(session, blobs, s, "val")
-    steps = validation.validate(checkpoint, parent, val_sets, settings.precision)
+    steps = validation.validate(
+        checkpoint,
+        parent,
+        val_sets,
+        settings.precision,
+        on_step=lambda done, total: progress(Progress("validation", done, total, {}, 0.0, 0.0)),
+    )
     gate = {
         "max_new_mre": settings.gate_max_new_mre,
         "old_tolerance": settings.gate_old_tolerance,
@@ -253,12 +237,70 @@ def _train(
         parent_version,
         key,
         checkpoint,
-        train_report.to_dict() | ({"triplet_source": triplet_source} if train_report.triplets else {}),
+        train_report.to_dict()
+        | {"stage_iterations": stage_iterations(config)}
+        | ({"triplet_source": triplet_source} if train_report.triplets else {}),
         validation.report(steps) | {"gate": gate},
         passes,
         reason,
     )
     return Outcome.succeeded
+
+
+def _progress_writer(
+    session: Session, settings: Settings, job: TrainingJob, lease: Lease, tracker: JobProgress
+) -> Callable[[Progress], None]:
+    """The trainer's progress callback: the job's progress (its stage's and the whole job's fraction and ETA,
+    the loss curves) written every PROGRESS_EVERY_S and at each stage's end; each write is also the heartbeat,
+    the lease check, the wall-time limit and the cancel check."""
+    started = time.monotonic()
+    last = [-PROGRESS_EVERY_S]
+
+    def progress(p: Progress) -> None:
+        overall = tracker.update(p.stage, p.iteration, p.total, p.losses)
+        if time.monotonic() - last[0] < PROGRESS_EVERY_S and p.iteration < p.total:
+            return
+        if time.monotonic() - started > settings.max_job_seconds:
+            raise JobTimedOut(
+                f"the job ran longer than the limit of {settings.max_job_seconds} s (KAMP_MAX_JOB_SECONDS); "
+                "retry to resume it from where it stopped"
+            )
+        last[0] = time.monotonic()
+        values = {
+            "stage": p.stage,
+            "iteration": p.iteration,
+            "total": p.total,
+            "eta_s": round(p.eta_s, 1),
+            "losses": {k: round(v, 5) for k, v in p.losses.items()},
+        }
+        if not lease.write(session, progress=values | overall, heartbeat_at=utcnow()):
+            raise LeaseLost
+        if session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job.id)):
+            raise JobCancelled
+
+    return progress
+
+
+def _job_progress(
+    session: Session, job: TrainingJob, project: Project, parent_version: ModelVersion | None, config: TrainConfig
+) -> JobProgress:
+    """The job's stages, priced by the parent version's measured rates when it has them."""
+    last_report = (parent_version.hyperparameters or {}).get("train_report") if parent_version else None
+    stages = planned_stages(
+        config,
+        job.strategy,
+        parent_version is not None,
+        project.local_stage is not None,
+        _validation_studies(session, project, job.step),
+        last_report,
+    )
+    return JobProgress(stages)
+
+
+def _validation_studies(session: Session, project: Project, step: int) -> int:
+    """How many validation studies the steps up to `step` have (what a job's validation will predict)."""
+    sets = [s.id for s in project.landmark_sets if s.step <= step]
+    return session.scalar(select(func.count()).where(Split.set_id.in_(sets), Split.role == "val")) or 0
 
 
 def _with_associations(

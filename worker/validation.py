@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +39,19 @@ def validate(
     parent: Checkpoint | None,
     val_sets: dict[int, StepData],
     precision: Precision = "auto",
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[StepValidation]:
     """MRE, SD, SDR per landmark and per step on each step's validation studies (those that still exist), and
     the parent's MRE on the old steps' studies for comparison; both models predict in `precision`."""
     predictor = Predictor(checkpoint, precision=precision)
     parent_predictor = Predictor(parent, precision=precision) if parent is not None else None
-    out = []
+    out: list[StepValidation] = []
+    total = sum(len(d) for d in val_sets.values())
+    if on_step is not None:
+        on_step(0, total)
     for step, data in sorted(val_sets.items()):
+        if on_step is not None and out:
+            on_step(sum(s.n_studies for s in out), total)
         if len(data) == 0:
             out.append(StepValidation(step, 0, "mm", None, None, {}, {}))
             continue

@@ -122,7 +122,14 @@ class JobOut(BaseModel):
                     "status": "running",
                     "strategy": "kamp",
                     "config": {"iterations": 250},
-                    "progress": {"stage": "train", "iteration": 120, "total": 250, "eta_s": 95.0},
+                    "progress": {
+                        "stage": "train",
+                        "iteration": 120,
+                        "total": 250,
+                        "eta_s": 95.0,
+                        "overall": 0.42,
+                        "overall_eta_s": 160.0,
+                    },
                     "log": "submitted: step 1\nstage I: KA-Net ...",
                     "error": None,
                     "attempt": 1,
@@ -145,7 +152,11 @@ class JobOut(BaseModel):
     status: str = Field(description="queued, running, succeeded, failed or cancelled")
     strategy: str
     config: dict[str, Any] = Field(description="TrainConfig overrides: the project's defaults and the request's")
-    progress: dict[str, Any] = Field(description='{"stage", "iteration", "total", "eta_s", "losses"} while running')
+    progress: dict[str, Any] = Field(
+        description='while running: {"stage" (preparing, kanet, train, refine, validation), "iteration", "total", '
+        '"eta_s" (the stage\'s), "losses", "overall" (0..1 across every stage), "overall_eta_s" (the whole job\'s, '
+        'null until something can price it), "curve" ({stage: [[iteration, losses]]}, at most 100 points each)}'
+    )
     log: str = Field(description=f"the last {LOG_TAIL_LINES} lines")
     error: str | None
     attempt: int

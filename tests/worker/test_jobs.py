@@ -135,6 +135,11 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
         assert job.status == JobStatus.succeeded and job.model_version_id == versions[1].id
         # The project's model has a local stage, which trains last.
         assert job.progress["stage"] == "refine" and job.progress["iteration"] == job.progress["total"]
+        # One fraction and ETA for the whole job (validation still to come), a loss curve for each stage it ran;
+        # the version keeps each stage's iterations so that the next job prices its stages from the start.
+        assert 0.5 < job.progress["overall"] < 1 and job.progress["overall_eta_s"] >= 0
+        assert set(job.progress["curve"]) == {"kanet", "train", "refine"}
+        assert versions[1].hyperparameters["train_report"]["stage_iterations"]["train"] == job.config["iterations"]
         # The log's training time is the whole step's, KA-Net's and the local stage's named in it, with what it
         # computed on.
         trained = re.search(

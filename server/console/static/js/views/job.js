@@ -22,7 +22,7 @@ function progressBlock(job) {
   const eta = Number.isFinite(p.overall_eta_s) ? p.overall_eta_s : p.eta_s;
   return h("div", { class: "card", id: "job-progress" },
     h("p", {}, h("span", { class: `status ${job.status}`, id: "job-status" }, job.status),
-      p.stage ? ` · ${p.stage} ${p.iteration ?? ""}/${p.total ?? ""}` : "",
+      p.stage ? ` · ${p.stage}${p.total ? ` ${p.iteration}/${p.total}` : ""}` : "",
       ENDED.includes(job.status) ? "" : ` · about ${fmt.seconds(eta)} left`),
     h("progress", { max: 1, value: fraction, id: "job-bar" }), ` ${Math.round(100 * fraction)}%`,
     job.error ? h("p", { class: "error" }, job.error) : null,
@@ -44,24 +44,26 @@ function actions(job, reload) {
     ["failed", "cancelled"].includes(job.status) ? retry : null);
 }
 
+// progress.curve: {stage: [[iteration, {loss: value}]]} -> one chart per stage, a line per loss term.
+function curves(job) {
+  const byStage = job.progress?.curve || {};
+  return Object.entries(byStage).filter(([, points]) => points.length > 1).map(([stage, points]) => {
+    const series = {};
+    for (const [iteration, losses] of points) {
+      for (const [name, value] of Object.entries(losses)) (series[name] ||= []).push([iteration, value]);
+    }
+    return h("div", { class: "card" }, h("h3", {}, `Losses: ${stage}`), lineChart(series, { xLabel: "iteration", yLabel: "loss" }));
+  });
+}
+
 export async function jobView(main, jobId) {
-  const losses = {}; // name -> [[sample, value]] gathered while this page watches
-  let samples = 0;
   let timer = null;
-  const view = h("div");
   const reload = async () => {
     const job = await api(`/v1/jobs/${jobId}`);
-    const p = job.progress || {};
-    if (p.losses && job.status === "running") {
-      samples += 1;
-      for (const [name, value] of Object.entries(p.losses)) (losses[name] ||= []).push([samples, value]);
-    }
-    replace(view, h("nav", { class: "crumbs" }, h("a", { href: `#/projects/${job.project_id}` }, "Project"),
+    replace(main, h("nav", { class: "crumbs" }, h("a", { href: `#/projects/${job.project_id}` }, "Project"),
       ` / step ${job.step} / job ${job.id.slice(0, 8)}`),
     h("h1", {}, `Training step ${job.step} (${job.strategy})`), progressBlock(job), actions(job, reload),
-    Object.keys(losses).length ? h("div", { class: "card" }, h("h3", {}, "Losses (while watched)"),
-      lineChart(losses, { xLabel: "sample", yLabel: "loss" })) : null,
-    h("h3", {}, "Log"), h("pre", { class: "log", id: "job-log" }, job.log || "(empty)"),
+    curves(job), h("h3", {}, "Log"), h("pre", { class: "log", id: "job-log" }, job.log || "(empty)"),
     h("p", { class: "small muted" }, `attempt ${job.attempt} · submitted ${fmt.when(job.created_at)}`,
       job.started_at ? ` · started ${fmt.when(job.started_at)}` : "",
       job.finished_at ? ` · finished ${fmt.when(job.finished_at)}` : ""));
@@ -69,6 +71,5 @@ export async function jobView(main, jobId) {
     if (!ENDED.includes(job.status)) timer = setTimeout(() => reload().catch(() => {}), POLL_MS);
   };
   await reload();
-  replace(main, view);
   return () => clearTimeout(timer);
 }
