@@ -295,6 +295,11 @@ def test_two_steps_in_the_browser(page: Any, served: Served, data_root: Path, tm
     train(page, tmp_path, "job-step1")
     assert page.inner_text("#version-status") == "active"
     assert page.locator("#step-table tbody tr").count() == 2
+    assert page.locator("svg.chart rect").count() == 4  # step 0's landmarks against version 1
+    shot(page, tmp_path, "version-step1")
+    page.click("#validation-panel >> xpath=.. >> text=/step 1 ·/")
+    page.wait_for_selector("#validation-panel tbody tr >> nth=3")  # each landmark's error on the study
+    assert page.locator("#validation-panel svg.points circle").count() == 8  # annotated and predicted
 
     # Roll back to version 1 with a reason; the audit trail shows it.
     page.goto(f"{served.url}/#/versions/{v1}")
