@@ -16,12 +16,13 @@ from .clinics.routes import router as clinics_router
 from .console.routes import install_console
 from .db.session import PoolLimits, session_factory
 from .deps import SessionDep, SettingsDep
-from .errors import PROBLEM_RESPONSES, Problem, install_problem_handlers, path_template
+from .errors import install_problem_handlers, path_template
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .predict.batcher import InferenceBatcher
 from .predict.cache import ModelCache
 from .predict.jobs import router as prediction_jobs_router
 from .predict.routes import router as predict_router
+from .problems import PROBLEM_RESPONSES, Problem
 from .projects.routes import router as projects_router
 from .settings import Settings, get_settings
 from .studies.routes import router as studies_router

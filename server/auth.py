@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from .db.entities import ApiKey, Role
 from .deps import SessionDep, SettingsDep
-from .errors import Problem
+from .problems import Problem
 
 KEY_PREFIX = "kamp"
 

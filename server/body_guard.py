@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import VERIFIED, Principal, presented_key, verify_key
-from .errors import BUSY, Problem, problem_response
+from .errors import problem_response
+from .problems import BUSY, Problem
 from .settings import Settings
 
 #: Routes that take one uploaded file: their body is that file and a few form fields.

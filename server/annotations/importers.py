@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..errors import Problem
+from ..problems import Problem
 
 Points = dict[str, list[float]]
 

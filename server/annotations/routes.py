@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from ..auth import AnnotatorDep, Principal
 from ..db.entities import Annotation, LandmarkSet, Split
 from ..deps import SessionDep, SettingsDep
-from ..errors import Problem, not_found
+from ..problems import Problem, not_found
 from ..projects import repository as projects
-from ..projects.schemas import StepPath
+from ..projects.params import StepPath
 from ..settings import Settings
 from ..studies import names
 from ..studies.routes import read_capped

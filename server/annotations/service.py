@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..db.entities import Annotation, LandmarkSet, Split, Study
-from ..errors import Problem
+from ..problems import Problem
 from ..studies import names
 from .schemas import PointIn
 

@@ -12,7 +12,7 @@ from ..auth import KeyManagerDep, Principal, PrincipalDep, SystemDep, create_key
 from ..db.base import utcnow
 from ..db.entities import ApiKey, Clinic, Role
 from ..deps import SessionDep
-from ..errors import Problem, not_found
+from ..problems import Problem, not_found
 from .schemas import ApiKeyIn, ApiKeyOut, ClinicCreated, ClinicIn, ClinicOut, NewApiKey, WhoAmI
 
 router = APIRouter(prefix="/v1", tags=["clinics"])

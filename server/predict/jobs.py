@@ -18,7 +18,7 @@ from ..auth import Principal
 from ..db.base import utcnow
 from ..db.entities import JobStatus, PredictionJob
 from ..deps import SessionDep, SettingsDep
-from ..errors import Problem
+from ..problems import Problem
 from ..projects import repository as projects
 from ..settings import Settings
 from ..storage import LocalBlobStore

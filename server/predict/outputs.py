@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from ..errors import Problem
+from ..problems import Problem
 from .labels import place_labels
 from .schemas import PredictedLandmark
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.entities import PredictionJob, Project
-from ..errors import not_found
+from ..problems import not_found
 
 
 def get_job(session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID, job_id: uuid.UUID) -> PredictionJob:

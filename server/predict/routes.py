@@ -19,8 +19,8 @@ from models.predictor import Prediction, Predictor
 from ..auth import Principal, require
 from ..db.entities import ModelVersion, Project, Role, VersionStatus
 from ..deps import SessionDep, SettingsDep
-from ..errors import Problem, not_found
 from ..imaging import DecodedImage
+from ..problems import Problem, not_found
 from ..settings import Settings
 from ..storage import LocalBlobStore
 from ..studies import names

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..db.entities import Landmark, LandmarkSet, Project
-from ..errors import not_found
+from ..problems import not_found
 
 
 def get_project(session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID) -> Project:

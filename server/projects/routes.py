@@ -10,10 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from ..auth import AdminDep, ReaderDep
 from ..db.entities import Association, Landmark, LandmarkSet, Project
 from ..deps import SessionDep, SettingsDep
-from ..errors import Problem
+from ..problems import Problem
 from ..training.bounds import check_bounds
 from . import repository as repo
-from .schemas import AssociationOut, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut, StepPath
+from .params import StepPath
+from .schemas import AssociationOut, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 

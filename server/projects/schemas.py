@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import JsonDict, JsonValue
 
@@ -12,9 +11,6 @@ from models.config import BASELINES, STRATEGIES
 
 from ..bodies import RequestBody, UtcDatetime
 
-#: A landmark set's index in a route's path: 0 .. 100000 (larger integers are refused with 422 before any query; a
-#: 64-bit index overflowed SQLite's integers and answered 500).
-StepPath = Annotated[int, Path(ge=0, le=100_000, description="the landmark set's step index")]
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$"
 
 

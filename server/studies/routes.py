@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from ..auth import AnnotatorDep
 from ..db.entities import Study
 from ..deps import SessionDep, SettingsDep
-from ..errors import Problem
+from ..problems import Problem
 from ..storage import LocalBlobStore
 from . import names, service
 from .schemas import Spacing, StudyOut

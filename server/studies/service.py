@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..db.entities import Study
-from ..errors import Problem, not_found
 from ..imaging import DecodedImage, ImagingError, decode_image
+from ..problems import Problem, not_found
 from ..storage import BlobStore
 from . import names
 

@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from ..db.base import utcnow
 from ..db.entities import JobStatus
-from ..errors import Problem
+from ..problems import Problem
 from ..settings import Settings
 
 if TYPE_CHECKING:

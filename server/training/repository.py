@@ -17,7 +17,7 @@ from ..db.entities import (
     VersionEvent,
     VersionStatus,
 )
-from ..errors import not_found
+from ..problems import not_found
 
 ACTIVE_JOB = (JobStatus.queued, JobStatus.running)
 

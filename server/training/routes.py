@@ -14,9 +14,9 @@ from ..auth import AdminDep, Principal, ReaderDep, require
 from ..db.base import utcnow
 from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
 from ..deps import SessionDep, SettingsDep
-from ..errors import Problem, not_found
+from ..problems import Problem, not_found
 from ..projects import repository as projects
-from ..projects.schemas import StepPath
+from ..projects.params import StepPath
 from ..storage import LocalBlobStore
 from . import repository as repo
 from .bounds import check_bounds
