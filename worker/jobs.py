@@ -36,6 +36,7 @@ from server.db.entities import (
 from server.db.session import session_factory
 from server.settings import Settings
 from server.storage import LocalBlobStore
+from server.training import repository as versions
 
 from . import validation
 from .data import set_data
@@ -343,13 +344,6 @@ def _record_version(
     number = (
         session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0
     ) + 1
-    status = VersionStatus.active if passes else VersionStatus.rejected
-    if passes:
-        session.execute(
-            update(ModelVersion)
-            .where(ModelVersion.project_id == project.id, ModelVersion.status == VersionStatus.active)
-            .values(status=VersionStatus.archived)
-        )
     version = ModelVersion(
         project_id=project.id,
         number=number,
@@ -366,14 +360,16 @@ def _record_version(
             "train_report": train_report,
         },
         report=report,
-        status=status,
+        status=VersionStatus.candidate,
         reason=reason,
     )
     session.add(version)
     session.flush()
-    session.add(
-        VersionEvent(version_id=version.id, action="promoted" if passes else "rejected", actor="gate", reason=reason)
-    )
+    if passes:  # the rule of a manual promotion: the replaced version's "archived" event too
+        versions.activate(session, version, action="promoted", actor="gate", reason=reason)
+    else:
+        version.status = VersionStatus.rejected
+        session.add(VersionEvent(version_id=version.id, action="rejected", actor="gate", reason=reason))
     line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
     lease.update(
         session,

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from models.datasets import load_protocol
-from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionStatus
+from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionEvent, VersionStatus
 from server.storage import LocalBlobStore
 from worker.jobs import Outcome, reap_stale_jobs, run_training_job, utcnow
 from worker.lease import claim
@@ -127,6 +127,10 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
             (2, 1, VersionStatus.active),
         ]
         assert versions[1].parent_id == versions[0].id
+        # The gate's promotion records what a manual one does: the replaced version's "archived" event.
+        events = session.scalars(select(VersionEvent).where(VersionEvent.version_id == versions[0].id)).all()
+        assert [(e.action, e.actor) for e in events] == [("promoted", "gate"), ("archived", "gate")]
+        assert events[1].reason.startswith("replaced by v2 (promoted): ")
         report = versions[1].report
         assert [s["step"] for s in report["steps"]] == [0, 1]
         assert all(s["mre"] is not None and s["unit"] == "mm" for s in report["steps"])
