@@ -36,9 +36,9 @@ def default_data_root() -> Path:
 
 
 class Landmark(NamedTuple):
-    """One landmark of a dataset: 1-based index (in dataset order), short code and full name."""
+    """One landmark of a dataset: 1-based number (in dataset order), short code and full name."""
 
-    index: int
+    number: int
     code: str
     name: str
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from .backbones import build_backbone
 from .backbones.hrnet import fold_batch_norms
+from .backbones.registry import BackboneModule
 from .config import BackboneConfig
 
 #: Grey-level statistics of ImageNet (mean and std of the RGB means), so ImageNet-pretrained stems see
@@ -33,7 +35,7 @@ class LandmarkHead(nn.Module):
 
     @property
     def step_sizes(self) -> list[int]:
-        return [int(c.out_channels) for c in self.convs]
+        return [int(cast(nn.Conv2d, c).out_channels) for c in self.convs]
 
     @property
     def num_landmarks(self) -> int:
@@ -45,9 +47,10 @@ class LandmarkHead(nn.Module):
             raise ValueError(f"a step must add at least one landmark, got {num_new}")
         conv = nn.Conv2d(self.in_channels, num_new, kernel_size=1)
         nn.init.normal_(conv.weight, std=0.001)
+        assert conv.bias is not None  # a Conv2d made with bias=True, the default
         nn.init.zeros_(conv.bias)
         if len(self.convs):
-            ref = self.convs[0].weight
+            ref = cast(nn.Conv2d, self.convs[0]).weight
             conv = conv.to(device=ref.device, dtype=ref.dtype)
         self.convs.append(conv)
 
@@ -64,7 +67,7 @@ class LandmarkNet(nn.Module):
     def __init__(self, *, backbone: BackboneConfig, step_sizes: Sequence[int] = ()) -> None:
         super().__init__()
         self.backbone_config = backbone
-        self.backbone = build_backbone(backbone)
+        self.backbone: BackboneModule = build_backbone(backbone)
         self.head = LandmarkHead(in_channels=self.backbone.out_channels, step_sizes=step_sizes)
 
     @property

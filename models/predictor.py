@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -202,7 +203,10 @@ class Predictor:
 def _spacing_pair(spacing: tuple[float, float] | float | None) -> tuple[float, float] | None:
     if spacing is None:
         return None
-    sx, sy = (spacing, spacing) if np.isscalar(spacing) else spacing  # type: ignore[misc]
+    if np.ndim(spacing) == 0:  # one number, a numpy scalar too
+        sx = sy = float(cast(float, spacing))
+    else:
+        sx, sy = (float(v) for v in cast(tuple[float, float], spacing))
     if not (np.isfinite(sx) and np.isfinite(sy)) or sx <= 0 or sy <= 0:
         raise ValueError(f"pixel spacing must be positive and finite, got {spacing}")
-    return float(sx), float(sy)
+    return sx, sy

@@ -25,7 +25,8 @@ class StepData:
     images: Sequence[np.ndarray]
     keypoints: np.ndarray
     codes: list[str]
-    spacing_mm: np.ndarray = field(default=None)  # type: ignore[assignment]
+    #: (N, 2) or (N,) mm per pixel; an empty default means unknown (NaN) for every image.
+    spacing_mm: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
     ids: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -35,7 +36,7 @@ class StepData:
             raise ValueError(f"keypoints must have shape (N={n}, K={len(self.codes)}, 2), got {self.keypoints.shape}")
         if len(set(self.codes)) != len(self.codes):
             raise ValueError(f"landmark codes must be unique, got {self.codes}")
-        if self.spacing_mm is None:
+        if self.spacing_mm is None or (np.size(self.spacing_mm) == 0 and n > 0):
             self.spacing_mm = np.full((n, 2), np.nan)
         self.spacing_mm = np.asarray(self.spacing_mm, dtype=np.float64)
         if self.spacing_mm.shape == (n,):

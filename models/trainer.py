@@ -138,8 +138,8 @@ def train_step(
     backbone = previous.backbone if previous else (backbone or BackboneConfig())
     codec_config = previous.codec if previous else (codec or CodecConfig())
     refine_config = previous.refine if previous else refine
-    codec = HeatmapCodec(codec_config)
-    prepared = PreparedData(data, codes, codec)
+    heatmaps = HeatmapCodec(codec_config)
+    prepared = PreparedData(data, codes, heatmaps)
 
     teacher = previous.build_frozen(device, precision) if previous and strategy in DISTILLING else None
     student = _initial_student(previous, backbone, config, device)
@@ -193,8 +193,9 @@ def train_step(
         config.feature_weight and teacher is not None and num_old
     )
     # Loss sums since the last log entry; part of the training state so a resumed run logs the same means.
-    running: dict[str, float] = dict(state.get("running", {})) if start else {}
-    count = int(state.get("count", 0)) if start else 0
+    resumed = state if start and state is not None else {}
+    running: dict[str, float] = dict(resumed.get("running", {}))
+    count = int(resumed.get("count", 0))
     t0 = time.perf_counter()
     for it in range(start, config.iterations):
         batch = prepared.batch(sampler.next(), config.augment, rng, device)
@@ -212,7 +213,7 @@ def train_step(
         # From here on float32: the losses read the network's outputs cast back (KA-Net's pass inside l_KA
         # runs in the same precision, models.strategies.ka_prediction).
         if ka is not None and t_hm is not None and s_feat is not None:
-            ka_target = _ka_target(t_hm.float()[:, ka.old], codec, config)
+            ka_target = _ka_target(t_hm.float()[:, ka.old], heatmaps, config)
         loss, parts = step_loss(
             strategy,
             config,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.backbones.registry import register_backbone
+from models.backbones.registry import BackboneModule, register_backbone
 from models.config import BackboneConfig
 
 #: The output is at stride 4, so H and W must divide by 4. Lower branches may round their sizes up (stride-2
@@ -132,11 +133,12 @@ class HighResolutionModule(nn.Module):
         out: list[Tensor] = []
         for i, fuse_row in enumerate(self.fuse_layers):
             y = xs[i]
+            row = cast(nn.ModuleList, fuse_row)
             for j, x in enumerate(xs):
                 if j < i:
-                    y = y + fuse_row[j](x)
+                    y = y + row[j](x)
                 elif j > i:
-                    y = y + F.interpolate(fuse_row[j](x), size=xs[i].shape[-2:], mode="nearest")
+                    y = y + F.interpolate(row[j](x), size=xs[i].shape[-2:], mode="nearest")
             out.append(self.relu(y))
         return out
 
@@ -191,7 +193,7 @@ HRNET_SPECS: dict[str, HRNetSpec] = {
 }
 
 
-class HRNet(nn.Module):
+class HRNet(BackboneModule):
     """HRNet backbone: (B, in_channels, H, W) -> (B, C, H/4, W/4), the fused highest-resolution branch.
 
     H and W must be multiples of 4 (the output stride).

@@ -96,8 +96,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         if name not in source:
             report.missing.append(name)
             continue
-        value = source[name]
-        if value.shape != tensor.shape:
+        value: Tensor | None = source[name]
+        if value is not None and value.shape != tensor.shape:
             value = _fold_rgb(name, value, tensor)
         if value is None:
             report.skipped.append(name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -26,6 +26,14 @@ class Backbone(Protocol):
     stride: int
 
     def forward(self, x: Tensor) -> Tensor: ...
+
+
+class BackboneModule(nn.Module):
+    """What build_backbone answers: a module with the Backbone protocol's attributes (built-in backbones derive
+    from it; a registered factory's module need only satisfy the protocol)."""
+
+    out_channels: int
+    stride: int
 
 
 BackboneFactory = Callable[[BackboneConfig], Backbone]
@@ -50,7 +58,7 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_backbone(config: BackboneConfig) -> nn.Module:
+def build_backbone(config: BackboneConfig) -> BackboneModule:
     """Build `config.name` and load `config.pretrained` (a local file) into it when set."""
     factory = _REGISTRY.get(config.name)
     if factory is None:
@@ -61,4 +69,4 @@ def build_backbone(config: BackboneConfig) -> nn.Module:
     if config.pretrained:
         report = load_pretrained(model, config.pretrained)
         logger.info("backbone %s: %s", config.name, report.summary())
-    return model
+    return cast(BackboneModule, model)  # checked above: a module with the protocol's attributes
