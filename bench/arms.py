@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import STRATEGIES, RefineTrainConfig, TrainConfig, to_dict
+from models.config import RefineTrainConfig, TrainConfig, to_dict
+from models.registry import STRATEGIES
 
 #: The names an override may set: TrainConfig fields, and `refine.<field>` for the local stage's training.
 TRAIN_FIELDS = frozenset(to_dict(TrainConfig()))

@@ -32,6 +32,7 @@ from models.datasets import DatasetInfo, Protocol, default_data_root, load_proto
 from models.evaluate import evaluate
 from models.precision import resolve_precision
 from models.predictor import Predictor
+from models.registry import strategy as strategy_spec
 from models.step_data import StepData
 from models.trainer import Progress, resolve_device, train_step
 
@@ -50,10 +51,11 @@ def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, cap: i
     def images(s: int) -> list[str]:
         return protocol.steps[s].images[:cap]
 
-    if strategy == "joint":  # the oracle: every image so far with every landmark so far
+    data = strategy_spec(strategy).data
+    if data == "joint":  # the oracle: every image so far with every landmark so far
         ids = [i for s in range(t + 1) for i in images(s)]
         return ds.step_data(ids, protocol.landmarks_up_to(t), protocol.annotator)
-    if strategy == "joint_partial":  # kept old images, each with its own step's labels
+    if data == "joint_partial":  # kept old images, each with its own step's labels
         parts = [ds.step_data(images(s), protocol.steps[s].landmarks, protocol.annotator) for s in range(t + 1)]
         return StepData.concat(parts)
     return ds.step_data(images(t), protocol.steps[t].landmarks, protocol.annotator)

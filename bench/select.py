@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 
 from models.checkpoint import Checkpoint
-from models.config import STRATEGIES, Precision, TrainConfig
+from models.config import Precision, TrainConfig
 from models.datasets import default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.predictor import Predictor
+from models.registry import STRATEGIES
 from models.step_data import StepData
 from models.trainer import train_step
 

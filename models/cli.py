@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .config import PRECISIONS, STRATEGIES, BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict, to_dict
+from .config import PRECISIONS, BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict, to_dict
+from .registry import STRATEGIES
 from .step_data import StepData
 
 

@@ -13,22 +13,6 @@ from typing import Any, Literal, TypeVar, get_args
 
 T = TypeVar("T")
 
-STRATEGIES = (
-    "finetune",
-    "lwf",
-    "cpr",
-    "kamp",
-    "kamp_ksd_only",
-    "kamp_random",
-    "joint",
-    "joint_partial",
-)
-#: Baselines whose meaning lies in the data the caller passes (the trainer treats them like finetune), with what
-#: they need: bench/ikl.py builds it; a service whose steps hold only their own labels cannot.
-BASELINES = {
-    "joint": "every image so far annotated with every landmark so far (IKL has no old landmarks on new images)",
-    "joint_partial": "every earlier step's images kept with their labels (the service trains a step on its own)",
-}
 #: Numeric precision of the network (models.precision).
 Precision = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -38,9 +22,6 @@ def check_precision(value: str) -> None:
     """Raise ValueError unless `value` names a precision."""
     if value not in PRECISIONS:
         raise ValueError(f"unknown precision {value!r}; choose one of {', '.join(PRECISIONS)}")
-
-
-Strategy = Literal["finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial"]
 
 
 @dataclass(kw_only=True)

@@ -10,11 +10,10 @@ from .batches import Batch
 from .config import TrainConfig
 from .losses import cpr_regulariser, feature_distillation, heatmap_mse, ksd_loss, lwf_loss
 from .precision import Resolved, autocast
+from .registry import ASSOCIATING, DISTILLING
+from .registry import strategy as spec_of
 
-#: Strategies that distil from the previous model (they need a teacher).
-DISTILLING = frozenset({"lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random"})
-#: Strategies with a KA-Net (stage I + the l_KA term).
-ASSOCIATING = frozenset({"kamp", "kamp_random"})
+__all__ = ["ASSOCIATING", "DISTILLING", "KAContext", "ka_prediction", "step_loss"]
 
 
 @dataclass
@@ -77,17 +76,18 @@ def step_loss(
     if teacher is None:
         raise ValueError(f"strategy {strategy!r} needs the previous model's heatmaps")
     old = student[:, :num_old]
-    if strategy in ("lwf", "cpr"):
+    spec = spec_of(strategy)
+    if spec.distil in ("lwf", "cpr"):
         distil = lwf_loss(old, teacher, temperature=config.temperature)
         parts["lwf"] = distil.item()
-        if strategy == "cpr":
+        if spec.distil == "cpr":
             l_cpr = cpr_regulariser(student, temperature=config.temperature)
             parts["cpr"] = l_cpr.item()
             total = total + config.cpr_beta * l_cpr
     else:
         distil = ksd_loss(old, teacher, temperature=config.temperature, mode=config.ksd_mode)
         parts["ksd"] = distil.item()
-        if strategy in ASSOCIATING and ka is not None:
+        if spec.kanet is not None and ka is not None:
             l_ka = _ka_loss(config, batch, student, ka, teacher_features, student_features, ka_target)
             parts["ka"] = l_ka.item()
             distil = distil + config.ka_weight * l_ka

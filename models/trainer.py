@@ -23,7 +23,7 @@ import torch
 from .batches import Batch, BatchSampler, PreparedData
 from .checkpoint import REFINER_PREFIX, Checkpoint, LandmarkInfo
 from .codec import HeatmapCodec
-from .config import STRATEGIES, BackboneConfig, CodecConfig, RefineConfig, TrainConfig, to_dict
+from .config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, to_dict
 from .kanet import KANet
 from .losses import heatmap_mse
 from .network import LandmarkNet
@@ -31,6 +31,7 @@ from .optimise import optimise, warmup_cosine
 from .precision import Resolved, autocast, prepare_input, prepare_module, resolve_precision
 from .refine import build_crop_network
 from .refine_training import make_task, train_crop_network
+from .registry import strategy as strategy_spec
 from .step_data import StepData
 from .strategies import ASSOCIATING, DISTILLING, KAContext, ka_prediction, step_loss
 from .triplets import Triplet, random_triplets, select_triplets
@@ -116,8 +117,7 @@ def train_step(
     Returns:
         (the new checkpoint, whose parent_sha256 is previous's hash; a TrainReport).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    strategy_spec(strategy)  # ValueError for an unknown one
     if len(data) == 0:
         raise ValueError("a training step needs at least one image")
     started = time.perf_counter()
@@ -433,7 +433,8 @@ def _stage_one(
                 raise ValueError(f"triplet ({o} <- {a}, {b}) must name an old landmark and two new ones")
     else:
         auto = _auto_triplets(teacher, prepared, data, codes, old_codes, new_codes, kc.max_triplets, precision)
-        triplets = random_triplets(old_codes, new_codes, len(auto), rng) if strategy == "kamp_random" else auto
+        random = strategy_spec(strategy).kanet == "random"
+        triplets = random_triplets(old_codes, new_codes, len(auto), rng) if random else auto
     report.triplets = [tuple(t) for t in triplets]  # type: ignore[misc]
     index = {c: i for i, c in enumerate(codes)}
 

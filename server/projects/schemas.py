@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.json_schema import JsonDict, JsonValue
 
 from models.backbones import available_backbones
-from models.config import BASELINES, STRATEGIES
+from models.registry import BASELINES, SERVED, STRATEGIES
 
 from ..bodies import RequestBody, UtcDatetime
 
@@ -25,7 +25,7 @@ def check_strategy(v: str) -> str:
     return v
 
 
-_SERVED = [s for s in STRATEGIES if s not in BASELINES]
+_SERVED = list(SERVED)
 #: The backbones a project may name, listed in OpenAPI (the console offers them from there).
 BACKBONES: JsonDict = {"enum": list[JsonValue](available_backbones())}
 #: The strategies a project may train, listed in OpenAPI (the validator answers the reason for any other).

@@ -17,10 +17,11 @@ import torch
 import models.strategies as strategies_module
 import models.trainer as trainer_module
 from models.checkpoint import Checkpoint
-from models.config import STRATEGIES, BackboneConfig, CodecConfig, KANetConfig, TrainConfig
+from models.config import BackboneConfig, CodecConfig, KANetConfig, TrainConfig
 from models.datasets import Protocol, load_protocol
 from models.evaluate import evaluate
 from models.network import LandmarkNet
+from models.registry import STRATEGIES
 from models.step_data import StepData
 from models.trainer import Progress, TrainReport, fit_ka_net, train_step
 

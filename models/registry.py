@@ -1,0 +1,78 @@
+"""The incremental strategies, by name: what each distils, whether it has a KA-Net, what data a step reads.
+
+One table that the trainer (which teacher and which terms), the benchmark (which data a step gets), the
+service (which strategies a project may train, and why not the others) and its OpenAPI enum all read.
+Plain data: no torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: The old landmarks' term: LwF's soft targets, CPR's (LwF plus the regulariser), KSD's spatial distillation.
+Distillation = Literal["lwf", "cpr", "ksd"]
+#: A step's training data: its own images with its own labels (IKL); every image so far with every landmark so
+#: far (the oracle); every earlier step's images kept, each with its own step's labels.
+StepData = Literal["step", "joint", "joint_partial"]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    summary: str
+    distil: Distillation | None = None
+    #: KA-Net (stage I and the l_KA term): triplets chosen from the data, or drawn at random (the ablation).
+    kanet: Literal["chosen", "random"] | None = None
+    data: StepData = "step"
+    #: For a strategy whose data a service cannot give: what it needs.
+    needs: str = ""
+
+    @property
+    def teacher(self) -> bool:
+        """Whether a step needs the previous model (frozen, as the teacher)."""
+        return self.distil is not None
+
+    @property
+    def served(self) -> bool:
+        """Whether a service whose steps hold only their own labels can train it."""
+        return self.data == "step"
+
+
+REGISTRY: dict[str, StrategySpec] = {
+    s.name: s
+    for s in (
+        StrategySpec("finetune", "the new landmarks' labels only; the old ones are forgotten (lower bound)"),
+        StrategySpec("lwf", "Learning without Forgetting on the old landmarks' heatmaps", distil="lwf"),
+        StrategySpec("cpr", "LwF plus the classifier-projection regulariser", distil="cpr"),
+        StrategySpec("kamp", "KAMP: spatial distillation (l_KSD) and knowledge association (l_KA)", "ksd", "chosen"),
+        StrategySpec("kamp_ksd_only", "KAMP without KA-Net: spatial distillation alone", distil="ksd"),
+        StrategySpec("kamp_random", "KAMP with KA-Net's triplets drawn at random (ablation)", "ksd", "random"),
+        StrategySpec(
+            "joint",
+            "the oracle: every image so far with every landmark so far",
+            data="joint",
+            needs="every image so far annotated with every landmark so far (IKL has no old landmarks on new images)",
+        ),
+        StrategySpec(
+            "joint_partial",
+            "every earlier step's images kept, each with its own step's labels",
+            data="joint_partial",
+            needs="every earlier step's images kept with their labels (the service trains a step on its own)",
+        ),
+    )
+}
+STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
+SERVED: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.served)
+#: Baselines whose meaning lies in the data the caller passes (the trainer trains them like finetune).
+BASELINES: dict[str, str] = {n: s.needs for n, s in REGISTRY.items() if not s.served}
+DISTILLING = frozenset(n for n, s in REGISTRY.items() if s.teacher)
+ASSOCIATING = frozenset(n for n, s in REGISTRY.items() if s.kanet is not None)
+
+
+def strategy(name: str) -> StrategySpec:
+    """The spec of `name`; ValueError naming the choices for an unknown one."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}") from None

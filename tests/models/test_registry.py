@@ -1,0 +1,33 @@
+"""The strategy registry: one table for the trainer, the benchmark and the service."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.registry import ASSOCIATING, BASELINES, DISTILLING, REGISTRY, SERVED, STRATEGIES, strategy
+
+
+def test_each_strategy_says_what_it_distils_associates_and_reads() -> None:
+    assert STRATEGIES == ("finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial")
+    assert DISTILLING == {"lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random"}
+    assert ASSOCIATING == {"kamp", "kamp_random"}
+    assert strategy("kamp").kanet == "chosen" and strategy("kamp_random").kanet == "random"
+    assert strategy("cpr").distil == "cpr" and strategy("kamp_ksd_only").distil == "ksd"
+    assert not strategy("finetune").teacher and strategy("lwf").teacher
+    assert [n for n, s in REGISTRY.items() if s.data != "step"] == ["joint", "joint_partial"]
+
+
+def test_the_service_may_train_only_what_its_data_allows() -> None:
+    assert set(SERVED) == set(STRATEGIES) - {"joint", "joint_partial"}
+    assert set(BASELINES) == {"joint", "joint_partial"} and all(BASELINES.values())
+
+
+def test_an_unknown_strategy_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown strategy 'kmap'; choose one of finetune, lwf"):
+        strategy("kmap")
+
+
+def test_the_openapi_enum_is_the_registry_s_served_strategies() -> None:
+    from server.projects.schemas import SERVED_STRATEGIES
+
+    assert SERVED_STRATEGIES == {"enum": list(SERVED)}
