@@ -12,9 +12,8 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import torch
 from sqlalchemy import func, select, update
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 from models.checkpoint import Checkpoint
 from models.config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict
 from models.trainer import Progress, train_step
+from server.db.base import utcnow
 from server.db.entities import (
     JobStatus,
     LandmarkSet,
@@ -30,13 +30,11 @@ from server.db.entities import (
     Project,
     Split,
     TrainingJob,
-    VersionEvent,
     VersionStatus,
 )
 from server.db.session import session_factory
 from server.settings import Settings
 from server.storage import LocalBlobStore
-from server.training import repository as versions
 
 from . import validation
 from .data import set_data
@@ -44,6 +42,7 @@ from .fairness import should_step_aside
 from .lease import Lease, LeaseLost, claim
 from .lineage import promoted_version
 from .progress import JobProgress, planned_stages, stage_iterations
+from .versions import record_version, triplet_text, with_associations
 
 log = logging.getLogger("kamp.worker")
 #: Seconds between progress writes to the job row (each is also the heartbeat and the cancel check).
@@ -65,10 +64,6 @@ class JobCancelled(Exception):
 
 class JobTimedOut(Exception):
     """The job ran past KAMP_MAX_JOB_SECONDS."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
@@ -172,7 +167,7 @@ def _train(
     landmark_set = session.get(LandmarkSet, job.set_id)
     assert landmark_set is not None
     # The service's precision unless the project's training settings or the submission name one.
-    fields, triplet_source = _with_associations({"precision": settings.precision, **job.config}, job, landmark_set)
+    fields, triplet_source = with_associations({"precision": settings.precision, **job.config}, job, landmark_set)
     config = from_dict(TrainConfig, fields)
     tracker = _job_progress(session, job, project, parent_version, config)
     progress = _progress_writer(session, settings, job, lease, tracker)
@@ -202,7 +197,7 @@ def _train(
         state_path=Path(state_dir) / f"{job.set_id}.state",
     )
     if train_report.triplets:
-        lease.log(session, f"KA-Net triplets ({triplet_source}): {_triplet_text(train_report.triplets)}")
+        lease.log(session, f"KA-Net triplets ({triplet_source}): {triplet_text(train_report.triplets)}")
     data_bytes = checkpoint.to_bytes()
     key = blobs.put(data_bytes)
     lease.log(
@@ -230,7 +225,7 @@ def _train(
         **(project.gate or {}),
     }
     passes, reason = validation.gate(steps, job.step, gate["max_new_mre"], gate["old_tolerance"])
-    _record_version(
+    record_version(
         session,
         job,
         lease,
@@ -302,83 +297,6 @@ def _validation_studies(session: Session, project: Project, step: int) -> int:
     """How many validation studies the steps up to `step` have (what a job's validation will predict)."""
     sets = [s.id for s in project.landmark_sets if s.step <= step]
     return session.scalar(select(func.count()).where(Split.set_id.in_(sets), Split.role == "val")) or 0
-
-
-def _with_associations(
-    fields: dict[str, Any], job: TrainingJob, landmark_set: LandmarkSet
-) -> tuple[dict[str, Any], str]:
-    """The step's TrainConfig fields with the landmark set's associations as KA-Net's triplets (KAMP), and where
-    the triplets come from: "training settings" (the project's or the submission's kanet.triplets win),
-    "associations" (the clinic's, old <- two new), or "automatic" (chosen from the data, or random for
-    kamp_random). The trainer checks their codes against the previous model's head."""
-    kanet = dict(fields.get("kanet") or {})
-    if kanet.get("triplets"):
-        return fields, "training settings"
-    if job.strategy != "kamp" or not landmark_set.associations:
-        return fields, "automatic"
-    kanet["triplets"] = [[a.old_code, a.new_code_a, a.new_code_b] for a in landmark_set.associations]
-    return {**fields, "kanet": kanet}, "associations"
-
-
-def _triplet_text(triplets: list) -> str:
-    return ", ".join(f"{o} <- ({a}, {b})" for o, a, b in triplets)
-
-
-def _record_version(
-    session: Session,
-    job: TrainingJob,
-    lease: Lease,
-    project: Project,
-    parent: ModelVersion | None,
-    key: str,
-    checkpoint: Checkpoint,
-    train_report: dict,
-    report: dict,
-    passes: bool,
-    reason: str,
-) -> None:
-    """The version, its gate decision and the job's success, in one transaction (so with the row lock on the
-    project, promotions never leave zero or two active versions); nothing if this worker lost the job."""
-    session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
-    lease.lock(session)
-    number = (
-        session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0
-    ) + 1
-    version = ModelVersion(
-        project_id=project.id,
-        number=number,
-        step=job.step,
-        parent_id=parent.id if parent else None,
-        checkpoint_blob=key,
-        checkpoint_sha256=key,
-        strategy=job.strategy,
-        hyperparameters={
-            "train": job.config,
-            "backbone": project.backbone,
-            "input_size": [project.input_width, project.input_height],
-            "local_stage": project.local_stage,
-            "train_report": train_report,
-        },
-        report=report,
-        status=VersionStatus.candidate,
-        reason=reason,
-    )
-    session.add(version)
-    session.flush()
-    if passes:  # the rule of a manual promotion: the replaced version's "archived" event too
-        versions.activate(session, version, action="promoted", actor="gate", reason=reason)
-    else:
-        version.status = VersionStatus.rejected
-        session.add(VersionEvent(version_id=version.id, action="rejected", actor="gate", reason=reason))
-    line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
-    lease.update(
-        session,
-        status=JobStatus.succeeded,
-        model_version_id=version.id,
-        finished_at=utcnow(),
-        log=func.coalesce(TrainingJob.log, "") + line,
-    )
-    session.commit()
 
 
 def _finish(session: Session, lease: Lease, status: JobStatus, error: str, log_tail: str = "") -> Outcome:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from server.db.base import utcnow
 from server.db.entities import JobStatus, ModelVersion, PredictionJob
 from server.db.session import session_factory
 from server.imaging import DecodedImage, ImagingError, decode_image
@@ -27,7 +28,7 @@ from server.predict.schemas import prediction_out
 from server.settings import Settings
 from server.storage import LocalBlobStore
 
-from .jobs import Outcome, utcnow
+from .jobs import Outcome
 from .lease import Lease, claim
 
 log = logging.getLogger("kamp.worker")

@@ -14,12 +14,12 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
+from server.db.base import utcnow
 from server.db.entities import JobStatus, PredictionJob, TrainingJob
 from server.db.session import session_factory
 from server.settings import Settings
 from server.training.queue import TASK_PREDICT_JOB, TASK_TRAIN_JOB, Enqueue, celery_enqueue
 
-from .jobs import utcnow
 from .lease import JobEntity
 
 log = logging.getLogger("kamp.worker")

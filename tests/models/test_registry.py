@@ -9,8 +9,8 @@ from models.registry import ASSOCIATING, BASELINES, DISTILLING, REGISTRY, SERVED
 
 def test_each_strategy_says_what_it_distils_associates_and_reads() -> None:
     assert STRATEGIES == ("finetune", "lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random", "joint", "joint_partial")
-    assert DISTILLING == {"lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random"}
-    assert ASSOCIATING == {"kamp", "kamp_random"}
+    assert {"lwf", "cpr", "kamp", "kamp_ksd_only", "kamp_random"} == DISTILLING
+    assert {"kamp", "kamp_random"} == ASSOCIATING
     assert strategy("kamp").kanet == "chosen" and strategy("kamp_random").kanet == "random"
     assert strategy("cpr").distil == "cpr" and strategy("kamp_ksd_only").distil == "ksd"
     assert not strategy("finetune").teacher and strategy("lwf").teacher
@@ -30,4 +30,4 @@ def test_an_unknown_strategy_names_the_choices() -> None:
 def test_the_openapi_enum_is_the_registry_s_served_strategies() -> None:
     from server.projects.schemas import SERVED_STRATEGIES
 
-    assert SERVED_STRATEGIES == {"enum": list(SERVED)}
+    assert {"enum": list(SERVED)} == SERVED_STRATEGIES

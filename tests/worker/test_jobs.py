@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import select
 
 from models.datasets import load_protocol
+from server.db.base import utcnow
 from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionEvent, VersionStatus
 from server.storage import LocalBlobStore
-from worker.jobs import Outcome, reap_stale_jobs, run_training_job, utcnow
+from worker.jobs import Outcome, reap_stale_jobs, run_training_job
 from worker.lease import claim
 from worker.requeue import requeue_lost_jobs
 

@@ -1,0 +1,103 @@
+"""A trained step becomes a model version: the clinic's associations as KA-Net's triplets going in, and coming
+out the version with its validation report and the gate's decision, recorded with the job's success in one
+transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.checkpoint import Checkpoint
+from models.registry import strategy
+from server.db.base import utcnow
+from server.db.entities import (
+    JobStatus,
+    LandmarkSet,
+    ModelVersion,
+    Project,
+    TrainingJob,
+    VersionEvent,
+    VersionStatus,
+)
+from server.training import repository as versions
+
+from .lease import Lease
+
+
+def with_associations(
+    fields: dict[str, Any], job: TrainingJob, landmark_set: LandmarkSet
+) -> tuple[dict[str, Any], str]:
+    """The step's TrainConfig fields with the landmark set's associations as KA-Net's triplets (KAMP), and where
+    the triplets come from: "training settings" (the project's or the submission's kanet.triplets win),
+    "associations" (the clinic's, old <- two new), or "automatic" (chosen from the data, or random for
+    kamp_random). The trainer checks their codes against the previous model's head."""
+    kanet = dict(fields.get("kanet") or {})
+    if kanet.get("triplets"):
+        return fields, "training settings"
+    if strategy(job.strategy).kanet != "chosen" or not landmark_set.associations:
+        return fields, "automatic"
+    kanet["triplets"] = [[a.old_code, a.new_code_a, a.new_code_b] for a in landmark_set.associations]
+    return {**fields, "kanet": kanet}, "associations"
+
+
+def triplet_text(triplets: list) -> str:
+    return ", ".join(f"{o} <- ({a}, {b})" for o, a, b in triplets)
+
+
+def record_version(
+    session: Session,
+    job: TrainingJob,
+    lease: Lease,
+    project: Project,
+    parent: ModelVersion | None,
+    key: str,
+    checkpoint: Checkpoint,
+    train_report: dict,
+    report: dict,
+    passes: bool,
+    reason: str,
+) -> None:
+    """The version, its gate decision and the job's success, in one transaction (so with the row lock on the
+    project, promotions never leave zero or two active versions); nothing if this worker lost the job."""
+    session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    lease.lock(session)
+    number = (
+        session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0
+    ) + 1
+    version = ModelVersion(
+        project_id=project.id,
+        number=number,
+        step=job.step,
+        parent_id=parent.id if parent else None,
+        checkpoint_blob=key,
+        checkpoint_sha256=key,
+        strategy=job.strategy,
+        hyperparameters={
+            "train": job.config,
+            "backbone": project.backbone,
+            "input_size": [project.input_width, project.input_height],
+            "local_stage": project.local_stage,
+            "train_report": train_report,
+        },
+        report=report,
+        status=VersionStatus.candidate,
+        reason=reason,
+    )
+    session.add(version)
+    session.flush()
+    if passes:  # the rule of a manual promotion: the replaced version's "archived" event too
+        versions.activate(session, version, action="promoted", actor="gate", reason=reason)
+    else:
+        version.status = VersionStatus.rejected
+        session.add(VersionEvent(version_id=version.id, action="rejected", actor="gate", reason=reason))
+    line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
+    lease.update(
+        session,
+        status=JobStatus.succeeded,
+        model_version_id=version.id,
+        finished_at=utcnow(),
+        log=func.coalesce(TrainingJob.log, "") + line,
+    )
+    session.commit()
