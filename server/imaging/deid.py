@@ -8,8 +8,9 @@ dates, identifiers, descriptions, comments, device serial numbers...), the Clean
 descriptions (applied as removal), private tags, overlays, curves and every sequence but the two LUT ones. An
 attribute the profile does not list yet, or a vendor's misuse of a standard one, cannot leak either.
 
-Only the header is de-identified: the pixel data is stored as it was encoded (text burned into the pixels is not
-found here; BurnedInAnnotation is kept where the source states it).
+The pixel data is stored as it was encoded, less the comment and application segments of compressed frames
+(server.imaging.pixel_text: a JPEG COM or EXIF block can carry a name or an ID); text burned into the pixels
+themselves is not found here (BurnedInAnnotation is kept where the source states it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, UID_dictionary, generate_uid
 
 from server.imaging.errors import ImagingError
+from server.imaging.pixel_text import MarkerError, strip_frames
 
 #: Pixel-module and geometry attributes of binary or numeric VRs, kept as they are (numeric strings re-checked).
 RETAINED = (
@@ -143,6 +145,7 @@ def deidentify(ds: Dataset, transfer_syntax: UID, subject: str) -> Dataset:
     try:
         out = Dataset()
         _copy_retained(ds, out)
+        _strip_pixel_text(out, transfer_syntax)
         _replace_uids(ds, out)
         for keyword in _EMPTIED:
             setattr(out, keyword, "")
@@ -172,6 +175,26 @@ def _copy_retained(source: Dataset, out: Dataset) -> None:
             setattr(out, keyword, Sequence([item for item in items if item is not None]))
     sop_class = UID(str(source.get("SOPClassUID", "")))
     out.SOPClassUID = sop_class if sop_class in UID_dictionary else _SECONDARY_CAPTURE
+
+
+def _strip_pixel_text(out: Dataset, transfer_syntax: UID) -> None:
+    """Compressed pixel data again without the text segments of its frames (server.imaging.pixel_text), as a new
+    element (the source's stays as it was); the extended offset table, which the new lengths would belie, is
+    dropped (the basic one is rebuilt)."""
+    if "PixelData" not in out or not transfer_syntax.is_encapsulated:
+        return
+    frames = int(out.get("NumberOfFrames", 1) or 1)
+    try:
+        stripped = strip_frames(out.PixelData, frames)
+    except (MarkerError, ValueError) as exc:
+        raise ImagingError(
+            "invalid-dicom", f"the compressed pixel data cannot be read frame by frame ({exc}), so it is not stored"
+        ) from exc
+    element = DataElement(out["PixelData"].tag, out["PixelData"].VR, stripped, is_undefined_length=True)
+    out[element.tag] = element
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in out:
+            del out[keyword]
 
 
 def _lut_item(item: Dataset, kept: tuple[str, ...]) -> Dataset | None:

@@ -39,8 +39,8 @@ class DecodedImage:
             twice, with other metadata or other de-identified UIDs, has the same digest. Computed on first use
             and kept (a property): hashing a cephalogram's pixels takes over a millisecond, and prediction,
             which stores nothing, never needs it. Refused for a reduced decode (it is not the file's image).
-        source_bytes_deidentified: the bytes to store: the de-identified DICOM file (pixel data untouched) for
-            DICOM input, the original bytes for every other format.
+        source_bytes_deidentified: the bytes to store: the de-identified DICOM file (its pixels untouched, the
+            text segments of compressed frames cut) for DICOM input, the original bytes for every other format.
         dicom: the de-identified dataset (DICOM input only).
         deid_method: how the DICOM header was de-identified, e.g. "dicognito 0.19.0; private tags removed".
         modality: DICOM Modality (e.g. "CR", "DX") where known.
