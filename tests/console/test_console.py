@@ -263,6 +263,10 @@ def test_two_steps_in_the_browser(page: Any, served: Served, data_root: Path, tm
     for image_id in step0[2:6]:
         api.annotate(pid, 0, studies[image_id], cases.truth(image_id, STEP0))
 
+    page.goto(f"{served.url}/#/projects/{pid}")
+    page.wait_for_selector("#steps tbody tr")
+    assert "6 annotated (5 train, 1 val)" in page.inner_text("#steps")
+    shot(page, tmp_path, "project")
     page.goto(f"{served.url}/#/projects/{pid}/steps/0")
     page.wait_for_selector("text=Annotated in this step (6)")
     v1 = train(page, tmp_path, "job")
@@ -321,6 +325,7 @@ def predict_role_sees_only_the_playground(page: Any, served: Served, cases: Case
     page.select_option("#keys select", "predict")
     page.click("text=Make key")
     page.wait_for_selector(".secret .key")
+    shot(page, folder, "keys")
     key = page.inner_text(".secret .key").strip()
     sign_in(page, key)
     assert page.locator("#nav a").all_inner_texts() == ["Predict"]
