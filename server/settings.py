@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     #: Blob folder; default <data_dir>/blobs.
     blob_dir: Path | None = None
+    #: Object storage for blobs instead of the folder, s3://bucket/prefix (API nodes and workers on several
+    #: hosts share it); credentials and region as boto3 reads them (AWS_ACCESS_KEY_ID, ...).
+    blob_url: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
+    #: The S3 API's address for a store other than AWS's (MinIO: http://minio:9000).
+    s3_endpoint_url: str | None = None
     #: Key of the digests kept of uploaded file names (server.studies.names); default: a random key file created
     #: under data_dir. API replicas that do not share data_dir must share this setting.
     pseudonym_key: SecretStr | None = None

@@ -1,7 +1,8 @@
 """Blob storage behind one small interface: content-addressed (sha256), written atomically.
 
-The local folder is the embedded default. Several hosts (API nodes and GPU workers) share blobs through a
-common volume, or through another `BlobStore` (e.g. object storage via fsspec) with the same six methods.
+The local folder is the embedded default; API nodes and workers on several hosts share blobs through S3-compatible
+object storage (server.s3_storage, chosen by KAMP_BLOB_URL=s3://bucket/prefix) or a common volume. `blob_store`
+answers the one the settings name.
 """
 
 from __future__ import annotations
@@ -10,19 +11,47 @@ import hashlib
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One thing in a store, for its sweep: a blob (`name` is its key) or a temporary file a writer left."""
+
+    name: str
+    modified: float  # Unix seconds
+    temporary: bool = False
 
 
 class BlobStore(Protocol):
     def put(self, data: bytes) -> str: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
-    def path(self, key: str) -> Path: ...
-    def files(self) -> list[Path]: ...
     def delete(self, key: str) -> None: ...
+    def listing(self) -> list[StoredFile]: ...
+    def discard(self, stored: StoredFile) -> None: ...
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise ValueError(f"not a blob key: {key!r}")
+    return key
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The store the settings name: KAMP_BLOB_URL's object storage, else the folder KAMP_BLOB_DIR."""
+    if settings.blob_url:
+        from .s3_storage import S3BlobStore
+
+        return S3BlobStore.from_url(settings.blob_url, endpoint_url=settings.s3_endpoint_url)
+    return LocalBlobStore(settings.resolved_blob_dir)
 
 
 class LocalBlobStore:
@@ -33,9 +62,7 @@ class LocalBlobStore:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
-        if not _KEY.match(key):
-            raise ValueError(f"not a blob key: {key!r}")
-        return self.root / key[:2] / key
+        return self.root / key[:2] / check_key(key)
 
     def put(self, data: bytes) -> str:
         key = hashlib.sha256(data).hexdigest()
@@ -67,6 +94,16 @@ class LocalBlobStore:
     def files(self) -> list[Path]:
         """Every file under the root: blobs (named by their key) and temporary `.incoming-*` files."""
         return [p for p in self.root.glob("*/*") if p.is_file()] if self.root.is_dir() else []
+
+    def listing(self) -> list[StoredFile]:
+        return [StoredFile(p.name, p.stat().st_mtime, p.name.startswith(".incoming-")) for p in self.files()]
+
+    def discard(self, stored: StoredFile) -> None:
+        """Remove a listed file (a blob or a temporary one), if it is still there."""
+        folder = stored.name[:2] if not stored.temporary else None
+        candidates = [self.root / folder / stored.name] if folder else list(self.root.glob(f"*/{stored.name}"))
+        for path in candidates:
+            path.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         """Remove a blob; a missing one is no error (deleting twice is harmless). Only for blobs that one owner

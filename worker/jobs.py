@@ -34,7 +34,7 @@ from server.db.entities import (
 )
 from server.db.session import session_factory
 from server.settings import Settings
-from server.storage import LocalBlobStore
+from server.storage import BlobStore, blob_store
 
 from . import validation
 from .data import set_data
@@ -68,7 +68,7 @@ class JobTimedOut(Exception):
 
 def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
     factory = session_factory(settings.resolved_database_url)
-    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    blobs = blob_store(settings)
     with factory() as session:
         job = session.get(TrainingJob, job_id)
         if job is None:
@@ -158,7 +158,7 @@ def _claim(session: Session, job: TrainingJob, settings: Settings) -> Lease | No
 def _train(
     session: Session,
     settings: Settings,
-    blobs: LocalBlobStore,
+    blobs: BlobStore,
     job: TrainingJob,
     lease: Lease,
     project: Project,

@@ -26,7 +26,7 @@ from server.predict.cache import ModelCache
 from server.predict.frames import model_inputs, model_size
 from server.predict.schemas import prediction_out
 from server.settings import Settings
-from server.storage import LocalBlobStore
+from server.storage import BlobStore, blob_store
 
 from .jobs import Outcome
 from .lease import Lease, claim
@@ -40,7 +40,7 @@ _models: dict[str, ModelCache] = {}
 
 def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
     factory = session_factory(settings.resolved_database_url)
-    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    blobs = blob_store(settings)
     with factory() as session:
         job = session.get(PredictionJob, job_id)
         if job is None:
@@ -76,7 +76,7 @@ def _claim(session: Session, job: PredictionJob, settings: Settings) -> Lease | 
     return lease
 
 
-def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: PredictionJob, lease: Lease) -> Outcome:
+def _predict(session: Session, settings: Settings, blobs: BlobStore, job: PredictionJob, lease: Lease) -> Outcome:
     version = session.get(ModelVersion, job.model_version_id)
     assert version is not None  # a foreign key
     cache = _models.setdefault(settings.precision, ModelCache(capacity=2, precision=settings.precision))
@@ -101,7 +101,7 @@ def _predict(session: Session, settings: Settings, blobs: LocalBlobStore, job: P
 
 
 def _decode(
-    blobs: LocalBlobStore,
+    blobs: BlobStore,
     job_id: uuid.UUID,
     entry: dict[str, Any],
     settings: Settings,
@@ -139,7 +139,7 @@ def _end(session: Session, lease: Lease, **values: object) -> bool:
 def reap_stale_prediction_jobs(settings: Settings) -> list[uuid.UUID]:
     """Fail running prediction jobs whose worker stopped beating, and delete their images. Returns them."""
     factory = session_factory(settings.resolved_database_url)
-    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    blobs = blob_store(settings)
     stale = utcnow() - timedelta(seconds=settings.job_stale_after_s)
     reaped = []
     with factory() as session:

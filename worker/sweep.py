@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 from server.db.entities import ModelVersion, PredictionJob, Study
 from server.db.session import session_factory
 from server.settings import Settings
-from server.storage import LocalBlobStore
+from server.storage import blob_store
 
 log = logging.getLogger("kamp.worker")
 
@@ -33,18 +32,18 @@ def referenced_blobs(session: Session) -> set[str]:
     return keys
 
 
-def sweep_orphan_blobs(settings: Settings) -> list[Path]:
-    """Delete old unreferenced blobs and temporary files; returns what was deleted."""
-    store = LocalBlobStore(settings.resolved_blob_dir)
+def sweep_orphan_blobs(settings: Settings) -> list[str]:
+    """Delete old unreferenced blobs and temporary files; returns the names of what was deleted."""
+    store = blob_store(settings)
     cutoff = time.time() - settings.orphan_blob_after_s
-    old = [p for p in store.files() if p.stat().st_mtime < cutoff]
+    old = [f for f in store.listing() if f.modified < cutoff]
     if not old:
         return []
     with session_factory(settings.resolved_database_url)() as session:
         keep = referenced_blobs(session)  # read after listing: a row committed meanwhile is seen
-    removed = [p for p in old if p.name.startswith(".incoming-") or p.name not in keep]
-    for path in removed:
-        path.unlink(missing_ok=True)
+    removed = [f for f in old if f.temporary or f.name not in keep]
+    for stored in removed:
+        store.discard(stored)
     if removed:
-        log.warning("swept %d orphan blob or temporary files from %s", len(removed), store.root)
-    return removed
+        log.warning("swept %d orphan blob or temporary files", len(removed))
+    return [f.name for f in removed]

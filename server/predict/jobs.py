@@ -21,7 +21,7 @@ from ..deps import SessionDep, SettingsDep
 from ..problems import Problem
 from ..projects import repository as projects
 from ..settings import Settings
-from ..storage import LocalBlobStore
+from ..storage import BlobStore, blob_store
 from ..studies import names
 from ..studies.routes import parse_spacing
 from ..training.queue import dispatch
@@ -57,7 +57,7 @@ def _job_out(job: PredictionJob) -> PredictionJobOut:
     )
 
 
-def _dispatch(request: Request, session: Session, job: PredictionJob, blobs: LocalBlobStore) -> None:
+def _dispatch(request: Request, session: Session, job: PredictionJob, blobs: BlobStore) -> None:
     """Enqueue the committed job; if the queue cannot be reached it is marked failed and its images deleted."""
     dispatch(
         session,
@@ -107,7 +107,7 @@ def _submit(
 ) -> PredictionJobOut:
     version = resolve_version(session, principal.clinic(), sub.project_id, sub.version_id)
     session.rollback()  # hand the connection back to the pool while the images decode
-    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    blobs = blob_store(settings)
     job_id = uuid.uuid4()
     inputs: list[dict] = []
     try:
@@ -178,7 +178,7 @@ def cancel_prediction_job(
             f"the job has already ended ({job.status.value}); only a queued or running job can be cancelled",
             slug="job-ended",
         )
-    job_inputs.delete(LocalBlobStore(settings.resolved_blob_dir), job.inputs)
+    job_inputs.delete(blob_store(settings), job.inputs)
     return _job_out(job)
 
 
@@ -203,7 +203,7 @@ def prediction_job_results(
         raise Problem(409, "the job was cancelled: it has no results", slug="job-cancelled")
     if job.status != JobStatus.succeeded or job.result_blob is None:
         raise Problem(409, f"the job {job.status.value}: {job.error}", slug="job-failed")
-    blobs = LocalBlobStore(settings.resolved_blob_dir)
+    blobs = blob_store(settings)
     if not blobs.exists(job.result_blob):
         raise Problem(404, "the job's results are missing from blob storage", slug="blob-missing")
     return Response(blobs.get(job.result_blob), media_type="application/json")

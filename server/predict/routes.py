@@ -22,7 +22,7 @@ from ..deps import SessionDep, SettingsDep
 from ..imaging import DecodedImage
 from ..problems import Problem, not_found
 from ..settings import Settings
-from ..storage import LocalBlobStore
+from ..storage import blob_store
 from ..studies import names
 from ..studies.routes import parse_spacing, read_capped, read_capped_file
 from ..studies.service import DecodeSlots, decode_upload, ingest
@@ -68,7 +68,7 @@ def resolve_version(
 
 def _model(request: Request, version: ModelVersion) -> Predictor:
     """The version's predictor from the model cache (loaded on first use)."""
-    blobs = LocalBlobStore(request.app.state.settings.resolved_blob_dir)
+    blobs = blob_store(request.app.state.settings)
     return request.app.state.model_cache.get(version.id, version.checkpoint_blob, blobs)
 
 
@@ -282,7 +282,7 @@ async def _keep(
     request: Request, session: Session, principal: Principal, image: DecodedImage, filename: str | None
 ) -> uuid.UUID:
     """Keep a predicted image as a study of the caller's clinic (store=true); its id."""
-    blobs = LocalBlobStore(request.app.state.settings.resolved_blob_dir)
+    blobs = blob_store(request.app.state.settings)
     key = names.pseudonym_key(request.app.state.settings)
     study, _ = await run_in_threadpool(ingest, session, blobs, principal.clinic(), image, filename, key)
     return study.id

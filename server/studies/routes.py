@@ -14,7 +14,7 @@ from ..auth import AnnotatorDep
 from ..db.entities import Study
 from ..deps import SessionDep, SettingsDep
 from ..problems import Problem
-from ..storage import LocalBlobStore
+from ..storage import BlobStore, blob_store
 from . import names, service
 from .schemas import Spacing, StudyOut
 
@@ -36,8 +36,8 @@ def study_out(study: Study, created: bool = True) -> StudyOut:
     )
 
 
-def blob_store(request: Request) -> LocalBlobStore:
-    return LocalBlobStore(request.app.state.settings.resolved_blob_dir)
+def request_blobs(request: Request) -> BlobStore:
+    return blob_store(request.app.state.settings)
 
 
 async def read_capped(upload: UploadFile, limit: int) -> bytes:
@@ -96,7 +96,7 @@ async def upload_study(
     study, created = await run_in_threadpool(
         service.ingest,
         session,
-        blob_store(request),
+        request_blobs(request),
         principal.clinic(),
         image,
         file.filename,
@@ -137,7 +137,7 @@ def get_study(study_id: uuid.UUID, session: SessionDep, principal: AnnotatorDep)
 )
 def get_study_image(study_id: uuid.UUID, request: Request, session: SessionDep, principal: AnnotatorDep) -> Response:
     study = service.get_study(session, principal.clinic(), study_id)
-    return Response(blob_store(request).get(study.pixels_blob), media_type="image/png")
+    return Response(request_blobs(request).get(study.pixels_blob), media_type="image/png")
 
 
 @router.get(
@@ -154,5 +154,5 @@ def get_study_thumbnail(
 ) -> Response:
     """A small JPEG of the study for grids (the console's); the image itself is GET .../image."""
     study = service.get_study(session, principal.clinic(), study_id)
-    jpeg = service.thumbnail(blob_store(request).get(study.pixels_blob), size)
+    jpeg = service.thumbnail(request_blobs(request).get(study.pixels_blob), size)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -17,7 +17,7 @@ from ..deps import SessionDep, SettingsDep
 from ..problems import Problem, not_found
 from ..projects import repository as projects
 from ..projects.params import StepPath
-from ..storage import LocalBlobStore
+from ..storage import blob_store
 from . import repository as repo
 from .bounds import check_bounds
 from .queue import dispatch
@@ -375,16 +375,16 @@ def download_checkpoint(
     etag = f'"{version.checkpoint_sha256}"'
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers={"ETag": etag})
-    store = LocalBlobStore(settings.resolved_blob_dir)
+    store = blob_store(settings)
     try:
         present = store.exists(version.checkpoint_blob)
     except ValueError:
         present = False
     if not present:
         raise Problem(404, f"the checkpoint of v{version.number} is missing from blob storage", slug="blob-missing")
-    return FileResponse(
-        store.path(version.checkpoint_blob),
+    name = _download_name(project.name, version.number)
+    return Response(
+        store.get(version.checkpoint_blob),
         media_type="application/octet-stream",
-        filename=_download_name(project.name, version.number),
-        headers={"ETag": etag},
+        headers={"ETag": etag, "Content-Disposition": f'attachment; filename="{name}"'},
     )

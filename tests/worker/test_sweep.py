@@ -32,6 +32,6 @@ def test_old_orphans_and_temporary_files_are_swept(tmp_path: Path, data_root: Pa
         incoming.write_bytes(b"half a blob")
         for path in [*study_blobs, orphan, incoming]:
             _age(path, 2 * api.settings.orphan_blob_after_s)
-        assert sorted(sweep_orphan_blobs(api.settings)) == sorted([orphan, incoming])
+        assert sorted(sweep_orphan_blobs(api.settings)) == sorted([orphan.name, incoming.name])
         assert all(p.is_file() for p in [*study_blobs, young])
         assert api.client.get(f"/v1/studies/{r.json()['id']}/image", headers=api.headers(admin)).status_code == 200
