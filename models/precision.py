@@ -111,3 +111,9 @@ def set_torch_threads(threads: int | None) -> int:
         raise ValueError(f"torch needs at least one thread, got {n}")
     torch.set_num_threads(n)
     return n
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

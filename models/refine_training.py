@@ -33,7 +33,7 @@ from .optimise import optimise, warmup_cosine
 from .precision import Resolved, autocast, prepare_input
 from .refine import crop_codec
 from .step_data import StepData
-from .strategies import DISTILLING, step_loss
+from .strategies import DISTILLING, StepOutputs, step_loss
 
 #: Called with (iteration, total, mean losses of the last 10 iterations).
 RefineProgress = Callable[[int, int, dict[str, float]], None]
@@ -179,7 +179,7 @@ def train_crop_network(
                 with torch.no_grad():
                     t_hm = teacher(x)[:, :num_old]
         teacher_hm = None if t_hm is None else t_hm.float()
-        loss, parts = step_loss(strategy, loss_config, batch, hm.float(), num_old, teacher_hm)
+        loss, parts = step_loss(strategy, loss_config, batch, StepOutputs(hm.float(), teacher_hm), num_old)
         optimise(loss, parts, optimizer, scheduler, running, f"in the local stage at iteration {it}")
         count += 1
         if (it + 1) % 10 and it + 1 < rc.iterations:

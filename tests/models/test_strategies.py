@@ -8,7 +8,7 @@ import torch
 from models.batches import Batch
 from models.config import TrainConfig
 from models.kanet import KANet
-from models.strategies import KAContext, step_loss
+from models.strategies import KAContext, StepOutputs, step_loss
 
 B, C, H, W = 2, 4, 8, 10
 NUM_OLD, NUM_NEW = 2, 2
@@ -38,9 +38,8 @@ def test_ka_term_gradient_goes_where_its_reading_says(mode: str) -> None:
     s_feat = torch.rand(B, C, H, W, requires_grad=True)
     teacher = student.detach()[:, :NUM_OLD].clone()  # KSD is exactly 0 and adds no gradient
     target = torch.rand(B, 1, H, W)
-    loss, parts = step_loss(
-        "kamp", config, batch, student, NUM_OLD, teacher, torch.rand(B, C, H, W), ka, s_feat, target
-    )
+    outputs = StepOutputs(student, teacher, torch.rand(B, C, H, W), s_feat, target)
+    loss, parts = step_loss("kamp", config, batch, outputs, NUM_OLD, ka)
     assert parts["ka"] > 0 and parts["ksd"] == pytest.approx(0.0, abs=1e-6)
     loss.backward()
     old_grad = student.grad[:, 0].abs().sum().item()
@@ -56,7 +55,7 @@ def test_features_reading_needs_the_new_features() -> None:
     batch, ka = _batch(), _ka()
     student = torch.rand(B, NUM_OLD + NUM_NEW, H, W)
     with pytest.raises(ValueError, match="new model's features"):
-        step_loss("kamp", TrainConfig(), batch, student, NUM_OLD, student[:, :NUM_OLD], None, ka)
+        step_loss("kamp", TrainConfig(), batch, StepOutputs(student, student[:, :NUM_OLD]), NUM_OLD, ka)
 
 
 @pytest.mark.parametrize("strategy", ["lwf", "cpr", "kamp_ksd_only", "kamp"])
@@ -71,16 +70,18 @@ def test_feature_term_pulls_the_new_features_towards_the_old(strategy: str) -> N
     s_feat = (t_feat + 0.5).requires_grad_(True)
     target = torch.rand(B, 1, H, W)
     base = TrainConfig(alpha=2.0, ka_weight=0.0)
-    off, parts_off = step_loss(strategy, base, batch, student, NUM_OLD, teacher, t_feat, ka, s_feat, target)
+    outputs = StepOutputs(student, teacher, t_feat, s_feat, target)
+    off, parts_off = step_loss(strategy, base, batch, outputs, NUM_OLD, ka)
     assert "fd" not in parts_off
     config = TrainConfig(alpha=2.0, ka_weight=0.0, feature_weight=3.0)
-    on, parts = step_loss(strategy, config, batch, student, NUM_OLD, teacher, t_feat, ka, s_feat, target)
+    on, parts = step_loss(strategy, config, batch, outputs, NUM_OLD, ka)
     expected = 0.25 * s_feat.numel() / float((t_feat**2).sum())
     assert parts["fd"] == pytest.approx(expected, rel=1e-5)
     assert float((on - off).detach()) == pytest.approx(2.0 * 3.0 * expected, rel=1e-4)
     on.backward()
     assert s_feat.grad is not None and bool((s_feat.grad > 0).all())  # F' > F everywhere: pushed down
-    _, same = step_loss(strategy, config, batch, student, NUM_OLD, teacher, t_feat, ka, t_feat.clone(), target)
+    same_outputs = StepOutputs(student, teacher, t_feat, t_feat.clone(), target)
+    _, same = step_loss(strategy, config, batch, same_outputs, NUM_OLD, ka)
     assert same["fd"] == 0.0
 
 
@@ -88,4 +89,6 @@ def test_feature_term_needs_both_models_features() -> None:
     batch = _batch()
     student = torch.rand(B, NUM_OLD + NUM_NEW, H, W)
     with pytest.raises(ValueError, match="previous model's features"):
-        step_loss("kamp_ksd_only", TrainConfig(feature_weight=1.0), batch, student, NUM_OLD, student[:, :NUM_OLD])
+        step_loss(
+            "kamp_ksd_only", TrainConfig(feature_weight=1.0), batch, StepOutputs(student, student[:, :NUM_OLD]), NUM_OLD
+        )

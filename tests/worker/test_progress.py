@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.config import TrainConfig, from_dict
-from models.trainer import Progress, _Timer
+from models.step_report import Progress, StepTimer
 from worker.progress import CURVE_POINTS, JobProgress, Stage, planned_stages, stage_iterations, stage_rates
 
 CONFIG = from_dict(
@@ -87,9 +87,9 @@ def test_a_loss_curve_stays_short_and_keeps_its_ends() -> None:
 
 def test_the_trainers_first_eta_is_not_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr("models.trainer.time.perf_counter", clock)
+    monkeypatch.setattr("models.step_report.time.perf_counter", clock)
     seen: list[Progress] = []
-    timer = _Timer(seen.append)
+    timer = StepTimer(seen.append)
     clock.now = 4.0
     timer.report("train", 1, 100, 1, {})
     assert seen[-1].eta_s == pytest.approx(4.0 * 99)
