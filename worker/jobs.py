@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from models.checkpoint import Checkpoint
 from models.config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict
-from models.trainer import Progress, train_step
+from models.trainer import Progress, TrainReport, train_step
 from server.db.base import utcnow
 from server.db.entities import (
     JobStatus,
@@ -172,34 +172,14 @@ def _train(
     tracker = _job_progress(session, job, project, parent_version, config)
     progress = _progress_writer(session, settings, job, lease, tracker)
     progress(Progress("preparing", 0, 0, {}, 0.0, 0.0))  # the whole job's first estimate, before any loading
-    # IKL: only this step's training studies are read; earlier steps' images may be gone.
-    data = set_data(session, blobs, landmark_set, "train")
-    if len(data) == 0:
-        raise RuntimeError(f"landmark set {job.step} has no annotated training study")
     parent = Checkpoint.from_bytes(blobs.get(parent_version.checkpoint_blob)) if parent_version else None
-    names = {lm.code: lm.name for lm in landmark_set.landmarks}
-    lease.log(
-        session,
-        f"training step {job.step} with {job.strategy} on {len(data)} studies"
-        + (f" from version {parent_version.number}" if parent_version else " from scratch"),
-    )
-    state_dir = settings.data_dir / "training-state"
-    checkpoint, train_report = train_step(
-        parent,
-        data,
-        job.strategy,
-        config,
-        backbone=BackboneConfig(name=project.backbone),
-        codec=CodecConfig(input_size=(project.input_width, project.input_height)),
-        refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
-        names=names,
-        progress=progress,
-        state_path=Path(state_dir) / f"{job.set_id}.state",
+    number = parent_version.number if parent_version else None
+    checkpoint, train_report = _fit(
+        session, settings, blobs, job, lease, project, parent, landmark_set, config, progress, number
     )
     if train_report.triplets:
         lease.log(session, f"KA-Net triplets ({triplet_source}): {triplet_text(train_report.triplets)}")
-    data_bytes = checkpoint.to_bytes()
-    key = blobs.put(data_bytes)
+    key = blobs.put(checkpoint.to_bytes())
     lease.log(
         session,
         f"trained in {train_report.total_seconds:.0f} s (KA-Net {train_report.kanet_seconds:.0f} s, "
@@ -207,15 +187,71 @@ def _train(
         f"{train_report.device}, {train_report.precision}, "
         f"{torch.get_num_threads()} torch threads); checkpoint {key[:12]}",
     )
+    steps, gate, passes, reason = _validate(session, settings, blobs, job, project, checkpoint, parent, progress)
+    report = train_report.to_dict() | {"stage_iterations": stage_iterations(config)}
+    if train_report.triplets:
+        report["triplet_source"] = triplet_source
+    record_version(
+        session, job, lease, project, parent_version, key, checkpoint, report,
+        validation.report(steps) | {"gate": gate}, passes, reason,
+    )  # fmt: skip
+    return Outcome.succeeded
 
-    val_sets = {}
-    for s in sorted(project.landmark_sets, key=lambda s: s.step):
-        if s.step <= job.step:
-            val_sets[s.step] = set_data(session, blobs, s, "val")
+
+def _fit(
+    session: Session,
+    settings: Settings,
+    blobs: BlobStore,
+    job: TrainingJob,
+    lease: Lease,
+    project: Project,
+    parent: Checkpoint | None,
+    landmark_set: LandmarkSet,
+    config: TrainConfig,
+    progress: Callable[[Progress], None],
+    parent_number: int | None,
+) -> tuple[Checkpoint, TrainReport]:
+    """The step trained on its own training studies (IKL: earlier steps' images may be gone), resumable from
+    the set's training-state file."""
+    data = set_data(session, blobs, landmark_set, "train")
+    if len(data) == 0:
+        raise RuntimeError(f"landmark set {job.step} has no annotated training study")
+    lease.log(
+        session,
+        f"training step {job.step} with {job.strategy} on {len(data)} studies"
+        + (f" from version {parent_number}" if parent_number else " from scratch"),
+    )
+    return train_step(
+        parent,
+        data,
+        job.strategy,
+        config,
+        backbone=BackboneConfig(name=project.backbone),
+        codec=CodecConfig(input_size=(project.input_width, project.input_height)),
+        refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
+        names={lm.code: lm.name for lm in landmark_set.landmarks},
+        progress=progress,
+        state_path=Path(settings.data_dir) / "training-state" / f"{job.set_id}.state",
+    )
+
+
+def _validate(
+    session: Session,
+    settings: Settings,
+    blobs: BlobStore,
+    job: TrainingJob,
+    project: Project,
+    checkpoint: Checkpoint,
+    parent: Checkpoint | None,
+    progress: Callable[[Progress], None],
+) -> tuple[list[validation.StepValidation], dict[str, float], bool, str]:
+    """The new version and its parent on every step's validation studies so far, and the gate's decision:
+    (per step, the gate's settings, passes, reason)."""
+    val_sets = {s.step: set_data(session, blobs, s, "val") for s in project.landmark_sets if s.step <= job.step}
     steps = validation.validate(
         checkpoint,
         parent,
-        val_sets,
+        dict(sorted(val_sets.items())),
         settings.precision,
         on_step=lambda done, total: progress(Progress("validation", done, total, {}, 0.0, 0.0)),
     )
@@ -225,22 +261,7 @@ def _train(
         **(project.gate or {}),
     }
     passes, reason = validation.gate(steps, job.step, gate["max_new_mre"], gate["old_tolerance"])
-    record_version(
-        session,
-        job,
-        lease,
-        project,
-        parent_version,
-        key,
-        checkpoint,
-        train_report.to_dict()
-        | {"stage_iterations": stage_iterations(config)}
-        | ({"triplet_source": triplet_source} if train_report.triplets else {}),
-        validation.report(steps) | {"gate": gate},
-        passes,
-        reason,
-    )
-    return Outcome.succeeded
+    return steps, gate, passes, reason
 
 
 def _progress_writer(
