@@ -157,29 +157,15 @@ def train_crop_network(
     schedule = warmup_cosine(rc.iterations, max(1, min(50, rc.iterations // 10)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     result = RefineResult(iterations=rc.iterations)
-    start = 0
-    if state is not None:
-        student.load_state_dict(state["student"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["rng"]
-        result.history = list(state["history"])
-        start = int(state["iteration"])
+    start = _resume(state, student, optimizer, scheduler, rng, result)
     student.train()
     running: dict[str, float] = {}
     count = 0
     t0 = time.perf_counter()
     for it in range(start, rc.iterations):
         batch = draw_batch(task, config, train, codec, student.head.num_landmarks, rng, device)
-        x = prepare_input(batch.x, precision)
-        with autocast(device, precision):
-            hm = student(x)
-            t_hm = None
-            if num_old and teacher is not None:
-                with torch.no_grad():
-                    t_hm = teacher(x)[:, :num_old]
-        teacher_hm = None if t_hm is None else t_hm.float()
-        loss, parts = step_loss(strategy, loss_config, batch, StepOutputs(hm.float(), teacher_hm), num_old)
+        outputs = _forward(student, teacher, batch, num_old, precision)
+        loss, parts = step_loss(strategy, loss_config, batch, outputs, num_old)
         optimise(loss, parts, optimizer, scheduler, running, f"in the local stage at iteration {it}")
         count += 1
         if (it + 1) % 10 and it + 1 < rc.iterations:
@@ -203,6 +189,42 @@ def train_crop_network(
     result.seconds = time.perf_counter() - t0
     student.eval()
     return result
+
+
+def _resume(
+    state: dict[str, Any] | None,
+    student: LandmarkNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rng: np.random.Generator,
+    result: RefineResult,
+) -> int:
+    """The first iteration: 0, or where `state` stopped, with the network, optimiser, schedule, random
+    generator and history restored."""
+    if state is None:
+        return 0
+    student.load_state_dict(state["student"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["rng"]
+    result.history = list(state["history"])
+    return int(state["iteration"])
+
+
+def _forward(
+    student: LandmarkNet, teacher: LandmarkNet | None, batch: Batch, num_old: int, precision: Resolved
+) -> StepOutputs:
+    """One crop batch through the student (and the teacher's old channels when it distils), in `precision`;
+    the heatmaps the loss reads, float32."""
+    device = batch.x.device
+    x = prepare_input(batch.x, precision)
+    with autocast(device, precision):
+        hm = student(x)
+        t_hm = None
+        if num_old and teacher is not None:
+            with torch.no_grad():
+                t_hm = teacher(x)[:, :num_old]
+    return StepOutputs(hm.float(), None if t_hm is None else t_hm.float())
 
 
 __all__ = ["CropTask", "RefineResult", "draw_batch", "make_task", "train_crop_network"]
