@@ -1,0 +1,52 @@
+"""What the imaging tests share: the real DICOM files of pydicom-data and deid-data (read once per module) and
+small helpers to rewrite and decode them."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from server.imaging import ImagingError, decode_image
+
+data_store = pytest.importorskip("data_store", reason="pydicom-data (the dev extra) holds the DICOM test files")
+deid_data = pytest.importorskip("deid_data", reason="deid-data (the dev extra) holds the DX test file")
+
+PYDICOM_DATA = Path(data_store.__file__).parent / "data"
+DEID_DATA = Path(deid_data.__file__).parent / "data"
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+)
+
+
+def dataset(data: bytes) -> Dataset:
+    return pydicom.dcmread(io.BytesIO(data))
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def stretched(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The reference mapping lo..hi -> 0..65535 the decoder promises, computed independently."""
+    return np.rint(np.clip((values.astype(np.float64) - lo) / (hi - lo), 0, 1) * 65535).astype(np.uint16)
+
+
+def assert_fails(code: str, data: bytes, **kwargs: object) -> ImagingError:
+    with pytest.raises(ImagingError) as info:
+        decode_image(data, **kwargs)  # type: ignore[arg-type]
+    assert info.value.code == code, info.value.message
+    assert len(info.value.message) > 30 and str(info.value) == info.value.message
+    return info.value
