@@ -1,0 +1,122 @@
+"""Bulk annotation imports through HTTP (COCO keypoints JSON, ISBI/CL-Detection text), matched to uploaded
+studies by the digest of their file names; all or nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import Api
+from .test_api_core import assert_problem
+from .test_studies_annotations import _project_with_set, upload
+
+
+def _isbi_points(data_root: Path, image_id: str, codes: list[str]) -> dict[str, tuple[float, float]]:
+    from models.datasets import load_dataset
+
+    ds = load_dataset(data_root / "isbi2015")
+    kp = ds.keypoints([image_id], codes, "senior")[0]
+    return {c: (float(x), float(y)) for c, (x, y) in zip(codes, kp, strict=True)}
+
+
+def test_import_coco_and_isbi_text(api: Api, data_root: Path) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = _project_with_set(api, admin)
+    ids = ["001", "002"]
+    studies = {}
+    for i in ids:
+        r = upload(api, admin, (data_root / "isbi2015" / "images" / f"{i}.jpg").read_bytes(), f"{i}.jpg")
+        studies[i] = r.json()["id"]
+    truth = {i: _isbi_points(data_root, i, ["S", "N"]) for i in ids}
+    coco = {
+        "images": [{"id": n, "file_name": f"{i}.jpg", "width": 968, "height": 1200} for n, i in enumerate(ids)],
+        "categories": [{"id": 1, "name": "ceph", "keypoints": ["S", "N"]}],
+        "annotations": [
+            {
+                "id": n,
+                "image_id": n,
+                "category_id": 1,
+                # COCO's origin is the image corner: pixel centres sit at +0.5.
+                "keypoints": [truth[i]["S"][0] + 0.5, truth[i]["S"][1] + 0.5, 2, 0, 0, 0],
+            }
+            for n, i in enumerate(ids)
+        ],
+    }
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    r = api.client.post(f"{url}/import?format=coco", files={"files": ("a.json", json.dumps(coco).encode())}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["imported"] == 2
+    first = next(a for a in r.json()["annotations"] if a["study_id"] == studies["001"])
+    assert first["source"] == "import:coco" and [p["code"] for p in first["points"]] == ["S"]  # N had v = 0
+    assert (first["points"][0]["x"], first["points"][0]["y"]) == pytest.approx(truth["001"]["S"])
+    text = {f"{i}.txt": ("\n".join(f"{x},{y}" for x, y in truth[i].values()) + "\nextra line\n").encode() for i in ids}
+    r = api.client.post(f"{url}/import?format=isbi", files=[("files", (n, d)) for n, d in text.items()], headers=h)
+    assert r.status_code == 201, r.text
+    current = {a["study_id"]: a for a in api.client.get(url, headers=h).json()}
+    assert {current[studies[i]]["version"] for i in ids} == {2}
+    n_point = next(p for p in current[studies["002"]]["points"] if p["code"] == "N")
+    assert (n_point["x"], n_point["y"]) == pytest.approx(truth["002"]["N"])
+
+
+def _coco_with(annotations: object) -> bytes:
+    """A COCO document of one image and a one-keypoint ("S") category with these annotations."""
+    doc = {"images": [{"id": 1, "file_name": "001.jpg"}], "categories": [{"id": 1, "keypoints": ["S"]}]}
+    return json.dumps({**doc, "annotations": annotations}).encode()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "files", "contains"),
+    [
+        ("coco", [("a.json", b"{not json")], "COCO"),
+        (
+            "coco",
+            [
+                (
+                    "a.json",
+                    json.dumps(
+                        {
+                            "images": [{"id": 1, "file_name": "nope.jpg"}],
+                            "categories": [{"id": 1, "keypoints": ["S"]}],
+                            "annotations": [{"image_id": 1, "category_id": 1, "keypoints": [1, 1, 2]}],
+                        }
+                    ).encode(),
+                )
+            ],
+            "nope.jpg",
+        ),
+        (
+            "coco",
+            [
+                (
+                    "a.json",
+                    json.dumps(
+                        {
+                            "images": [{"id": 1, "file_name": "001.jpg"}],
+                            "categories": [{"id": 1, "keypoints": ["Q"]}],
+                            "annotations": [],
+                        }
+                    ).encode(),
+                )
+            ],
+            "no annotation",
+        ),
+        ("coco", [("a.json", _coco_with(5))], "must be a list"),
+        ("coco", [("a.json", _coco_with(None))], "must be a list"),
+        ("coco", [("a.json", b"[" * 100_000 + b"]" * 100_000)], "nested too deeply"),
+        ("coco", [("a.json", _coco_with([{"image_id": 1, "category_id": 1, "keypoints": [1, 2, 0]}]))], "labels no"),
+        ("isbi", [("001.txt", b"1,2\n")], "lines"),
+        ("isbi", [("001.txt", b"1,2\nfoo,bar\n")], "x,y"),
+        ("isbi", [("001.txt", b"1,2\n5000,1\n")], "outside"),
+    ],
+)
+def test_bad_imports_store_nothing(api: Api, data_root: Path, fmt: str, files: list, contains: str) -> None:
+    _, admin = api.clinic()
+    pid = _project_with_set(api, admin)
+    upload(api, admin, (data_root / "isbi2015" / "images" / "001.jpg").read_bytes(), "001.jpg")
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    r = api.client.post(f"{url}/import?format={fmt}", files=[("files", f) for f in files], headers=api.headers(admin))
+    assert_problem(r, 422, None, contains)
+    assert api.client.get(url, headers=api.headers(admin)).json() == []
