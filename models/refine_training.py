@@ -149,9 +149,7 @@ def train_crop_network(
     rc = train.refine
     device = next(student.parameters()).device
     codec = crop_codec(config, student.stride)
-    # The strategy's loss, with the local stage's own distillation weight; l_FD and l_KA belong to the first stage.
-    alpha = train.alpha if rc.alpha is None else rc.alpha
-    loss_config = dataclasses.replace(train, feature_weight=0.0, alpha=alpha)
+    loss_config = _loss_config(train)
     num_old = task.num_old if teacher is not None and strategy in DISTILLING else 0
     optimizer = torch.optim.Adam(student.parameters(), lr=rc.lr)
     schedule = warmup_cosine(rc.iterations, max(1, min(50, rc.iterations // 10)))
@@ -189,6 +187,13 @@ def train_crop_network(
     result.seconds = time.perf_counter() - t0
     student.eval()
     return result
+
+
+def _loss_config(train: TrainConfig) -> TrainConfig:
+    """The strategy's loss settings for crops: the local stage's own distillation weight (when it has one), and
+    no l_FD (l_KA is the first stage's too: crop batches hold no triplet)."""
+    alpha = train.alpha if train.refine.alpha is None else train.refine.alpha
+    return dataclasses.replace(train, feature_weight=0.0, alpha=alpha)
 
 
 def _resume(
