@@ -12,7 +12,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import torch
@@ -361,16 +361,29 @@ def reap_stale_jobs(settings: Settings) -> list[uuid.UUID]:
     factory = session_factory(settings.resolved_database_url)
     stale = utcnow() - timedelta(seconds=settings.job_stale_after_s)
     with factory() as session:
-        rows = list(
-            session.scalars(
-                select(TrainingJob).where(TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < stale)
+        candidates = session.execute(
+            select(TrainingJob.id, TrainingJob.heartbeat_at).where(
+                TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < stale
             )
-        )
-        for job in rows:
-            beat = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
-            job.status = JobStatus.failed
-            job.error = f"the worker stopped responding (last heartbeat {beat}); retry to resume"
-            job.finished_at = utcnow()
-            job.log = (job.log or "") + f"failed: {job.error}\n"
+        ).all()
+        reaped = [job_id for job_id, beat in candidates if fail_if_still_stale(session, job_id, beat, stale)]
         session.commit()
-        return [j.id for j in rows]
+        return reaped
+
+
+def fail_if_still_stale(session: Session, job_id: uuid.UUID, beat: datetime | None, stale: datetime) -> bool:
+    """Fail the job only if it is still running without a heartbeat since `stale` (a conditional UPDATE: a worker
+    that beat after the reaper looked keeps its job). Whether it was failed; the caller commits."""
+    when = beat.isoformat(timespec="seconds") if beat else "never"
+    error = f"the worker stopped responding (last heartbeat {when}); retry to resume"
+    result = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < stale)
+        .values(
+            status=JobStatus.failed,
+            error=error,
+            finished_at=utcnow(),
+            log=func.coalesce(TrainingJob.log, "") + f"failed: {error}\n",
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

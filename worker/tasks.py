@@ -16,6 +16,7 @@ from celery.signals import beat_embedded_init, worker_ready
 from models.precision import resolve_precision, set_torch_threads
 from models.trainer import resolve_device
 from server.settings import get_settings
+from server.training.queue import TASK_PREDICT_JOB, TASK_TRAIN_JOB
 
 from .celery_app import celery_app
 from .jobs import Outcome, reap_stale_jobs, run_training_job
@@ -24,8 +25,6 @@ from .requeue import requeue_lost_jobs
 from .sweep import sweep_orphan_blobs
 
 log = logging.getLogger("kamp.worker")
-TASK_TRAIN_JOB = "kamp.train_job"
-TASK_PREDICT_JOB = "kamp.predict_job"
 TASK_REAP = "kamp.reap_stale_jobs"
 #: Seconds between two looks for running jobs whose worker died.
 REAP_EVERY_S = 60.0

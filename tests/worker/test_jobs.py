@@ -397,3 +397,34 @@ def test_two_clinics_jobs_interleave_on_one_worker(api: Api, data_root: Path) ->
             ran.append(name)
     assert ran == ["A0", "B0", "A1"]
     assert ("A1", Outcome.deferred) in outcomes and ("B0", Outcome.deferred) not in outcomes
+
+
+def test_the_reaper_spares_a_job_whose_worker_beat_after_it_looked(api: Api) -> None:
+    """The reaper reads the stale jobs, then fails each with a conditional UPDATE: a heartbeat written between the
+    two (the worker was only slow) keeps the job running."""
+    from worker.jobs import fail_if_still_stale
+
+    h, pid = _project(api)
+    api.client.post(f"/v1/projects/{pid}/landmark-sets", headers=h, json={"landmarks": [{"code": "S"}]})
+    job_id = _queue_job(api, pid, 0)
+    factory = api.client.app.state.session_factory
+    long_ago = utcnow() - timedelta(hours=1)
+    with factory() as session:
+        job = session.get(TrainingJob, job_id)
+        job.status, job.heartbeat_at = JobStatus.running, long_ago
+        session.commit()
+    stale = utcnow() - timedelta(seconds=api.settings.job_stale_after_s)
+    with factory() as session:  # the worker beats after the reaper read the stale list
+        session.get(TrainingJob, job_id).heartbeat_at = utcnow()
+        session.commit()
+    with factory() as session:
+        assert not fail_if_still_stale(session, job_id, long_ago, stale)
+        session.commit()
+        assert session.get(TrainingJob, job_id).status == JobStatus.running
+    with factory() as session:  # silent again: now it is failed, with the reason in its log
+        session.get(TrainingJob, job_id).heartbeat_at = long_ago
+        session.commit()
+    assert reap_stale_jobs(api.settings) == [job_id]
+    with factory() as session:
+        job = session.get(TrainingJob, job_id)
+        assert job.status == JobStatus.failed and "stopped responding" in job.error and job.log.endswith("resume\n")
