@@ -42,6 +42,7 @@ from .fairness import should_step_aside
 from .lease import Lease, LeaseLost, claim
 from .lineage import promoted_version
 from .progress import JobProgress, planned_stages, stage_iterations
+from .state_files import claimed_state, remove_states
 from .versions import record_version, triplet_text, with_associations
 
 log = logging.getLogger("kamp.worker")
@@ -195,6 +196,7 @@ def _train(
         session, job, lease, project, parent_version, key, checkpoint, report,
         validation.report(steps) | {"gate": gate}, passes, reason,
     )  # fmt: skip
+    remove_states(Path(settings.data_dir) / "training-state", job.set_id)
     return Outcome.succeeded
 
 
@@ -212,7 +214,7 @@ def _fit(
     parent_number: int | None,
 ) -> tuple[Checkpoint, TrainReport]:
     """The step trained on its own training studies (IKL: earlier steps' images may be gone), resumable from
-    the set's training-state file."""
+    the set's training-state file (this claim's own, worker.state_files)."""
     data = set_data(session, blobs, landmark_set, "train")
     if len(data) == 0:
         raise RuntimeError(f"landmark set {job.step} has no annotated training study")
@@ -231,7 +233,7 @@ def _fit(
         refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
         names={lm.code: lm.name for lm in landmark_set.landmarks},
         progress=progress,
-        state_path=Path(settings.data_dir) / "training-state" / f"{job.set_id}.state",
+        state_path=claimed_state(Path(settings.data_dir) / "training-state", job.set_id, lease.token),
     )
 
 

@@ -1,0 +1,33 @@
+"""Each claim of a training job trains into its own training-state file, `<set id>.<lease>.state`, taken over
+from the newest file an earlier claim of the same landmark set left (a rename: atomic on one file system). A
+worker that lost its lease (paused, reaped, its job retried elsewhere) can then only write its own file, never
+the one the new claim resumes from and saves into; its last save before its next progress write stops it is
+left over and removed when a claim of the set succeeds."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+def claimed_state(folder: Path, set_id: uuid.UUID, lease: int) -> Path:
+    """The state file of this claim, holding the newest earlier claim's state (renamed) when there is one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mine = folder / f"{set_id}.{lease}.state"
+    earlier = [p for p in _states(folder, set_id) if p != mine]
+    if earlier and not mine.exists():
+        newest = max(earlier, key=lambda p: p.stat().st_mtime)
+        os.replace(newest, mine)
+    return mine
+
+
+def remove_states(folder: Path, set_id: uuid.UUID) -> None:
+    """Every state file of the set (a claim succeeded: none is needed any more)."""
+    for path in _states(folder, set_id):
+        path.unlink(missing_ok=True)
+
+
+def _states(folder: Path, set_id: uuid.UUID) -> list[Path]:
+    # `<set>.state` is the name before files were per claim: still taken over, once.
+    return [p for p in [*folder.glob(f"{set_id}.*.state"), folder / f"{set_id}.state"] if p.is_file()]
