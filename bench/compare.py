@@ -40,11 +40,12 @@ def compare(evals: Path, a: str, b: str, landmark_step: dict[str, int], steps: i
         path = evals / eval_name(name, seed, t)
         return json.loads(path.read_text()) if path.is_file() else None
 
-    seeds = sorted(int(EVAL.fullmatch(p.name)["seed"]) for p in evals.glob(f"{a}-seed*-step{last}.json"))
+    matches = (EVAL.fullmatch(p.name) for p in evals.glob(f"{a}-seed*-step{last}.json"))
+    seeds = sorted(int(m["seed"]) for m in matches if m is not None)
     seeds = [s for s in seeds if load(b, s, last) is not None]
     if not seeds:
         raise ValueError(f"no seed where both {a} and {b} reached step {last}")
-    cells: dict[tuple[int, bool], dict[str, list[float]]] = {}
+    cells: dict[tuple[int, bool], dict[str, list[Any]]] = {}
     unit = "mm"
     for seed in seeds:
         anchored = {tr[0] for t in range(1, steps) for tr in (load(a, seed, t) or {}).get("triplets", [])}

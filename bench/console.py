@@ -134,7 +134,7 @@ def main() -> None:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1280, "height": 860})
-                signin = []
+                signin: list[float] = []
                 for _ in range(5):
                     t0 = time.perf_counter()
                     page.goto(f"{url}/?{len(signin)}")

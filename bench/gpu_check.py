@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     flops = network_flops(net.train(), profile.input_size, backward=True) + network_flops(
         net.eval(), profile.input_size, backward=False
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, precision, compiled in VARIANTS:
         if compiled and args.skip_compile:
             continue

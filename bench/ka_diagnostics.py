@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ WAYS = ("teacher", "ka_teacher", "ka_student", "student", "ka_target_gap")
 
 @torch.inference_mode()
 def _locate(
-    model: LandmarkNet, fitted: FittedKANet, codec: HeatmapCodec, images: list[np.ndarray], keypoints: np.ndarray
+    model: LandmarkNet, fitted: FittedKANet, codec: HeatmapCodec, images: Sequence[np.ndarray], keypoints: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """((N, T, 2) the model's own predictions of each triplet's old landmark, (N, T, 2) KA-Net's reading of the
     model's features given the new landmarks' labels), image pixels, in KA-Net's precision (the step's; `model`

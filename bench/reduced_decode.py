@@ -68,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                 if wanted is not None:
                     reductions.add(image.reduction)
     whole, reduced = np.stack(points["whole"]), np.stack(points["reduced"])
-    mre = {k: float(np.nanmean(radial_errors(v, labels.keypoints, labels.spacing_mm))) for k, v in points.items()}
+    mre = {
+        k: float(np.nanmean(radial_errors(np.stack(v), labels.keypoints, labels.spacing_mm))) for k, v in points.items()
+    }
     shift = radial_errors(reduced, whole, labels.spacing_mm)
     result = {
         "machine": machine(),
         "protocol": args.protocol,
         "checkpoint": str(args.checkpoint),
-        "input_size": list(at_least),
+        "input_size": list(at_least) if at_least else None,
         "images": len(ids),
         "reductions": sorted(reductions),
         "mre_mm": mre,

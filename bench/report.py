@@ -112,7 +112,7 @@ def aggregate(results: dict[str, dict[int, IncrementalResult]]) -> dict[str, Any
     for strategy, by_seed in results.items():
         steps = min(r.num_steps for r in by_seed.values())
         last = steps - 1
-        per_seed = {}
+        per_seed: dict[int, dict[str, Any]] = {}
         for seed, r in by_seed.items():
             per_seed[seed] = {
                 "E": step_matrix(r),

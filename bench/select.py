@@ -186,8 +186,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
     for t in steps:
         data = step_data(protocol, runner.ds, args.strategy, t, profile.max_step_images)
         tr, va = split(len(data), args.val_fraction, args.seed)
-        trains[t] = data.subset(tr)
-        vals[t] = data.subset(va).select(protocol.steps[t].landmarks)
+        trains[t] = data.subset(tr.tolist())
+        vals[t] = data.subset(va.tolist()).select(protocol.steps[t].landmarks)
     precision = profile.precision
     reference = drift_labels(previous, vals[args.step], precision)
     span = f"{args.step}" if through == args.step else f"{args.step}-{through}"
