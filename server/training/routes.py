@@ -11,15 +11,14 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from ..auth import AdminDep, Principal, ReaderDep, require
-from ..db.base import utcnow
-from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
+from ..db.entities import ModelVersion, Project, Role, TrainingJob, VersionStatus
 from ..deps import SessionDep, SettingsDep
 from ..problems import Problem, not_found
 from ..projects import repository as projects
 from ..projects.params import StepPath
 from ..storage import blob_store
 from . import repository as repo
-from .bounds import check_bounds
+from . import service
 from .queue import dispatch
 from .schemas import (
     LOG_TAIL_LINES,
@@ -31,8 +30,6 @@ from .schemas import (
     VersionHistory,
     VersionOut,
     VersionSummary,
-    merge_training,
-    validate_training,
 )
 
 #: Who may cancel a job: its clinic's admin, or the system key (any clinic's).
@@ -131,34 +128,6 @@ def _dispatch(request: Request, session: Session, job: TrainingJob) -> None:
     dispatch(session, job, request.app.state.enqueue, retry="retry it later")
 
 
-def _new_job(
-    project: Project, set_id: uuid.UUID, step: int, strategy: str, config: dict, **fields: object
-) -> TrainingJob:
-    return TrainingJob(
-        project_id=project.id,
-        set_id=set_id,
-        step=step,
-        status=JobStatus.queued,
-        strategy=strategy,
-        config=config,
-        progress={},
-        cancel_requested=False,
-        **fields,
-    )
-
-
-def _refuse_second_job(session: Session, set_id: uuid.UUID, step: int) -> None:
-    running = repo.active_job(session, set_id)
-    if running is not None:
-        raise Problem(
-            409,
-            f"landmark set {step} has a {running.status.value} training job already ({running.id}); "
-            "cancel it or wait for it",
-            slug="job-in-progress",
-            extra={"job_id": str(running.id)},
-        )
-
-
 @router.post(
     "/v1/projects/{project_id}/landmark-sets/{step}/submit",
     status_code=202,
@@ -178,39 +147,9 @@ def submit(
     """Queue the training of landmark set `step`: a new model version that learns the set's landmarks and keeps
     the earlier ones. Steps train in order: step k may be queued while step k-1 is still queued or running
     (the worker waits for it), but not before step k-1 was ever submitted."""
-    body = body or SubmitIn()
-    project = repo.lock_project(session, principal.clinic(), project_id)
-    landmark_set = projects.get_set(session, project, step)
-    try:
-        config = validate_training(merge_training(project.training or {}, body.training or {}))
-        check_bounds(config, settings.training_bounds)
-    except ValueError as exc:
-        raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
-    _refuse_second_job(session, landmark_set.id, step)
-    if not repo.has_annotated_train_study(session, landmark_set.id):
-        raise Problem(
-            422,
-            f"landmark set {step} has no annotated study with the train role yet; annotate studies first",
-            slug="no-training-data",
-        )
-    if step > 0 and not repo.step_submitted(session, project.id, step - 1):
-        raise Problem(
-            409,
-            f"landmark set {step - 1} was never submitted for training; steps are trained in order",
-            slug="step-out-of-order",
-        )
-    log = f"submitted: {body.reason}\n" if body.reason else ""
-    job = _new_job(
-        project,
-        landmark_set.id,
-        step,
-        body.strategy or project.strategy,
-        config,
-        attempt=1,
-        log=log,
-        created_by=principal.key_id,
+    job = service.submit_job(
+        session, settings, principal.clinic(), project_id, step, body or SubmitIn(), principal.key_id
     )
-    session.add(job)
     _dispatch(request, session, job)
     return _job_out(job)
 
@@ -244,42 +183,16 @@ def cancel_job(job_id: uuid.UUID, response: Response, session: SessionDep, princ
     ends cancelled when the worker sees it. A finished job answers 409. A clinic's admin cancels its own jobs;
     the system key, any clinic's (an operator must be able to stop a job that holds the shared workers)."""
     clinic = None if principal.role == Role.system else principal.clinic()
-    job = repo.get_job(session, clinic, job_id, for_update=True)
-    job.log = (job.log or "") + f"cancel requested with the {principal.role.value} key {principal.name!r}\n"
-    if job.status == JobStatus.queued:
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-    elif job.status == JobStatus.running:
-        job.cancel_requested = True
+    job, running = service.cancel_job(session, clinic, job_id, principal.role, principal.name)
+    if running:
         response.status_code = 202
-    else:
-        raise Problem(409, f"the job has finished ({job.status.value}); nothing to cancel", slug="job-finished")
-    session.commit()
     return _job_out(job)
 
 
 @router.post("/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut, tags=["jobs"], responses=_QUEUE_DOWN)
 def retry_job(request: Request, job_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> JobOut:
     """A failed or cancelled job again, as a new job (attempt + 1) with the same strategy and configuration."""
-    old = repo.get_job(session, principal.clinic(), job_id)
-    project = repo.lock_project(session, principal.clinic(), old.project_id)
-    session.refresh(old)
-    if old.status not in (JobStatus.failed, JobStatus.cancelled):
-        raise Problem(
-            409, f"only a failed or cancelled job can be retried; this one is {old.status.value}", slug="not-retryable"
-        )
-    _refuse_second_job(session, old.set_id, old.step)
-    job = _new_job(
-        project,
-        old.set_id,
-        old.step,
-        old.strategy,
-        dict(old.config),
-        attempt=old.attempt + 1,
-        log=f"retry of job {old.id} (attempt {old.attempt})\n",
-        created_by=principal.key_id,
-    )
-    session.add(job)
+    job = service.retry_job(session, principal.clinic(), job_id, principal.key_id)
     _dispatch(request, session, job)
     return _job_out(job)
 
@@ -305,47 +218,18 @@ def get_version(version_id: uuid.UUID, session: SessionDep, principal: ReaderDep
     return _version_detail(session, repo.get_version(session, principal.clinic(), version_id))
 
 
-def _locked_version(session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
-    """The version, re-read after its project's row is locked (so its status is the committed one)."""
-    version = repo.get_version(session, clinic_id, version_id)
-    repo.lock_project(session, clinic_id, version.project_id)
-    session.refresh(version)
-    return version
-
-
 @router.post("/v1/versions/{version_id}/promote", response_model=VersionDetail, tags=["versions"])
 def promote(version_id: uuid.UUID, body: ReasonIn, session: SessionDep, principal: AdminDep) -> VersionDetail:
     """Make this version the project's only active one (the active one before it is archived). A candidate, a
     version the gate rejected (a recorded human override) or an archived one may be promoted."""
-    version = _locked_version(session, principal.clinic(), version_id)
-    if version.status == VersionStatus.active:
-        raise Problem(409, f"v{version.number} is the active version already", slug="already-active")
-    repo.activate(session, version, action="promoted", actor=str(principal.key_id), reason=body.reason)
-    session.commit()
+    version = service.promote_version(session, principal.clinic(), version_id, str(principal.key_id), body.reason)
     return _version_detail(session, version)
 
 
 @router.post("/v1/versions/{version_id}/rollback", response_model=VersionDetail, tags=["versions"])
 def rollback(version_id: uuid.UUID, body: ReasonIn, session: SessionDep, principal: AdminDep) -> VersionDetail:
     """Make an earlier, archived version active again; the active version is archived."""
-    version = _locked_version(session, principal.clinic(), version_id)
-    if version.status != VersionStatus.archived:
-        raise Problem(
-            409,
-            f"only an archived version can be rolled back to; v{version.number} is {version.status.value}",
-            slug="not-archived",
-        )
-    current = next(
-        (v for v in repo.list_versions(session, version.project_id) if v.status == VersionStatus.active), None
-    )
-    if current is not None and current.number < version.number:
-        raise Problem(
-            409,
-            f"v{version.number} is newer than the active v{current.number}; promote it instead of rolling back",
-            slug="not-earlier",
-        )
-    repo.activate(session, version, action="rolled_back", actor=str(principal.key_id), reason=body.reason)
-    session.commit()
+    version = service.rollback_version(session, principal.clinic(), version_id, str(principal.key_id), body.reason)
     return _version_detail(session, version)
 
 

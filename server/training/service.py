@@ -1,0 +1,167 @@
+"""The training domain's rules, in one place for the routes (and any other caller): submitting, retrying and
+cancelling a step's training job, and promoting or rolling back a version. The worker's gate promotes through
+the same `repository.activate`. Each function leaves the session to its caller's one commit (dispatch, for new
+jobs: the job must be committed before it is enqueued) except where it says it commits."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from ..db.base import utcnow
+from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
+from ..problems import Problem
+from ..projects import repository as projects
+from ..settings import Settings
+from . import repository as repo
+from .bounds import check_bounds
+from .schemas import SubmitIn, merge_training, validate_training
+
+
+def submit_job(
+    session: Session, settings: Settings, clinic_id: uuid.UUID, project_id: uuid.UUID, step: int, body: SubmitIn,
+    created_by: uuid.UUID,
+) -> TrainingJob:  # fmt: skip
+    """A new queued job for landmark set `step` (added, not committed). Steps train in order: step k may be
+    queued while step k-1 is still queued or running (the worker waits for it), not before k-1 was submitted."""
+    project = repo.lock_project(session, clinic_id, project_id)
+    landmark_set = projects.get_set(session, project, step)
+    try:
+        config = validate_training(merge_training(project.training or {}, body.training or {}))
+        check_bounds(config, settings.training_bounds)
+    except ValueError as exc:
+        raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
+    refuse_second_job(session, landmark_set.id, step)
+    if not repo.has_annotated_train_study(session, landmark_set.id):
+        raise Problem(
+            422,
+            f"landmark set {step} has no annotated study with the train role yet; annotate studies first",
+            slug="no-training-data",
+        )
+    if step > 0 and not repo.step_submitted(session, project.id, step - 1):
+        raise Problem(
+            409,
+            f"landmark set {step - 1} was never submitted for training; steps are trained in order",
+            slug="step-out-of-order",
+        )
+    log = f"submitted: {body.reason}\n" if body.reason else ""
+    job = new_job(
+        project, landmark_set.id, step, body.strategy or project.strategy, config,
+        attempt=1, log=log, created_by=created_by,
+    )  # fmt: skip
+    session.add(job)
+    return job
+
+
+def retry_job(session: Session, clinic_id: uuid.UUID, job_id: uuid.UUID, created_by: uuid.UUID) -> TrainingJob:
+    """A failed or cancelled job again, as a new queued job (attempt + 1, same strategy and configuration;
+    added, not committed). Its training state lets it resume."""
+    old = repo.get_job(session, clinic_id, job_id)
+    project = repo.lock_project(session, clinic_id, old.project_id)
+    session.refresh(old)
+    if old.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise Problem(
+            409, f"only a failed or cancelled job can be retried; this one is {old.status.value}", slug="not-retryable"
+        )
+    refuse_second_job(session, old.set_id, old.step)
+    job = new_job(
+        project, old.set_id, old.step, old.strategy, dict(old.config),
+        attempt=old.attempt + 1, log=f"retry of job {old.id} (attempt {old.attempt})\n", created_by=created_by,
+    )  # fmt: skip
+    session.add(job)
+    return job
+
+
+def cancel_job(
+    session: Session, clinic_id: uuid.UUID | None, job_id: uuid.UUID, role: Role, key_name: str
+) -> tuple[TrainingJob, bool]:
+    """Cancel a queued job at once, or ask a running one to stop (it ends cancelled when its worker sees it);
+    committed. (the job, whether it is still running). A finished job: 409. `clinic_id` None: any clinic's."""
+    job = repo.get_job(session, clinic_id, job_id, for_update=True)
+    job.log = (job.log or "") + f"cancel requested with the {role.value} key {key_name!r}\n"
+    running = job.status == JobStatus.running
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+    elif running:
+        job.cancel_requested = True
+    else:
+        raise Problem(409, f"the job has finished ({job.status.value}); nothing to cancel", slug="job-finished")
+    session.commit()
+    return job, running
+
+
+def promote_version(
+    session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID, actor: str, reason: str
+) -> ModelVersion:
+    """Make the version the project's only active one (the active one archived, both recorded); committed. A
+    candidate, a version the gate rejected (a recorded human override) or an archived one may be promoted."""
+    version = locked_version(session, clinic_id, version_id)
+    if version.status == VersionStatus.active:
+        raise Problem(409, f"v{version.number} is the active version already", slug="already-active")
+    repo.activate(session, version, action="promoted", actor=actor, reason=reason)
+    session.commit()
+    return version
+
+
+def rollback_version(
+    session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID, actor: str, reason: str
+) -> ModelVersion:
+    """Make an earlier, archived version active again (the active one archived, both recorded); committed."""
+    version = locked_version(session, clinic_id, version_id)
+    if version.status != VersionStatus.archived:
+        raise Problem(
+            409,
+            f"only an archived version can be rolled back to; v{version.number} is {version.status.value}",
+            slug="not-archived",
+        )
+    current = next(
+        (v for v in repo.list_versions(session, version.project_id) if v.status == VersionStatus.active), None
+    )
+    if current is not None and current.number < version.number:
+        raise Problem(
+            409,
+            f"v{version.number} is newer than the active v{current.number}; promote it instead of rolling back",
+            slug="not-earlier",
+        )
+    repo.activate(session, version, action="rolled_back", actor=actor, reason=reason)
+    session.commit()
+    return version
+
+
+def locked_version(session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
+    """The version, re-read after its project's row is locked (so its status is the committed one)."""
+    version = repo.get_version(session, clinic_id, version_id)
+    repo.lock_project(session, clinic_id, version.project_id)
+    session.refresh(version)
+    return version
+
+
+def new_job(
+    project: Project, set_id: uuid.UUID, step: int, strategy: str, config: dict, **fields: object
+) -> TrainingJob:
+    return TrainingJob(
+        project_id=project.id,
+        set_id=set_id,
+        step=step,
+        status=JobStatus.queued,
+        strategy=strategy,
+        config=config,
+        progress={},
+        cancel_requested=False,
+        **fields,
+    )
+
+
+def refuse_second_job(session: Session, set_id: uuid.UUID, step: int) -> None:
+    """409 while the set has a queued or running job."""
+    running = repo.active_job(session, set_id)
+    if running is not None:
+        raise Problem(
+            409,
+            f"landmark set {step} has a {running.status.value} training job already ({running.id}); "
+            "cancel it or wait for it",
+            slug="job-in-progress",
+            extra={"job_id": str(running.id)},
+        )
