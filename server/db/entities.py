@@ -166,30 +166,37 @@ class VersionStatus(enum.StrEnum):
     archived = "archived"
 
 
-class TrainingJob(IdMixin, Base):
-    """Training of one landmark set (step) of a project: queued -> running -> succeeded | failed | cancelled."""
+class JobMixin:
+    """What every job shares, training or prediction: its project, its life (queued -> running -> succeeded |
+    failed | cancelled), the worker's lease, heartbeat and times, who made it, its queue task, its error. One
+    claim, heartbeat, reap and finish rule reads these (worker.lease, worker.requeue)."""
 
-    __tablename__ = "training_jobs"
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
-    set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("landmark_sets.id"), index=True)
-    step: Mapped[int] = mapped_column(Integer)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=20), index=True)
-    strategy: Mapped[str] = mapped_column(String(40))
-    #: TrainConfig fields as the job was created (project defaults + request overrides).
-    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: {"stage", "iteration", "total", "eta_s", "losses"} while running.
-    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    log: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text)
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
     #: Taken anew by every claim of the row (worker.lease): the worker holding it is the only one that writes.
     lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     started_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class TrainingJob(JobMixin, IdMixin, Base):
+    """Training of one landmark set (step) of a project: queued -> running -> succeeded | failed | cancelled."""
+
+    __tablename__ = "training_jobs"
+    set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("landmark_sets.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(40))
+    #: TrainConfig fields as the job was created (project defaults + request overrides).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: {"stage", "iteration", "total", "eta_s", "losses", "overall", "overall_eta_s", "curve"} while running.
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    log: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
     model_version_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("model_versions.id"))
 
 
@@ -213,16 +220,14 @@ class ModelVersion(IdMixin, Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
 
-class PredictionJob(IdMixin, Base):
+class PredictionJob(JobMixin, IdMixin, Base):
     """Prediction on many images by a worker: queued -> running -> succeeded | failed.
 
     The model version is fixed at submission, so a later promotion does not change a job's answers. The images
     are kept as blobs only until the job finishes; the results stay, as one JSON blob."""
 
     __tablename__ = "prediction_jobs"
-    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
     model_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("model_versions.id"))
-    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=20), index=True)
     total: Mapped[int] = mapped_column(Integer)
     done: Mapped[int] = mapped_column(Integer, default=0)
     #: One per image, in upload order: {"blob", "filename", "width", "height", "spacing": [x, y] | None,
@@ -230,14 +235,6 @@ class PredictionJob(IdMixin, Base):
     inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     #: The JSON list of predictions (the /predict/batch schema), once succeeded.
     result_blob: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[str | None] = mapped_column(Text)
-    celery_task_id: Mapped[str | None] = mapped_column(String(64))
-    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
-    started_at: Mapped[datetime | None]
-    #: Taken anew by every claim of the row (worker.lease).
-    lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    heartbeat_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
 
 
 class VersionEvent(IdMixin, Base):
