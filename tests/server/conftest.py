@@ -1,11 +1,13 @@
 """Service tests run twice: on SQLite (the embedded default) and on the machine's real PostgreSQL.
 
-Every test gets a fresh, migrated database, so tests never see each other's rows."""
+Every test gets a fresh database at the migrations' head (a copy of one migrated once per session), so tests never
+see each other's rows."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import threading
 import time
@@ -29,15 +31,50 @@ from server.settings import Settings
 PG_ADMIN_URL = os.environ.get("KAMP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'kamp.db'}"
-        return
-    name = f"kamp_test_{uuid.uuid4().hex[:12]}"
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated once per session; each test gets a copy of the file."""
+    path = tmp_path_factory.mktemp("template") / "kamp.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A PostgreSQL database migrated once per session; each test's database is created from it (TEMPLATE)."""
+    name = f"kamp_template_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    from server.db.session import session_factory
+
+    session_factory.cache_clear()
+    engine = create_engine(url)
+    engine.dispose()  # no connection may stay open on a template
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database already at the migrations' head: a copy of the session's migrated template (the tests'
+    own `upgrade` calls then find nothing to do)."""
+    if request.param == "sqlite":
+        target = tmp_path / "kamp.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        yield f"sqlite:///{target}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = f"kamp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     try:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
