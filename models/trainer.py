@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,57 +262,34 @@ def _forward(run: _StepRun, batch: Batch) -> StepOutputs:
 
 
 def _fit_local(run: _StepRun) -> LandmarkNet:
-    """The step's crop network (see _stage_local), resumable from the state's "refine" part."""
-    assert run.refine is not None
-    state = run.state
-    refine_state = state.get("refine") if state is not None and state.get("stage") == "refine" else None
-
-    def save_refine(partial: dict[str, Any]) -> None:
-        run.save("refine", student=run.student.state_dict(), refine=partial)
-
-    return _stage_local(
-        run.previous, run.teacher, run.prepared, run.data, run.strategy, run.config, run.refine, run.device,
-        run.precision, run.rng, run.timer, refine_state, save_refine, run.report,
-    )  # fmt: skip
-
-
-def _stage_local(
-    previous: Checkpoint | None,
-    teacher: LandmarkNet | None,
-    prepared: PreparedData,
-    data: StepData,
-    strategy: str,
-    config: TrainConfig,
-    refine: RefineConfig,
-    device: torch.device,
-    precision: Resolved,
-    rng: np.random.Generator,
-    timer: StepTimer,
-    state: dict[str, Any] | None,
-    save: Callable[[dict[str, Any]], None],
-    report: TrainReport,
-) -> LandmarkNet:
     """Train the step's crop network (models.refine_training): from the previous one (or fresh), its head grown
-    by the step's new landmarks; distilling from the previous one on crops around the teacher's estimates."""
-    if previous is not None and previous.refine is not None and config.init == "previous":
-        crop_net = previous.build_crop_network(device).train()
+    by the step's new landmarks; distilling from the previous one on crops around the teacher's estimates;
+    resumable from the training state's "refine" part."""
+    previous, refine, report = run.previous, run.refine, run.report
+    assert refine is not None
+    if previous is not None and previous.refine is not None and run.config.init == "previous":
+        crop_net = previous.build_crop_network(run.device).train()
     else:
-        crop_net = build_crop_network(refine, previous.step_sizes if previous else []).to(device)
+        crop_net = build_crop_network(refine, previous.step_sizes if previous else []).to(run.device)
     if report.new_codes:
         crop_net.head.grow(len(report.new_codes))
-    prepare_module(crop_net, precision)
-    crop_teacher = None
-    estimates = None
-    if teacher is not None and previous is not None and previous.refine is not None and report.old_codes:
-        crop_teacher = previous.build_frozen_crop_network(device, precision)
-        estimates = teacher_points(teacher, prepared, precision)
-    task = make_task(data, prepared.codes, estimates, len(report.old_codes), refine, device)
+    prepare_module(crop_net, run.precision)
+    crop_teacher = estimates = None
+    if run.teacher is not None and previous is not None and previous.refine is not None and report.old_codes:
+        crop_teacher = previous.build_frozen_crop_network(run.device, run.precision)
+        estimates = teacher_points(run.teacher, run.prepared, run.precision)
+    task = make_task(run.data, run.prepared.codes, estimates, len(report.old_codes), refine, run.device)
+    state = run.state
+    resumed = state.get("refine") if state is not None and state.get("stage") == "refine" else None
 
     def progress(iteration: int, total: int, losses: dict[str, float]) -> None:
-        timer.report("refine", iteration, total, iteration, losses)
+        run.timer.report("refine", iteration, total, iteration, losses)
+
+    def save(partial: dict[str, Any]) -> None:
+        run.save("refine", student=run.student.state_dict(), refine=partial)
 
     result = train_crop_network(
-        crop_net, crop_teacher, task, strategy, refine, config, precision, rng, progress, state, save
+        crop_net, crop_teacher, task, run.strategy, refine, run.config, run.precision, run.rng, progress, resumed, save
     )
     report.refine_history = result.history
     return crop_net
