@@ -4,16 +4,18 @@ no temporary files; equal content is stored once (a HEAD before the PUT)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from urllib.parse import urlparse
+
+import boto3
+from botocore.exceptions import ClientError
 
 from .storage import StoredFile, check_key
 
 
 class S3BlobStore:
     def __init__(self, bucket: str, prefix: str = "", *, client: Any = None, endpoint_url: str | None = None) -> None:
-        import boto3
-
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
@@ -30,8 +32,6 @@ class S3BlobStore:
         return self.prefix + check_key(key)
 
     def put(self, data: bytes) -> str:
-        import hashlib
-
         key = hashlib.sha256(data).hexdigest()
         if not self.exists(key):
             self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)
@@ -45,8 +45,6 @@ class S3BlobStore:
         return bytes(answer["Body"].read())
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._name(key))
         except ClientError as exc:

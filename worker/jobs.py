@@ -13,7 +13,6 @@ import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import torch
 from sqlalchemy import func, select, update
@@ -42,7 +41,7 @@ from .fairness import should_step_aside
 from .lease import Lease, LeaseLost, claim
 from .lineage import promoted_version
 from .progress import JobProgress, planned_stages, stage_iterations
-from .state_files import claimed_state, remove_states
+from .state_files import claimed_state, remove_states, state_folder
 from .versions import record_version, triplet_text, with_associations
 
 log = logging.getLogger("kamp.worker")
@@ -196,7 +195,7 @@ def _train(
         session, job, lease, project, parent_version, key, checkpoint, report,
         validation.report(steps) | {"gate": gate}, passes, reason,
     )  # fmt: skip
-    remove_states(Path(settings.data_dir) / "training-state", job.set_id)
+    remove_states(state_folder(settings.data_dir), job.set_id)
     return Outcome.succeeded
 
 
@@ -233,7 +232,7 @@ def _fit(
         refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
         names={lm.code: lm.name for lm in landmark_set.landmarks},
         progress=progress,
-        state_path=claimed_state(Path(settings.data_dir) / "training-state", job.set_id, lease.token),
+        state_path=claimed_state(state_folder(settings.data_dir), job.set_id, lease.token),
     )
 
 

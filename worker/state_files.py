@@ -11,6 +11,11 @@ import uuid
 from pathlib import Path
 
 
+def state_folder(data_dir: Path) -> Path:
+    """Where the training-state files of a host's claims are: under its data folder (each host's own)."""
+    return Path(data_dir) / "training-state"
+
+
 def claimed_state(folder: Path, set_id: uuid.UUID, lease: int) -> Path:
     """The state file of this claim, holding the newest earlier claim's state (renamed) when there is one."""
     folder.mkdir(parents=True, exist_ok=True)

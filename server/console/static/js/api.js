@@ -78,3 +78,27 @@ export function upload(path, form, onProgress) {
     xhr.send(form);
   });
 }
+
+let openapi = null; // the service's OpenAPI document, read once: the choices the API accepts live there
+
+// The JSON schema of one of the API's components (e.g. "ProjectIn").
+export async function schemaOf(name) {
+  openapi ||= api("/openapi.json").catch((error) => {
+    openapi = null; // not kept: the next call asks again
+    throw error;
+  });
+  return (await openapi).components.schemas[name];
+}
+
+// A stored study predicted by the project's active version (or `versionId`): its display image posted back
+// with the study's spacing, as a client would post the file.
+export function predictStudy(projectId, study, blob, versionId = null) {
+  const form = new FormData();
+  form.append("file", blob, "study.png");
+  if (versionId) form.append("version_id", versionId);
+  if (study.spacing.x_mm && study.spacing.y_mm) {
+    form.append("spacing_x_mm", study.spacing.x_mm);
+    form.append("spacing_y_mm", study.spacing.y_mm);
+  }
+  return api(`/v1/projects/${projectId}/predict`, { method: "POST", form });
+}

@@ -1,7 +1,7 @@
 // The annotation editor: the study at full resolution (zoom, pan, window/level), the step's landmarks to
 // place by click, drag or keyboard, assisted by the active version's predictions, saved as a new version.
 
-import { api, apiBlob } from "../api.js";
+import { api, apiBlob, predictStudy } from "../api.js";
 import { AnnotationState } from "../annotation.js";
 import { busy, fmt, h, replace, showProblem } from "../dom.js";
 import { placeLabels } from "../labels.js";
@@ -270,16 +270,10 @@ async function decodeImage(blob) {
   return createImageBitmap(blob);
 }
 
-// The active version's prediction on this study, or null when there is none (or it cannot predict).
-async function predictStudy(project, study, blob) {
-  const form = new FormData();
-  form.append("file", blob, "study.png");
-  if (study.spacing.x_mm && study.spacing.y_mm) {
-    form.append("spacing_x_mm", study.spacing.x_mm);
-    form.append("spacing_y_mm", study.spacing.y_mm);
-  }
+// The active version's prediction on this study, or null when there is none yet.
+async function assist(project, study, blob) {
   try {
-    return await api(`/v1/projects/${project.id}/predict`, { method: "POST", form });
+    return await predictStudy(project.id, study, blob);
   } catch (error) {
     if (error.status === 409) return null; // no active version yet
     throw error;
@@ -316,7 +310,7 @@ export async function editorView(main, projectId, stepText, studyId) {
   const current = byStudy[studyId]?.[step];
   const saved = current ? Object.fromEntries(current.points.map((p) => [p.code, [p.x, p.y]])) : null;
   const state = new AnnotationState(set.landmarks, saved);
-  const [image, prediction] = await Promise.all([decodeImage(blob), predictStudy(project, study, blob)]);
+  const [image, prediction] = await Promise.all([decodeImage(blob), assist(project, study, blob)]);
   const codes = new Set(set.landmarks.map((l) => l.code));
   const context = prediction ? prediction.landmarks.filter((l) => !codes.has(l.code)) : [];
   const prefilled = prediction ? state.prefill(prediction.landmarks) : 0;

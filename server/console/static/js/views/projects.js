@@ -1,15 +1,8 @@
 // Projects: the clinic's landmark model lines with their active version; admins create new ones.
 
-import { api } from "../api.js";
+import { api, schemaOf } from "../api.js";
 import { can } from "../app.js";
 import { busy, fmt, h, replace } from "../dom.js";
-
-let schema = null; // ProjectIn's JSON schema, from OpenAPI: the choices the API accepts, in one place
-
-async function projectSchema() {
-  if (!schema) schema = (await api("/openapi.json")).components.schemas.ProjectIn;
-  return schema;
-}
 
 function field(label, input) {
   return h("label", { class: "field" }, h("span", {}, label), input);
@@ -36,7 +29,7 @@ function gateOf(maxNew, oldTolerance) {
 }
 
 async function createForm() {
-  const p = (await projectSchema()).properties;
+  const p = (await schemaOf("ProjectIn")).properties;
   const inputs = {
     name: h("input", { id: "project-name", required: true, placeholder: "Lateral ceph" }),
     modality: select("project-modality", p.modality.enum, "cephalometric"),

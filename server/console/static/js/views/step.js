@@ -1,7 +1,7 @@
 // One step: its studies as a grid of thumbnails (this step's, with their train/val role, and the clinic's
 // studies no step of the project uses yet), uploads by drag and drop, and the submission of its training.
 
-import { api, apiBlob, upload } from "../api.js";
+import { api, apiBlob, schemaOf, upload } from "../api.js";
 import { can } from "../app.js";
 import { busy, h, objectUrl, replace } from "../dom.js";
 
@@ -75,7 +75,7 @@ function dropZone(onDone) {
 }
 
 async function submitForm(project, step) {
-  const spec = (await api("/openapi.json")).components.schemas.ProjectIn.properties.strategy.enum;
+  const spec = (await schemaOf("ProjectIn")).properties.strategy.enum;
   const strategy = h("select", { id: "submit-strategy" }, spec.map((s) => h("option", { selected: s === project.strategy }, s)));
   const reason = h("input", { id: "submit-reason", placeholder: "why (kept in the job's log)" });
   const button = h("button", { type: "submit", id: "submit-training" }, `Train step ${step}`);

@@ -2,7 +2,7 @@
 // decision; MRE and SDR per step and per landmark against its parent; promote and roll back with a reason;
 // the audit events; predicted against annotated points on the validation studies.
 
-import { api, apiBlob } from "../api.js";
+import { api, apiBlob, predictStudy } from "../api.js";
 import { can } from "../app.js";
 import { busy, fmt, h, objectUrl, replace } from "../dom.js";
 import { changeBars } from "../chart.js";
@@ -123,14 +123,7 @@ async function validationViewer(version) {
 async function showValidation(version, annotation, panel) {
   const [study, blob] = await Promise.all([api(`/v1/studies/${annotation.study_id}`),
     apiBlob(`/v1/studies/${annotation.study_id}/image`)]);
-  const form = new FormData();
-  form.append("file", blob, "study.png");
-  form.append("version_id", version.id);
-  if (study.spacing.x_mm && study.spacing.y_mm) {
-    form.append("spacing_x_mm", study.spacing.x_mm);
-    form.append("spacing_y_mm", study.spacing.y_mm);
-  }
-  const prediction = await api(`/v1/projects/${version.project_id}/predict`, { method: "POST", form });
+  const prediction = await predictStudy(version.project_id, study, blob, version.id);
   const byCode = Object.fromEntries(prediction.landmarks.map((l) => [l.code, l]));
   const sx = study.spacing.x_mm || 1;
   const sy = study.spacing.y_mm || 1;
