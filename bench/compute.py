@@ -17,9 +17,12 @@ from models.config import Precision
 
 #: The precisions every speed benchmark compares, side by side in one run.
 COMPARED: tuple[Precision, Precision] = ("fp32", "bf16")
-#: FLOPs per cycle per core. AVX-512 fp32: two 16-lane FMA units; AMX bf16: 1024 (Intel's figure for the
-#: tile unit of 4th and 5th generation Xeon); AVX-512 BF16 alone: two 32-lane dot-product units.
-FLOPS_PER_CYCLE = {"fp32": 64, "bf16_amx": 1024, "bf16_avx512": 128}
+#: FLOPs per cycle per core. AVX-512 fp32: two 16-lane FMA units; AVX2 fp32: two 8-lane FMA units (e.g. AMD
+#: Zen 3); AMX bf16: 1024 (Intel's figure for the tile unit of 4th and 5th generation Xeon); AVX-512 BF16 alone:
+#: two 32-lane dot-product units. Without either bf16 unit, bf16 runs at the fp32 peak at best.
+FLOPS_PER_CYCLE = {"fp32_avx512": 64, "fp32_avx2": 32, "bf16_amx": 1024, "bf16_avx512": 128}
+#: The /proc/cpuinfo flags the peak depends on.
+VECTOR_FLAGS = frozenset({"avx512f", "fma", "amx_bf16", "avx512_bf16"})
 
 
 def network_flops(model: nn.Module, input_size: tuple[int, int], *, backward: bool) -> int:
@@ -48,13 +51,23 @@ def cpu_ghz(cpuinfo: str = "/proc/cpuinfo") -> float | None:
 
 
 def cpu_peak_gflops(precision: str, cores: int, flags: frozenset[str], ghz: float | None = None) -> float | None:
-    """Peak GFLOP/s of `cores` cores at `ghz` (default: the nominal clock) for fp32 or bf16 (AMX where the CPU has
-    it), or None where the clock is unknown."""
+    """Peak GFLOP/s of `cores` cores at `ghz` (default: the nominal clock) for fp32 (AVX-512 or AVX2 by `flags`,
+    see ``cpu_vector_flags``) or bf16 (AMX where the CPU has it), or None where the clock is unknown."""
     ghz = ghz or cpu_ghz()
     if ghz is None:
         return None
+    fp32 = "fp32_avx512" if "avx512f" in flags else "fp32_avx2"
+    key = fp32
     if precision == "bf16":
-        key = "bf16_amx" if "amx_bf16" in flags else "bf16_avx512" if "avx512_bf16" in flags else "fp32"
-    else:
-        key = "fp32"
+        key = "bf16_amx" if "amx_bf16" in flags else "bf16_avx512" if "avx512_bf16" in flags else fp32
     return FLOPS_PER_CYCLE[key] * cores * ghz
+
+
+def cpu_vector_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The ``VECTOR_FLAGS`` this CPU reports (empty where /proc/cpuinfo is missing)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "flags:")
+    return frozenset(line.split(":", 1)[1].split()) & VECTOR_FLAGS

@@ -51,7 +51,7 @@ from models.network import LandmarkNet
 from models.precision import autocast, cpu_bf16_flags, prepare_input, set_torch_threads
 from models.refine import build_crop_network
 
-from .compute import COMPARED, cpu_peak_gflops, network_flops
+from .compute import COMPARED, cpu_peak_gflops, cpu_vector_flags, network_flops
 from .ikl import RESULTS, machine
 
 
@@ -101,7 +101,7 @@ def inference_rows(
                         best[precision] = t
             for precision in COMPARED:
                 t = best[precision]
-                peak = cpu_peak_gflops(precision, threads, cpu_bf16_flags())
+                peak = cpu_peak_gflops(precision, threads, cpu_vector_flags())
                 achieved = flops / (t["forward_ms_per_image_batch4"] / 1e3) / 1e9
                 rows.append(
                     {

@@ -25,7 +25,7 @@ from models.precision import cpu_bf16_flags, set_torch_threads
 from models.step_data import StepData
 from models.trainer import train_step
 
-from .compute import COMPARED, cpu_peak_gflops, network_flops
+from .compute import COMPARED, cpu_peak_gflops, cpu_vector_flags, network_flops
 from .ikl import RESULTS, machine
 
 STRATEGIES = {"finetune": "s_per_image", "kamp_ksd_only": "s_per_image_with_teacher"}
@@ -61,7 +61,7 @@ def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root
     rows = []
     for precision in COMPARED:
         s = best[precision, "finetune"]
-        peak = cpu_peak_gflops(precision, args.threads, cpu_bf16_flags())
+        peak = cpu_peak_gflops(precision, args.threads, cpu_vector_flags())
         achieved = flops / s / 1e9
         rows.append(
             {

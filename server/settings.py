@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.config import Precision
 
 if TYPE_CHECKING:
+    from .imaging.types import ImageLimits
     from .training.bounds import TrainingBounds
 
 
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
     #: Largest accepted image, pixels (413 above); checked from the header before decoding.
     max_image_pixels: int = Field(default=60_000_000, gt=0)
+    #: Largest array a decoder may make of one image, bytes (413 above): pixels x samples x bytes per sample,
+    #: checked from the header before decoding (see server.imaging.types.ImageLimits).
+    max_decoded_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     #: Requests per minute per API key (429 above); 0 disables the limit.
     rate_limit_per_minute: int = Field(default=1200, ge=0)
     #: Share of a landmark set's studies that get the validation role (decided by quota as each joins, then frozen).
@@ -103,6 +107,12 @@ class Settings(BaseSettings):
         from .training.bounds import TrainingBounds
 
         return TrainingBounds(self.max_train_iterations, self.max_train_batch_size, self.train_devices)
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        from .imaging.types import ImageLimits
+
+        return ImageLimits(pixels=self.max_image_pixels, decoded_bytes=self.max_decoded_bytes)
 
     @property
     def resolved_database_url(self) -> str:

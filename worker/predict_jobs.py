@@ -116,7 +116,7 @@ def _decode(
         image = decode_image(
             data,
             filename=name,
-            max_pixels=settings.max_image_pixels,
+            limits=settings.image_limits,
             spacing_mm=job_inputs.user_spacing(entry),
             at_least=at_least,
         )

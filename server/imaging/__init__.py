@@ -9,6 +9,7 @@ from server.imaging.types import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
     ImageFormat,
+    ImageLimits,
     SpacingSource,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DecodedImage",
     "ImageFormat",
+    "ImageLimits",
     "ImagingError",
     "ImagingErrorCode",
     "SpacingSource",

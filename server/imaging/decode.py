@@ -23,7 +23,7 @@ from server.imaging.detect import detect_reader
 from server.imaging.dicom import decode_dicom
 from server.imaging.errors import ImagingError
 from server.imaging.raster import decode_raster
-from server.imaging.types import DEFAULT_MAX_PIXELS, DecodedImage
+from server.imaging.types import DEFAULT_LIMITS, DecodedImage, ImageLimits
 from server.imaging.volume import decode_volume
 
 
@@ -31,7 +31,7 @@ def decode_image(
     data: bytes,
     *,
     filename: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limits: ImageLimits = DEFAULT_LIMITS,
     spacing_mm: tuple[float, float] | None = None,
     at_least: tuple[int, int] | None = None,
 ) -> DecodedImage:
@@ -41,7 +41,8 @@ def decode_image(
         data: the whole file as uploaded.
         filename: the client's file name; used in messages and to recognise a MetaImage header, never to
             override what the bytes say.
-        max_pixels: the largest accepted H * W, checked from the header before decoding.
+        limits: the largest accepted image (pixels) and decoded array (bytes), both checked from the header
+            before decoding.
         spacing_mm: a user-given (x, y) pixel spacing in mm; overrides the file's (source "user"). Both values
             must be finite and > 0.
         at_least: (W, H), for a caller that only needs the image this large (prediction, at a model's input
@@ -56,21 +57,21 @@ def decode_image(
     """
     user_spacing = _check_user_spacing(spacing_mm)
     subject = _subject(filename)
-    image = _decode_any(data, filename, max_pixels, subject, at_least)
+    image = _decode_any(data, filename, limits, subject, at_least)
     if user_spacing is not None:
         image = replace(image, spacing_mm=user_spacing, spacing_source="user")
     return image
 
 
 def _decode_any(
-    data: bytes, filename: str | None, max_pixels: int, subject: str, at_least: tuple[int, int] | None
+    data: bytes, filename: str | None, limits: ImageLimits, subject: str, at_least: tuple[int, int] | None
 ) -> DecodedImage:
     reader = detect_reader(data, filename, subject)
     if reader == "raster":
-        return decode_raster(data, max_pixels, subject, at_least)
+        return decode_raster(data, limits, subject, at_least)
     if reader in ("dicom", "bare-dicom"):
-        return decode_dicom(data, max_pixels, subject, force=reader == "bare-dicom")
-    return decode_volume(data, reader, max_pixels, subject)
+        return decode_dicom(data, limits, subject, force=reader == "bare-dicom")
+    return decode_volume(data, reader, limits, subject)
 
 
 def _check_user_spacing(spacing_mm: Sequence[float] | None) -> tuple[float, float] | None:

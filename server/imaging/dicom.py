@@ -11,12 +11,12 @@ from server.imaging.dicom_pixels import (
     decode_dicom_pixels,
     dicom_grey,
 )
-from server.imaging.types import DecodedImage, finish
+from server.imaging.types import DecodedImage, ImageLimits, finish
 
 
-def decode_dicom(data: bytes, max_pixels: int, subject: str, *, force: bool) -> DecodedImage:
-    ds = read_dicom(data, max_pixels, subject, force=force)
-    check_dicom_geometry(ds, max_pixels, subject)
+def decode_dicom(data: bytes, limits: ImageLimits, subject: str, *, force: bool) -> DecodedImage:
+    ds = read_dicom(data, limits.pixels, subject, force=force)
+    check_dicom_geometry(ds, limits, subject)
     transfer_syntax = decodable_transfer_syntax(ds, subject)
     stored, photometric_out = decode_dicom_pixels(ds, transfer_syntax, subject)
     pixels = dicom_grey(stored, photometric_out, ds, subject)

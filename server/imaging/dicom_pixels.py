@@ -10,12 +10,13 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 
 from server.imaging.dicom_file import has_pixel_data, truncated_dicom
 from server.imaging.errors import ImagingError
-from server.imaging.grey import luminance, luminance_stretched, stretch, value_range
+from server.imaging.grey import Transform, block_range, luminance, luminance_stretched, stretch
 from server.imaging.refusals import check_size
+from server.imaging.types import ImageLimits
 
 
-def check_dicom_geometry(ds: Dataset, max_pixels: int, subject: str) -> None:
-    """Refuse, before decoding, what has no pixels, more than one frame or too many pixels."""
+def check_dicom_geometry(ds: Dataset, limits: ImageLimits, subject: str) -> None:
+    """Refuse, before decoding, what has no pixels, more than one frame, too many pixels or too many bytes."""
     if not has_pixel_data(ds):
         raise ImagingError(
             "no-pixel-data",
@@ -25,6 +26,8 @@ def check_dicom_geometry(ds: Dataset, max_pixels: int, subject: str) -> None:
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
+        # pydicom's array: samples x whole bytes per sample (1-bit data is unpacked to a byte).
+        bytes_per_pixel = int(ds.get("SamplesPerPixel") or 1) * max(1, -(-int(ds.get("BitsAllocated") or 16) // 8))
     except (AttributeError, TypeError, ValueError) as exc:
         raise ImagingError(
             "invalid-dicom",
@@ -37,7 +40,7 @@ def check_dicom_geometry(ds: Dataset, max_pixels: int, subject: str) -> None:
             f"{subject} holds {frames} frames (a cine loop or a volume); landmarks are placed on a single image. "
             "Export the one frame you want as its own image.",
         )
-    check_size(columns, rows, max_pixels, subject)
+    check_size(columns, rows, limits, subject, bytes_per_pixel)
 
 
 def decodable_transfer_syntax(ds: Dataset, subject: str) -> UID:
@@ -108,39 +111,50 @@ def dicom_grey(stored: np.ndarray, photometric: str, ds: Dataset, subject: str) 
 
 
 def _monochrome_display(stored: np.ndarray, ds: Dataset, *, invert: bool) -> np.ndarray:
-    """Modality LUT/rescale, then the first VOI LUT or window (else the real min..max), then MONOCHROME1 inversion.
+    """Modality LUT/rescale, then the first VOI LUT or window (else the real min..max), then MONOCHROME1 inversion,
+    block by block (pydicom's LUTs make float64 copies of what they get: 8 bytes per pixel of the whole image).
 
     The inversion mirrors values inside the display range (lo + hi - v) before stretching, so a MONOCHROME1 image
     and its inverted MONOCHROME2 twin give the same pixels.
     """
+    shown, window = _display_steps(ds, stored[:1])
+    lo, hi = window if window is not None else block_range(stored, shown)
+    return stretch(stored, lo, hi, mirror=invert, transform=shown)
+
+
+def _display_steps(ds: Dataset, probe: np.ndarray) -> tuple[Transform, tuple[float, float] | None]:
+    """Stored values -> displayed values (modality LUT, then the first VOI LUT or window), and the display range
+    where a window fixes it (its full output range, so the window, not the data, fills 0..65535; None: the real
+    min..max of the result). Each step is tried on `probe` (the first row): a malformed optional Modality LUT is
+    skipped (the stored values shown), a malformed VOI (width < 1, odd LUT) falls back to min..max."""
+
+    def modality(values: np.ndarray) -> np.ndarray:
+        return apply_modality_lut(values, ds)
+
+    def voi(values: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return apply_voi_lut(modality(values), ds, index=0)
+
+    if not _works(modality, probe):
+        modality = _unchanged
+    if not (_has_voi_lut(ds) or _has_window(ds)) or not _works(voi, probe):
+        return modality, None
+    if _has_voi_lut(ds):
+        return voi, None
+    ends = apply_windowing(np.array([-1e12, 1e12]), ds, index=0)
+    return voi, (float(ends.min()), float(ends.max()))
+
+
+def _works(step: Transform, probe: np.ndarray) -> bool:
     try:
-        values = apply_modality_lut(stored, ds)
-    except Exception:  # a malformed optional Modality LUT: show the stored values instead of refusing the image
-        values = stored
-    values, lo, hi = _apply_voi(values, ds)
-    values = np.asarray(values, np.float64)
-    if invert:
-        values = (lo + hi) - values
-    return stretch(values, lo, hi)
+        step(probe)
+    except Exception:  # the LUT and windowing functions raise many types on malformed attributes
+        return False
+    return True
 
 
-def _apply_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, float]:
-    """The first VOI LUT or window applied, with the display range (lo, hi) of the result.
-
-    A window's display range is its full output range (so the window, not the data, fills 0..65535); a VOI LUT's,
-    or the unwindowed data's, is the real min..max of the values. A malformed VOI falls back to min..max.
-    """
-    if _has_voi_lut(ds) or _has_window(ds):
-        try:
-            with np.errstate(over="ignore"):
-                shown = apply_voi_lut(values, ds, index=0)
-                if not _has_voi_lut(ds):
-                    ends = apply_windowing(np.array([-1e12, 1e12]), ds, index=0)
-                    return shown, float(ends.min()), float(ends.max())
-            return (shown, *value_range(shown))
-        except Exception:  # a malformed optional VOI (width < 1, odd LUT): fall back to the data's range
-            pass
-    return (values, *value_range(values))
+def _unchanged(values: np.ndarray) -> np.ndarray:
+    return values
 
 
 def _has_voi_lut(ds: Dataset) -> bool:

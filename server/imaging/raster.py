@@ -12,16 +12,18 @@ from server.imaging.errors import ImagingError
 from server.imaging.grey import stretch, value_range
 from server.imaging.raster_meta import without_metadata
 from server.imaging.refusals import check_size, truncated_image
-from server.imaging.types import DecodedImage, ImageFormat, finish
+from server.imaging.types import DecodedImage, ImageFormat, ImageLimits, finish
 
 _PILLOW_FORMATS: dict[str, ImageFormat] = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "TIFF": "tiff"}
 _PILLOW_OPENERS = ["PNG", "JPEG", "BMP", "TIFF"]  # the JPEG opener also returns MPO (camera JPEGs with previews)
 
 
-def decode_raster(data: bytes, max_pixels: int, subject: str, at_least: tuple[int, int] | None = None) -> DecodedImage:
+def decode_raster(
+    data: bytes, limits: ImageLimits, subject: str, at_least: tuple[int, int] | None = None
+) -> DecodedImage:
     """`at_least` (W, H): a JPEG may be decoded reduced by 2, 4 or 8 (libjpeg's DCT scaling, several times
     faster than decoding all and resizing) as long as both sides stay at least this large, as displayed."""
-    image = _open_pillow(data, max_pixels, subject)
+    image = _open_pillow(data, limits, subject)
     image_format = _PILLOW_FORMATS[str(image.format)]
     size = image.size
     reduction, turned = 1, False
@@ -39,6 +41,7 @@ def decode_raster(data: bytes, max_pixels: int, subject: str, at_least: tuple[in
     if reduction > 1 and turned:
         size = size[::-1]
     mode = image.mode
+    stored = _stored_copy(data, image_format, image, subject)
     try:
         pixels = _pillow_grey(image)
     except ValueError as exc:  # a colour mode Pillow cannot convert to RGB
@@ -54,7 +57,7 @@ def decode_raster(data: bytes, max_pixels: int, subject: str, at_least: tuple[in
         format=image_format,
         spacing_mm=None,
         spacing_source="none",
-        source_bytes_deidentified=_stored_copy(data, image_format, image, subject),
+        source_bytes_deidentified=stored,
         photometric=mode,
         bits_stored=16 if mode.startswith("I;16") else 32 if mode in ("I", "F") else 1 if mode == "1" else 8,
     )
@@ -69,15 +72,15 @@ def _stored_copy(data: bytes, image_format: ImageFormat, image: Image.Image, sub
         ) from exc
 
 
-def _open_pillow(data: bytes, max_pixels: int, subject: str) -> Image.Image:
+def _open_pillow(data: bytes, limits: ImageLimits, subject: str) -> Image.Image:
     """Open (header only), check format, size and frames, and verify the file's integrity on a separate copy.
 
     Pillow's own decompression-bomb guard (module-wide ``Image.MAX_IMAGE_PIXELS``) is left as it is, since
-    uploads decode concurrently; ``max_pixels`` is checked here instead, before any pixel is decoded.
+    uploads decode concurrently; ``limits`` are checked here instead, before any pixel is decoded.
     """
     declared = _declared_size(data)
     if declared is not None:
-        check_size(*declared, max_pixels, subject)
+        check_size(*declared, limits, subject)
     try:
         image = Image.open(io.BytesIO(data), formats=_PILLOW_OPENERS)
     except Image.DecompressionBombError as exc:
@@ -88,7 +91,7 @@ def _open_pillow(data: bytes, max_pixels: int, subject: str) -> Image.Image:
         ) from exc
     except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error... on damaged headers
         raise truncated_image(subject) from exc
-    check_size(image.width, image.height, max_pixels, subject)
+    check_size(image.width, image.height, limits, subject, _bytes_per_pixel(image.mode))
     pages = int(getattr(image, "n_frames", 1))
     if image.format == "TIFF" and pages > 1:
         raise ImagingError(
@@ -101,6 +104,14 @@ def _open_pillow(data: bytes, max_pixels: int, subject: str) -> Image.Image:
     except Exception as exc:  # verify raises whatever the format's reader raises on a damaged file
         raise truncated_image(subject) from exc
     return image
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow holds per pixel of `mode`: one for bilevel, grey and palette images, two for 16-bit grey,
+    four for every other mode (RGB is stored padded to four)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
 
 
 def _draft(image: Image.Image, at_least: tuple[int, int]) -> int:
@@ -125,9 +136,15 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
 
 def _pillow_grey(image: Image.Image) -> np.ndarray:
     """Any Pillow mode -> (H, W) uint16: 8-bit grey x257, 16/32-bit and float grey stretched from their real
-    range, colour and palette as BT.601 luminance (Pillow's "L") x257."""
+    range, colour and palette as BT.601 luminance (Pillow's "L") x257. Closes `image` (its buffer freed) once
+    its values are copied out, so a decode never holds Pillow's copy and ours beside the result."""
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         values = np.asarray(image)
+        image.close()
         return stretch(values, *value_range(values))
     grey = image if image.mode == "L" else image.convert("RGB").convert("L")
-    return np.asarray(grey, np.uint16) * np.uint16(257)
+    pixels = np.asarray(grey, np.uint16)
+    grey.close()
+    image.close()
+    pixels *= np.uint16(257)
+    return pixels

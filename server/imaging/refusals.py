@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from server.imaging.errors import ImagingError
+from server.imaging.types import ImageLimits
 
 
-def check_size(width: int, height: int, max_pixels: int, subject: str) -> None:
+def check_size(width: int, height: int, limits: ImageLimits, subject: str, bytes_per_pixel: int | None = None) -> None:
+    """Refuse an empty image, one of more than ``limits.pixels`` pixels and, where the decoder's bytes per
+    pixel are known from the header, one whose decoded array would exceed ``limits.decoded_bytes``."""
+    max_pixels = limits.pixels
     if width <= 0 or height <= 0:
         raise ImagingError(
             "empty-image", f"{subject} declares an empty image ({width} x {height} pixels). Upload a real image."
@@ -15,6 +19,14 @@ def check_size(width: int, height: int, max_pixels: int, subject: str) -> None:
             "image-too-large",
             f"{subject} declares a {width} x {height} image ({width * height:,} pixels); the limit is "
             f"{max_pixels:,} pixels. Reduce the resolution or crop the image before uploading.",
+        )
+    decoded = width * height * (bytes_per_pixel or 0)
+    if decoded > limits.decoded_bytes:
+        raise ImagingError(
+            "image-too-large",
+            f"{subject} decodes to {decoded / 2**20:,.0f} MiB ({width} x {height} pixels of {bytes_per_pixel} "
+            f"bytes); the limit is {limits.decoded_bytes / 2**20:,.0f} MiB. Save it as 8- or 16-bit grey, or "
+            "reduce the resolution, before uploading.",
         )
 
 

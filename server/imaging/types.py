@@ -15,7 +15,28 @@ ImageFormat = Literal["dicom", "png", "jpeg", "bmp", "tiff", "mha", "nrrd", "nif
 SpacingSource = Literal["PixelSpacing", "ImagerPixelSpacing", "header", "user", "none"]
 
 DEFAULT_MAX_PIXELS = 60_000_000
+#: A 60-megapixel 16-bit grey image (120 MB) fits; the same size as 16-bit RGB or 64-bit floats does not.
+DEFAULT_MAX_DECODED_BYTES = 256 * 2**20
 ACCEPTED_FORMATS = "DICOM, PNG, JPEG, BMP, TIFF, MetaImage (.mha), NRRD (.nrrd) or NIfTI (.nii, .nii.gz)"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one decode may cost, both checked from the header before any pixel is decoded.
+
+    Attributes:
+        pixels: the largest accepted H * W of the file's image.
+        decoded_bytes: the largest accepted array the decoder makes: H * W * samples per pixel * bytes per
+            sample (a 16-bit grey pixel is 2 bytes, an RGB pixel that Pillow holds is 4). The grey conversion
+            after it works in blocks of rows, so a decode's peak memory is a small multiple of this (measured by
+            bench/decode_memory.py, in docs/benchmarks.md).
+    """
+
+    pixels: int = DEFAULT_MAX_PIXELS
+    decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+
+
+DEFAULT_LIMITS = ImageLimits()
 
 
 @dataclass(frozen=True, eq=False)

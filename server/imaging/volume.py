@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,15 @@ from server.imaging.detect import nifti_header
 from server.imaging.errors import ImagingError
 from server.imaging.grey import luminance_stretched, stretch, value_range
 from server.imaging.refusals import check_size, truncated_image
-from server.imaging.types import DecodedImage, finish
+from server.imaging.types import DecodedImage, ImageLimits, finish
 from server.imaging.volume_meta import without_volume_text
 
 _ITK_IO = {"mha": ("MetaImageIO", ".mha"), "nrrd": ("NrrdImageIO", ".nrrd"), "nifti": ("NiftiImageIO", ".nii")}
 
 
-def decode_volume(data: bytes, kind: str, max_pixels: int, subject: str) -> DecodedImage:
+def decode_volume(data: bytes, kind: str, limits: ImageLimits, subject: str) -> DecodedImage:
     spacing_stated = _check_itk_header(data, kind, subject)
-    image = _read_itk(data, kind, max_pixels, subject)
+    image = _read_itk(data, kind, limits, subject)
     values = sitk.GetArrayFromImage(image)  # (..., H, W) or (..., H, W, components)
     components = image.GetNumberOfComponentsPerPixel()
     values = values.reshape(image.GetHeight(), image.GetWidth(), *((components,) if components > 1 else ()))
@@ -94,7 +93,7 @@ def _text_header(data: bytes, kind: str) -> str:
     return re.split(r"\r?\n\r?\n", head, maxsplit=1)[0]
 
 
-def _read_itk(data: bytes, kind: str, max_pixels: int, subject: str) -> sitk.Image:
+def _read_itk(data: bytes, kind: str, limits: ImageLimits, subject: str) -> sitk.Image:
     """Read through a temporary file with the suffix SimpleITK needs, checking the declared size first."""
     io_name, suffix = _ITK_IO[kind]
     if kind == "nifti" and data.startswith(b"\x1f\x8b"):
@@ -109,19 +108,22 @@ def _read_itk(data: bytes, kind: str, max_pixels: int, subject: str) -> sitk.Ima
             reader.ReadImageInformation()
         except RuntimeError as exc:
             raise truncated_image(subject) from exc
-        _check_itk_size(reader.GetSize(), max_pixels, subject)
+        _check_itk_size(reader, limits, subject)
         try:
             return reader.Execute()
         except RuntimeError as exc:
             raise truncated_image(subject) from exc
 
 
-def _check_itk_size(size: Sequence[int], max_pixels: int, subject: str) -> None:
-    """A 2-D image, or 3-D and more with a single slice (every size after the first two is 1)."""
+def _check_itk_size(reader: sitk.ImageFileReader, limits: ImageLimits, subject: str) -> None:
+    """A 2-D image, or 3-D and more with a single slice (every size after the first two is 1), within `limits`
+    (its bytes: components x the component type's size, as ITK will hold it)."""
+    size = reader.GetSize()
     if len(size) > 2 and any(extent != 1 for extent in size[2:]):
         raise ImagingError(
             "not-2d",
             f"{subject} is a {len(size)}-D volume of size {' x '.join(map(str, size))}; landmarks are placed on a "
             "single 2-D image. Save one slice or projection as its own file.",
         )
-    check_size(int(size[0]), int(size[1]), max_pixels, subject)
+    component = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    check_size(int(size[0]), int(size[1]), limits, subject, reader.GetNumberOfComponents() * component)

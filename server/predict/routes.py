@@ -87,7 +87,7 @@ def decode_for_model(
     `full_resolution` (a rendering draws on the whole image)."""
     at_least = _wanted(request, version, full_resolution)
     settings = request.app.state.settings
-    return decode_upload(data, filename, settings.max_image_pixels, spacing, at_least, request.app.state.decode_slots)
+    return decode_upload(data, filename, settings.image_limits, spacing, at_least, request.app.state.decode_slots)
 
 
 def _wanted(request: Request, version: ModelVersion, full_resolution: bool) -> tuple[int, int] | None:
@@ -311,7 +311,7 @@ def decode_one_of_several(
     names the file."""
     data = read_capped_file(upload.file, settings.max_upload_bytes)
     try:
-        return decode_upload(data, upload.filename, settings.max_image_pixels, spacing, at_least, slots)
+        return decode_upload(data, upload.filename, settings.image_limits, spacing, at_least, slots)
     except Problem as exc:
         exc.detail = f"{upload.filename}: {exc.detail}"
         raise

@@ -88,7 +88,7 @@ async def upload_study(
         service.decode_upload,
         data,
         file.filename,
-        settings.max_image_pixels,
+        settings.image_limits,
         spacing,
         None,
         request.app.state.decode_slots,

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..db.entities import Study
-from ..imaging import DecodedImage, ImagingError, decode_image
+from ..imaging import DecodedImage, ImageLimits, ImagingError, decode_image
 from ..problems import Problem, not_found
 from ..storage import BlobStore
 from . import names
@@ -50,7 +50,7 @@ class DecodeSlots:
 def decode_upload(
     data: bytes,
     filename: str | None,
-    max_pixels: int,
+    limits: ImageLimits,
     spacing: tuple[float, float] | None,
     at_least: tuple[int, int] | None = None,
     slots: DecodeSlots | None = None,
@@ -59,7 +59,7 @@ def decode_upload(
     the imaging error)."""
     with slots.held() if slots else contextlib.nullcontext():
         try:
-            return decode_image(data, filename=filename, max_pixels=max_pixels, spacing_mm=spacing, at_least=at_least)
+            return decode_image(data, filename=filename, limits=limits, spacing_mm=spacing, at_least=at_least)
         except ImagingError as exc:
             raise Problem(exc.http_status, exc.message, slug=exc.code, title="Unusable image") from exc
 

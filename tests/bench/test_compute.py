@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bench import gpu_check
-from bench.compute import cpu_ghz, cpu_peak_gflops, network_flops
+from bench.compute import cpu_ghz, cpu_peak_gflops, cpu_vector_flags, network_flops
 
 
 def test_flops_of_one_convolution_forward_and_backward() -> None:
@@ -25,10 +25,14 @@ def test_cpu_peaks_at_a_known_clock(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\ncpu MHz\t\t: 2100.000\n")
     assert cpu_ghz(str(info)) == pytest.approx(2.1)
     assert cpu_ghz(str(tmp_path / "missing")) is None
-    amx = frozenset({"amx_bf16", "avx512_bf16"})
+    amx = frozenset({"avx512f", "fma", "amx_bf16", "avx512_bf16"})
     assert cpu_peak_gflops("fp32", 2, amx, ghz=2.1) == pytest.approx(2 * 64 * 2.1)
+    assert cpu_peak_gflops("fp32", 2, frozenset({"fma"}), ghz=2.45) == pytest.approx(2 * 32 * 2.45)
+    assert cpu_peak_gflops("bf16", 2, frozenset({"fma"}), ghz=2.45) == pytest.approx(2 * 32 * 2.45)
     assert cpu_peak_gflops("bf16", 2, amx, ghz=2.1) == pytest.approx(2 * 1024 * 2.1)
     assert cpu_peak_gflops("bf16", 2, frozenset({"avx512_bf16"}), ghz=2.1) == pytest.approx(2 * 128 * 2.1)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f amx_bf16\n")
+    assert cpu_vector_flags(str(info)) == {"fma", "avx512f", "amx_bf16"}
 
 
 def test_gpu_check_says_so_without_cuda(

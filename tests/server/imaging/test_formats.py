@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from server.imaging import ImagingError, decode_image
+from server.imaging import ImageLimits, ImagingError, decode_image
 
 from .cases import assert_fails, dataset, stretched, to_bytes
 
@@ -255,7 +255,7 @@ def test_huge_declared_images_fail_without_allocating(read_bytes: Callable[[str]
         tracemalloc.stop()
     assert peak < 20 * 2**20
     assert too_large.http_status == 413 and "60000 x 60000" in too_large.message
-    assert_fails("image-too-large", _pillow_bytes(Image.fromarray(_gradient()), "PNG"), max_pixels=100)
+    assert_fails("image-too-large", _pillow_bytes(Image.fromarray(_gradient()), "PNG"), limits=ImageLimits(pixels=100))
 
 
 def test_error_status() -> None:
