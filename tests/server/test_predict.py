@@ -123,9 +123,9 @@ def test_predict_real_image_units_and_nothing_stored(api: Api, project: tuple[st
     assert [round(lm.x, 3) for lm in direct.landmarks] == [round(lm["x"], 3) for lm in body["landmarks"]]
     assert [round(lm.y, 3) for lm in direct.landmarks] == [round(lm["y"], 3) for lm in body["landmarks"]]
     # And the reduced decoding lands within a small part of one input pixel (968 / 64 = 15 image pixels) of the
-    # whole image's prediction; compared in fp32, where this 15-iteration model's flat heatmaps do not turn bf16
-    # rounding into pixels.
-    exact = Predictor(ckpt, precision="fp32")
+    # whole image's prediction; compared in fp32 with a 40-iteration model: the 15-iteration one's flat heatmaps
+    # (confidence ~0.4) turn the two resamplings' rounding into up to 14 pixels, depending on the CPU it trained on.
+    exact = Predictor(tiny_checkpoint(data_root, 40), precision="fp32")
     whole = exact.predict([decode_image(_image(data_root)).pixels])[0]
     from_reduced = exact.predict([reduced.pixels], reduced=[frame])[0]
     for a, b in zip(whole.landmarks, from_reduced.landmarks, strict=True):
