@@ -16,6 +16,8 @@ from .clinics.routes import router as clinics_router
 from .console.routes import install_console
 from .db.session import PoolLimits, session_factory
 from .deps import SessionDep, SettingsDep
+from .dicomweb.routes import project_router as dicomweb_project_router
+from .dicomweb.routes import router as dicomweb_router
 from .errors import install_problem_handlers, path_template
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .predict.batcher import InferenceBatcher
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(precision=settings.precision)
     app.state.inference = InferenceBatcher(settings.inference_max_batch, threads=settings.torch_threads)
     app.include_router(training_router)
+    app.include_router(dicomweb_router)
+    app.include_router(dicomweb_project_router)
     install_console(app)
     app.add_middleware(BodyGuardMiddleware, settings=settings, sessions=app.state.session_factory)
     app.add_middleware(ServerTimingMiddleware)

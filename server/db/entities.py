@@ -60,6 +60,8 @@ class Project(IdMixin, Base):
     local_stage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     #: Promotion gate overrides: {"max_new_mre": float, "old_tolerance": float}; missing keys use the settings.
     gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    #: DICOMweb settings (server.projects.schemas.DicomwebIn): {"sr_on_store": bool}.
+    dicomweb: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 
     landmark_sets: Mapped[list[LandmarkSet]] = relationship(
         back_populates="project", order_by="LandmarkSet.step", lazy="selectin"
@@ -245,3 +247,28 @@ class VersionEvent(IdMixin, Base):
     action: Mapped[str] = mapped_column(String(20))  # promoted | rejected | rolled_back | archived
     actor: Mapped[str] = mapped_column(String(200))  # an API key id, or "gate" for the automatic decision
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class DicomInstance(IdMixin, Base):
+    """A DICOM instance as DICOMweb (server.dicomweb) finds and serves it: a DICOM study's stored image, filled in
+    by ingest, or a structured report the service derived from one. Only what QIDO-RS matches and answers is
+    here; the instance itself is the blob (for an image, the study's de-identified source file)."""
+
+    __tablename__ = "dicom_instances"
+    __table_args__ = (UniqueConstraint("clinic_id", "sop_instance_uid"),)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinics.id"), index=True)
+    #: The image study this instance is (kind "image") or reports on (kind "sr").
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    #: The stored values (YYYYMMDD, the pseudonym): de-identification empties the date, so it is usually None.
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    blob: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("model_versions.id"))
+    #: The instance's top-level attributes in the DICOM JSON model, without bulk data or sequences.
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -14,7 +14,7 @@ from ..problems import Problem
 from ..training.bounds import check_bounds
 from . import repository as repo
 from .params import StepPath
-from .schemas import AssociationOut, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut
+from .schemas import AssociationOut, DicomwebIn, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -65,6 +65,16 @@ def list_projects(session: SessionDep, principal: ReaderDep) -> list[ProjectOut]
 @router.get("/{project_id}", response_model=ProjectOut)
 def get_project(project_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> ProjectOut:
     return _project_out(repo.get_project(session, principal.clinic(), project_id))
+
+
+@router.put("/{project_id}/dicomweb", response_model=ProjectOut)
+def set_dicomweb(project_id: uuid.UUID, body: DicomwebIn, session: SessionDep, principal: AdminDep) -> ProjectOut:
+    """Replace the project's DICOMweb settings (e.g. `sr_on_store`); they apply to the next STOW-RS request."""
+    project = repo.get_project(session, principal.clinic(), project_id)
+    project.dicomweb = body.model_dump()
+    session.commit()
+    session.refresh(project)
+    return _project_out(project)
 
 
 @router.post("/{project_id}/landmark-sets", status_code=201, response_model=LandmarkSetOut)

@@ -46,6 +46,16 @@ class GateIn(RequestBody):
     )
 
 
+class DicomwebIn(RequestBody):
+    """A project's DICOMweb settings (server.dicomweb)."""
+
+    sr_on_store: bool = Field(
+        default=False,
+        description="every instance stored through STOW-RS into this project (/dicomweb/projects/{id}/studies) "
+        "is predicted with the active version, and the landmarks stored as a DICOM SR in the same study",
+    )
+
+
 class ProjectIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["Lateral ceph"])
     description: str = Field(default="", max_length=5000)
@@ -59,6 +69,7 @@ class ProjectIn(RequestBody):
     strategy: str = Field(default="kamp", examples=["kamp"], json_schema_extra=SERVED_STRATEGIES)
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
+    dicomweb: DicomwebIn = Field(default_factory=DicomwebIn, description="DICOMweb settings")
     # On by default: the most accurate configuration within a step's 30-minute budget on two CPU cores
     # (docs/benchmarks.md, "Two stages", with the cost of a step on the service's defaults).
     local_stage: dict[str, Any] | None = Field(
@@ -126,6 +137,7 @@ class ProjectOut(BaseModel):
     strategy: str
     training: dict[str, Any]
     gate: dict[str, float] = Field(default_factory=dict, description="the project's gate overrides")
+    dicomweb: dict[str, Any] = Field(default_factory=dict, description="the project's DICOMweb settings")
     local_stage: dict[str, Any] | None = None
     created_at: UtcDatetime
     steps: int = 0

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..db.entities import Study
+from ..dicomweb import index as dicom_index
 from ..imaging import DecodedImage, ImageLimits, ImagingError, decode_image
 from ..problems import Problem, not_found
 from ..storage import BlobStore
@@ -93,6 +94,8 @@ def ingest(
     )
     session.add(study)
     try:
+        session.flush()  # the study's id, for its DICOM index row
+        dicom_index.add_instance(session, study, image)
         session.commit()
     except IntegrityError:  # the same image arrived concurrently: the other request's study is the one
         session.rollback()
