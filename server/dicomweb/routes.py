@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from models.predictor import Prediction, Predictor
@@ -23,6 +23,8 @@ from ..projects import repository as projects
 from ..studies.routes import request_blobs
 from . import service
 from .multipart import BodySpool, encode, new_boundary
+from .params import Uid
+from .pixel_routes import install_pixels
 from .results import Infer
 from .store import StowServices, boundary, store_all
 
@@ -30,18 +32,11 @@ DICOM_JSON = "application/dicom+json"
 #: What a spooled body is written to disk in: uvicorn hands it over in chunks of 64 KiB.
 _SPOOL_CHUNK = 1 << 20
 
-Uid = Annotated[str, Path(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64, description="a DICOM UID")]
-Frame = Annotated[int, Path(ge=1, le=2**31 - 1, description="the frame number (1: single-frame images)")]
-Quality = Annotated[int, Query(ge=1, le=100, description="JPEG quality")]
 
 _JSON_OK: dict[int | str, dict[str, Any]] = {200: {"content": {DICOM_JSON: {}}, "description": "DICOM JSON"}}
 _MULTIPART_OK: dict[int | str, dict[str, Any]] = {
     200: {"content": {'multipart/related; type="application/dicom"': {}}, "description": "the stored instances"},
     406: {"description": "the Accept header does not allow the stored transfer syntax"},
-}
-_RENDERED_OK: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "8-bit grey display image"},
-    406: {"description": "neither image/jpeg nor image/png is acceptable, or the instance is an SR"},
 }
 _STOW_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {DICOM_JSON: {}}, "description": "every instance stored (Store Instances Response)"},
@@ -198,7 +193,7 @@ def _install(router: APIRouter, scope: Callable[..., Any]) -> None:
 
 
 def _install_retrieve(router: APIRouter, Scope: Any) -> None:
-    """WADO-RS: the stored instances, their metadata, and rendered images."""
+    """WADO-RS: the stored instances, their metadata, and (server.dicomweb.pixel_routes) their pixels."""
 
     def retrieve(request: Request, session: SessionDep, principal: ReaderDep, *uids: str) -> Response:
         rows = service.find(session, principal.clinic(), *uids)
@@ -249,41 +244,7 @@ def _install_retrieve(router: APIRouter, Scope: Any) -> None:
         """WADO-RS: the instance's header in DICOM JSON, without bulk data (no pixels)."""
         return meta(request, session, principal, study, series, sop)
 
-    def render(request: Request, session: SessionDep, principal: ReaderDep, quality: int, *uids: str) -> Response:
-        kind = service.rendered_type(request.headers.get("accept", ""))
-        [row] = service.find(session, principal.clinic(), *uids)
-        return Response(service.rendered(session, request_blobs(request), row, kind, quality), media_type=kind)
-
-    @router.get("/studies/{study}/series/{series}/instances/{sop}/rendered", responses=_RENDERED_OK)
-    def instance_rendered(
-        study: Uid,
-        series: Uid,
-        sop: Uid,
-        request: Request,
-        session: SessionDep,
-        principal: ReaderDep,
-        _: Scope,
-        quality: Quality = 90,
-    ) -> Response:
-        """WADO-RS: the instance as an image (image/jpeg by default, image/png by Accept)."""
-        return render(request, session, principal, quality, study, series, sop)
-
-    @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered", responses=_RENDERED_OK)
-    def frame_rendered(
-        study: Uid,
-        series: Uid,
-        sop: Uid,
-        frame: Frame,
-        request: Request,
-        session: SessionDep,
-        principal: ReaderDep,
-        _: Scope,
-        quality: Quality = 90,
-    ) -> Response:
-        """WADO-RS: a frame as an image; the service keeps one frame per instance, so only frame 1 exists."""
-        if frame != 1:
-            service.no_such_frame(frame)
-        return render(request, session, principal, quality, study, series, sop)
+    install_pixels(router, Scope)
 
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])

@@ -75,5 +75,8 @@ def test_a_stored_instance_gets_its_sr_in_the_study(dw: Dicomweb, data_root: Pat
     with pytest.raises(HTTPError) as info:  # an SR has no rendered image
         client.retrieve_instance_rendered(study_uid, sr_row["0020000E"]["Value"][0], sr_row["00080018"]["Value"][0])
     assert info.value.response.status_code == 406
+    with pytest.raises(HTTPError) as info:  # nor any frame: it has no pixel data
+        client.retrieve_instance_frames(study_uid, sr_row["0020000E"]["Value"][0], sr_row["00080018"]["Value"][0], [1])
+    assert info.value.response.status_code == 404 and "no pixel data" in info.value.response.json()["detail"]
     _, other = api.clinic("Lakeside")
     assert api.client.get(f"/dicomweb/projects/{pid}/studies", headers=api.headers(other)).status_code == 404
