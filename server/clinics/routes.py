@@ -13,7 +13,7 @@ from ..db.base import utcnow
 from ..db.entities import ApiKey, Clinic, Role
 from ..deps import SessionDep
 from ..problems import Problem, not_found
-from .schemas import ApiKeyIn, ApiKeyOut, ClinicCreated, ClinicIn, ClinicOut, NewApiKey, WhoAmI
+from .schemas import ApiKeyIn, ApiKeyOut, ClinicCreated, ClinicIn, ClinicOut, ClinicSettingsIn, NewApiKey, WhoAmI
 
 router = APIRouter(prefix="/v1", tags=["clinics"])
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["clinics"])
 @router.post("/clinics", status_code=201, response_model=ClinicCreated)
 def create_clinic(body: ClinicIn, session: SessionDep, _: SystemDep) -> ClinicCreated:
     """Create a clinic and its first admin key (system key only)."""
-    clinic = Clinic(name=body.name)
+    clinic = Clinic(name=body.name, keep_descriptors=body.keep_descriptors)
     session.add(clinic)
     try:
         session.flush()
@@ -38,6 +38,18 @@ def create_clinic(body: ClinicIn, session: SessionDep, _: SystemDep) -> ClinicCr
 @router.get("/clinics", response_model=list[ClinicOut])
 def list_clinics(session: SessionDep, _: SystemDep) -> list[Clinic]:
     return list(session.scalars(select(Clinic).order_by(Clinic.created_at)))
+
+
+@router.patch("/clinics/{clinic_id}", response_model=ClinicOut)
+def update_clinic(
+    clinic_id: uuid.UUID, body: ClinicSettingsIn, session: SessionDep, principal: KeyManagerDep
+) -> Clinic:
+    """Change a clinic's settings (its admin or the system key); studies stored before keep what they were
+    stored with."""
+    clinic = _own_clinic(principal, clinic_id, session)
+    clinic.keep_descriptors = body.keep_descriptors
+    session.commit()
+    return clinic
 
 
 def _own_clinic(principal: Principal, clinic_id: uuid.UUID, session: SessionDep) -> Clinic:

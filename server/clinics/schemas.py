@@ -7,15 +7,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..bodies import RequestBody, UtcDatetime
 from ..db.entities import Role
 
+_KEEP_DESCRIPTORS = (
+    "store DICOM descriptions (StudyDescription, SeriesDescription, ProtocolName, ImageComments, "
+    "AcquisitionDeviceProcessingDescription) verbatim instead of removing them (PS3.15's Clean Descriptors "
+    "option); only for a clinic whose descriptions are known to hold no patient data"
+)
+
 
 class ClinicIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["Riverside Orthodontics"])
+    keep_descriptors: bool = Field(default=False, description=_KEEP_DESCRIPTORS)
+
+
+class ClinicSettingsIn(RequestBody):
+    """What a clinic's admin (or the system key) may change of a clinic; it applies to studies stored later."""
+
+    keep_descriptors: bool = Field(description=_KEEP_DESCRIPTORS)
 
 
 class ClinicOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     name: str
+    keep_descriptors: bool = Field(description=_KEEP_DESCRIPTORS)
     created_at: UtcDatetime
 
 

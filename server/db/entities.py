@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, IdMixin
@@ -25,6 +25,8 @@ class Clinic(IdMixin, Base):
 
     __tablename__ = "clinics"
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    #: Store DICOM descriptions (StudyDescription, ...) verbatim instead of removing them (server.imaging.descriptors).
+    keep_descriptors: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class ApiKey(IdMixin, Base):

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from ..imaging import DecodedImage
 from ..imaging.deid import dicom_bytes
+from ..imaging.descriptors import shallow_copy
 
 #: The UIDs made consistent across uploads (each one that the source has).
 CONSISTENT_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
@@ -57,13 +58,3 @@ def consistent(
     if patient:
         ds.add_new(0x00100020, "LO", patient_pseudonym(key, clinic_id, patient))
     return replace(image, dicom=ds, source_bytes_deidentified=dicom_bytes(ds, "The instance"))
-
-
-def shallow_copy(ds: Dataset) -> Dataset:
-    """A new dataset holding the same elements (pydicom's copy shares its element dictionary)."""
-    out = Dataset()
-    for element in ds:
-        out.add(element)
-    out.file_meta = ds.file_meta
-    out.set_original_encoding(*ds.original_encoding)
-    return out

@@ -131,6 +131,8 @@ _SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 
 #: (0012,0063) and the API's `deid_method`: the profile and how its Clean Descriptors option was applied.
 METHOD = "PS3.15 E.1 Basic Profile; descriptors removed; retain list"
+#: The same where the clinic keeps the descriptors (server.imaging.descriptors).
+METHOD_DESCRIPTORS_KEPT = "PS3.15 E.1 Basic Profile; descriptors kept; retain list"
 
 #: (0012,0064), CID 7050.
 _METHOD_CODES = (
@@ -149,7 +151,7 @@ def deidentify(ds: Dataset, transfer_syntax: UID, subject: str) -> Dataset:
         _replace_uids(ds, out)
         for keyword in _EMPTIED:
             setattr(out, keyword, "")
-        _record_method(out)
+        record_method(out)
         out.file_meta = _file_meta(out, transfer_syntax)
         out.set_original_encoding(*ds.original_encoding)
     except ImagingError:
@@ -237,11 +239,13 @@ def _replace_uids(source: Dataset, out: Dataset) -> None:
             setattr(out, keyword, generate_uid(prefix=None))  # 2.25.<random UUID>
 
 
-def _record_method(out: Dataset) -> None:
+def record_method(out: Dataset, *, descriptors_kept: bool = False) -> None:
+    """(0012,0062)-(0012,0064) and (0028,0303): the profile, and the Clean Descriptors option unless the
+    descriptors were kept."""
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = METHOD
+    out.DeidentificationMethod = METHOD_DESCRIPTORS_KEPT if descriptors_kept else METHOD
     items = []
-    for value, meaning in _METHOD_CODES:
+    for value, meaning in _METHOD_CODES[:1] if descriptors_kept else _METHOD_CODES:
         code = Dataset()
         code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
         items.append(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from server.imaging.deid import METHOD, deidentify, dicom_bytes
+from server.imaging.descriptors import descriptors_of
 from server.imaging.dicom_file import read_dicom
 from server.imaging.dicom_header import dicom_spacing, optional_int, optional_str
 from server.imaging.dicom_pixels import (
@@ -34,4 +35,5 @@ def decode_dicom(data: bytes, limits: ImageLimits, subject: str, *, force: bool)
         photometric=optional_str(stored_ds.get("PhotometricInterpretation")),
         bits_stored=optional_int(ds.get("BitsStored")),
         transfer_syntax=str(transfer_syntax),
+        descriptors=descriptors_of(ds),
     )

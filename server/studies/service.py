@@ -14,9 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..db.entities import Study
+from ..db.entities import Clinic, Study
 from ..dicomweb import index as dicom_index
 from ..imaging import DecodedImage, ImageLimits, ImagingError, decode_image
+from ..imaging.descriptors import with_descriptors
 from ..problems import Problem, not_found
 from ..storage import BlobStore
 from . import names
@@ -68,12 +69,16 @@ def decode_upload(
 def ingest(
     session: Session, blobs: BlobStore, clinic_id: uuid.UUID, image: DecodedImage, filename: str | None, key: bytes
 ) -> tuple[Study, bool]:
-    """(the study, whether it is new). Of `filename` only its digest under `key` is kept (server.studies.names).
+    """(the study, whether it is new). Of `filename` only its digest under `key` is kept (server.studies.names);
+    a DICOM's descriptions only where the clinic keeps them (``Clinic.keep_descriptors``).
     Blobs are written before the row: content-addressed, so a failed commit leaves at most an unreferenced blob,
     never a row that points at nothing."""
     existing = find_by_hash(session, clinic_id, image.pixel_sha256)
     if existing is not None:
         return existing, False
+    clinic = session.get(Clinic, clinic_id)
+    if clinic is not None and clinic.keep_descriptors:
+        image = with_descriptors(image)
     source = blobs.put(image.source_bytes_deidentified)
     pixels = blobs.put(encode_png16(image.pixels))
     sx, sy = image.spacing_mm if image.spacing_mm else (None, None)
