@@ -12,7 +12,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
 import torch
 from sqlalchemy import func, select, update
@@ -32,13 +31,13 @@ from server.db.entities import (
     VersionStatus,
 )
 from server.db.session import session_factory
+from server.jobs.repository import UNFINISHED, Lease, LeaseLost, cancel, claim, log_line, reap
 from server.settings import Settings
 from server.storage import BlobStore, blob_store
 
 from . import validation
 from .data import set_data
 from .fairness import should_step_aside
-from .lease import Lease, LeaseLost, claim
 from .lineage import promoted_version
 from .progress import JobProgress, planned_stages, stage_iterations
 from .state_files import claimed_state, remove_states, state_folder
@@ -127,7 +126,7 @@ def _parent(session: Session, job: TrainingJob) -> tuple[ModelVersion | None, bo
         select(func.count()).where(
             TrainingJob.project_id == job.project_id,
             TrainingJob.step == prev,
-            TrainingJob.status.in_([JobStatus.queued, JobStatus.running]),
+            TrainingJob.status.in_(UNFINISHED),
         )
     )
     return None, bool(pending)
@@ -291,7 +290,7 @@ def _progress_writer(
             "eta_s": round(p.eta_s, 1),
             "losses": {k: round(v, 5) for k, v in p.losses.items()},
         }
-        if not lease.write(session, progress=values | overall, heartbeat_at=utcnow()):
+        if not lease.beat(session, progress=values | overall):
             raise LeaseLost
         if session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job.id)):
             raise JobCancelled
@@ -323,12 +322,9 @@ def _validation_studies(session: Session, project: Project, step: int) -> int:
 
 def _finish(session: Session, lease: Lease, status: JobStatus, error: str, log_tail: str = "") -> Outcome:
     """End the job as `status` if this worker still holds it; the outcome to report."""
-    values: dict[str, object] = {"status": status, "finished_at": utcnow()}
-    if status == JobStatus.failed:
-        values["error"] = error
-    try:
-        lease.log(session, f"{status.value}: {error}" + (f"\n{log_tail.rstrip()}" if log_tail else ""), **values)
-    except LeaseLost:
+    values = {"error": error} if status == JobStatus.failed else {}
+    line = f"{status.value}: {error}" + (f"\n{log_tail.rstrip()}" if log_tail else "")
+    if not lease.finish(session, status, log=log_line(line), **values):
         return Outcome.skipped
     return Outcome.cancelled if status == JobStatus.cancelled else Outcome.failed
 
@@ -344,47 +340,12 @@ def _seen_waiting(session: Session, job: TrainingJob) -> None:
 
 
 def _cancel_unstarted(session: Session, job: TrainingJob) -> None:
-    session.execute(
-        update(TrainingJob)
-        .where(TrainingJob.id == job.id, TrainingJob.status == JobStatus.queued)
-        .values(
-            status=JobStatus.cancelled,
-            finished_at=utcnow(),
-            log=func.coalesce(TrainingJob.log, "") + "cancelled: cancelled before it started\n",
-        )
-    )
+    cancel(session, TrainingJob, job.id, only=(JobStatus.queued,), line="cancelled: cancelled before it started")
     session.commit()
 
 
 def reap_stale_jobs(settings: Settings) -> list[uuid.UUID]:
     """Mark running jobs whose worker stopped beating as failed, with the reason; their training state stays
     on disk, so a retry resumes where they stopped. Returns the jobs reaped."""
-    factory = session_factory(settings.resolved_database_url)
-    stale = utcnow() - timedelta(seconds=settings.job_stale_after_s)
-    with factory() as session:
-        candidates = session.execute(
-            select(TrainingJob.id, TrainingJob.heartbeat_at).where(
-                TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < stale
-            )
-        ).all()
-        reaped = [job_id for job_id, beat in candidates if fail_if_still_stale(session, job_id, beat, stale)]
-        session.commit()
-        return reaped
-
-
-def fail_if_still_stale(session: Session, job_id: uuid.UUID, beat: datetime | None, stale: datetime) -> bool:
-    """Fail the job only if it is still running without a heartbeat since `stale` (a conditional UPDATE: a worker
-    that beat after the reaper looked keeps its job). Whether it was failed; the caller commits."""
-    when = beat.isoformat(timespec="seconds") if beat else "never"
-    error = f"the worker stopped responding (last heartbeat {when}); retry to resume"
-    result = session.execute(
-        update(TrainingJob)
-        .where(TrainingJob.id == job_id, TrainingJob.status == JobStatus.running, TrainingJob.heartbeat_at < stale)
-        .values(
-            status=JobStatus.failed,
-            error=error,
-            finished_at=utcnow(),
-            log=func.coalesce(TrainingJob.log, "") + f"failed: {error}\n",
-        )
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    with session_factory(settings.resolved_database_url)() as session:
+        return reap(session, TrainingJob, settings.job_stale_after_s, "retry to resume")

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.db.base import utcnow
 from server.db.entities import JobStatus, ModelVersion, PredictionJob
 from server.db.session import session_factory
 from server.imaging import DecodedImage, ImagingError, decode_image
+from server.jobs.repository import Lease, claim, reap
 from server.predict import job_inputs
 from server.predict.cache import ModelCache
 from server.predict.frames import model_inputs, model_size
@@ -29,7 +28,6 @@ from server.settings import Settings
 from server.storage import BlobStore, blob_store
 
 from .jobs import Outcome
-from .lease import Lease, claim
 
 log = logging.getLogger("kamp.worker")
 #: Images per forward pass and per progress write (each is also the heartbeat).
@@ -55,7 +53,7 @@ def run_prediction_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
             outcome = _predict(session, settings, blobs, job, lease)
         except Exception as exc:
             session.rollback()
-            ended = _end(session, lease, status=JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+            ended = _end(session, lease, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
             if ended:
                 log.exception("prediction job %s failed", job_id)
             else:  # e.g. cancelled while this chunk ran: its images were deleted under it
@@ -93,10 +91,10 @@ def _predict(session: Session, settings: Settings, blobs: BlobStore, job: Predic
             source, name = entry["spacing_source"], entry["filename"]
             out = prediction_out(version, prediction, spacing_source=source, filename=name)
             results.append(out.model_dump(mode="json"))
-        if not lease.write(session, done=start + len(entries), heartbeat_at=utcnow()):
+        if not lease.beat(session, done=start + len(entries)):
             return Outcome.skipped
     key = blobs.put(json.dumps(results).encode())  # atomic: a temporary file renamed into place
-    done = _end(session, lease, status=JobStatus.succeeded, result_blob=key, done=len(inputs))
+    done = _end(session, lease, JobStatus.succeeded, result_blob=key, done=len(inputs))
     return Outcome.succeeded if done else Outcome.skipped
 
 
@@ -130,32 +128,19 @@ def _decode(
     return image
 
 
-def _end(session: Session, lease: Lease, **values: object) -> bool:
-    """Finish the job with `values`; False if this worker no longer holds it."""
-    now = utcnow()
-    return lease.write(session, **values, finished_at=now, heartbeat_at=now)
+def _end(session: Session, lease: Lease, status: JobStatus, **values: object) -> bool:
+    """Finish the job as `status` with `values` (its end is its last heartbeat too); False if this worker no longer
+    holds it."""
+    return lease.finish(session, status, heartbeat_at=utcnow(), **values)
 
 
 def reap_stale_prediction_jobs(settings: Settings) -> list[uuid.UUID]:
     """Fail running prediction jobs whose worker stopped beating, and delete their images. Returns them."""
-    factory = session_factory(settings.resolved_database_url)
     blobs = blob_store(settings)
-    stale = utcnow() - timedelta(seconds=settings.job_stale_after_s)
-    reaped = []
-    with factory() as session:
-        q = select(PredictionJob).where(PredictionJob.status == JobStatus.running, PredictionJob.heartbeat_at < stale)
-        for job in list(session.scalars(q)):
-            beat = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
-            error = f"the worker stopped responding (last heartbeat {beat}); submit the images again"
-            result = session.execute(
-                update(PredictionJob)
-                .where(PredictionJob.id == job.id, PredictionJob.status == JobStatus.running)
-                .where(PredictionJob.heartbeat_at < stale)
-                .values(status=JobStatus.failed, error=error, finished_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            session.commit()
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                job_inputs.delete(blobs, job.inputs)
-                reaped.append(job.id)
+    with session_factory(settings.resolved_database_url)() as session:
+        reaped = reap(session, PredictionJob, settings.job_stale_after_s, "submit the images again")
+        for job_id in reaped:  # each failure is committed: the images go only once nobody can use them
+            job = session.get(PredictionJob, job_id)
+            assert job is not None  # jobs are never deleted
+            job_inputs.delete(blobs, job.inputs)
     return reaped

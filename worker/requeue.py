@@ -17,10 +17,9 @@ from sqlalchemy.orm import Session
 from server.db.base import utcnow
 from server.db.entities import JobStatus, PredictionJob, TrainingJob
 from server.db.session import session_factory
+from server.jobs.repository import JobEntity, log_line
 from server.settings import Settings
 from server.training.queue import TASK_PREDICT_JOB, TASK_TRAIN_JOB, Enqueue, celery_enqueue
-
-from .lease import JobEntity
 
 log = logging.getLogger("kamp.worker")
 
@@ -49,7 +48,7 @@ def _touch(session: Session, entity: JobEntity, job_id: uuid.UUID, untouched: Co
     """Mark the job touched (one reaper publishes it, however many run); False if it was picked up meanwhile."""
     values: dict[str, object] = {"heartbeat_at": utcnow()}
     if entity is TrainingJob:
-        values["log"] = func.coalesce(TrainingJob.log, "") + "its queue message was not picked up: published again\n"
+        values["log"] = log_line("its queue message was not picked up: published again")
     result = session.execute(
         update(entity)
         .where(entity.id == job_id, untouched)

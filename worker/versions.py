@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from models.checkpoint import Checkpoint
 from models.registry import strategy
-from server.db.base import utcnow
 from server.db.entities import (
     JobStatus,
     LandmarkSet,
@@ -21,9 +20,8 @@ from server.db.entities import (
     VersionEvent,
     VersionStatus,
 )
+from server.jobs.repository import Lease, ended, log_line
 from server.training import repository as versions
-
-from .lease import Lease
 
 
 def with_associations(
@@ -92,12 +90,6 @@ def record_version(
     else:
         version.status = VersionStatus.rejected
         session.add(VersionEvent(version_id=version.id, action="rejected", actor="gate", reason=reason))
-    line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}\n"
-    lease.update(
-        session,
-        status=JobStatus.succeeded,
-        model_version_id=version.id,
-        finished_at=utcnow(),
-        log=func.coalesce(TrainingJob.log, "") + line,
-    )
+    line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}"
+    lease.update(session, **ended(JobStatus.succeeded, model_version_id=version.id, log=log_line(line)))
     session.commit()

@@ -173,13 +173,13 @@ class VersionStatus(enum.StrEnum):
 class JobMixin:
     """What every job shares, training or prediction: its project, its life (queued -> running -> succeeded |
     failed | cancelled), the worker's lease, heartbeat and times, who made it, its queue task, its error. One
-    claim, heartbeat, reap and finish rule reads these (worker.lease, worker.requeue)."""
+    claim, heartbeat, reap and finish rule reads these (server.jobs.repository, worker.requeue)."""
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=20), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
-    #: Taken anew by every claim of the row (worker.lease): the worker holding it is the only one that writes.
+    #: Taken anew by every claim of the row (server.jobs.repository): the worker holding it is the only one that writes.
     lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     started_at: Mapped[datetime | None]

@@ -34,6 +34,12 @@ _FRAMES_OK: dict[int | str, dict[str, Any]] = {
 
 def install_pixels(router: APIRouter, Scope: Any) -> None:
     """The rendered and frame routes on `router`; `Scope` is its root's project dependency."""
+    _install_rendered(router, Scope)
+    _install_frames(router, Scope)
+
+
+def _install_rendered(router: APIRouter, Scope: Any) -> None:
+    """WADO-RS rendered: an instance or its frame as a display image."""
 
     def render(request: Request, session: SessionDep, principal: ReaderDep, quality: int, *uids: str) -> Response:
         kind = service.rendered_type(request.headers.get("accept", ""))
@@ -70,6 +76,10 @@ def install_pixels(router: APIRouter, Scope: Any) -> None:
         if frame != 1:
             service.no_such_frame(frame)
         return render(request, session, principal, quality, study, series, sop)
+
+
+def _install_frames(router: APIRouter, Scope: Any) -> None:
+    """WADO-RS frames: the stored pixels of an instance's frames, not transcoded."""
 
     @router.get(
         "/studies/{study}/series/{series}/instances/{sop}/frames/{frame_list}",

@@ -112,6 +112,13 @@ async def _spool(request: Request, spool: BodySpool) -> None:
 def _install(router: APIRouter, scope: Callable[..., Any]) -> None:
     """Every DICOMweb route on `router`, the project of its root from the `scope` dependency."""
     Scope = Annotated[Project | None, Depends(scope)]
+    _install_stow(router, Scope)
+    _install_search(router, Scope)
+    _install_retrieve(router, Scope)
+
+
+def _install_stow(router: APIRouter, Scope: Any) -> None:
+    """STOW-RS: store instances, at the root or into one study."""
 
     async def stow(
         request: Request, session: SessionDep, principal: AnnotatorDep, project: Scope, study: str | None
@@ -144,6 +151,10 @@ def _install(router: APIRouter, scope: Callable[..., Any]) -> None:
         """STOW-RS into one study: an instance whose Study Instance UID (as sent) is another fails alone. The body is
         multipart/related; type="application/dicom"."""
         return await stow(request, session, principal, project, study)
+
+
+def _install_search(router: APIRouter, Scope: Any) -> None:
+    """QIDO-RS: the clinic's studies, series and instances, at every level."""
 
     @router.get("/studies", responses=_JSON_OK, response_class=Response)
     def search_studies(request: Request, session: SessionDep, principal: ReaderDep, project: Scope) -> Response:
@@ -188,8 +199,6 @@ def _install(router: APIRouter, scope: Callable[..., Any]) -> None:
         params, base = list(request.query_params.multi_items()), _base(request, project)
         path = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
         return _json(*service.query(session, principal.clinic(), "instance", params, base, **path))
-
-    _install_retrieve(router, Scope)
 
 
 def _install_retrieve(router: APIRouter, Scope: Any) -> None:

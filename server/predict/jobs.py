@@ -9,15 +9,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile
-from sqlalchemy import update
+from fastapi import APIRouter, File, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import Principal
-from ..db.base import utcnow
 from ..db.entities import JobStatus, PredictionJob
 from ..deps import SessionDep, SettingsDep
+from ..jobs import repository as jobs
+from ..jobs.params import ListLimit
+from ..jobs.schemas import job_fields
 from ..problems import Problem
 from ..projects import repository as projects
 from ..settings import Settings
@@ -26,7 +27,6 @@ from ..studies import names
 from ..studies.routes import parse_spacing
 from ..training.queue import dispatch
 from . import job_inputs
-from . import repository as repo
 from .routes import PredictDep, SpacingX, SpacingY, VersionField, decode_one_of_several, resolve_version
 from .schemas import JobLinks, PredictionJobOut, PredictionOut
 
@@ -35,24 +35,15 @@ router = APIRouter(prefix="/v1/projects/{project_id}/predict/jobs", tags=["predi
 _QUEUE_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"description": "the job queue could not be reached; the job is marked failed"}
 }
-_UNFINISHED = (JobStatus.queued, JobStatus.running)
 
 
 def _job_out(job: PredictionJob) -> PredictionJobOut:
     path = f"/v1/projects/{job.project_id}/predict/jobs/{job.id}"
     return PredictionJobOut(
-        id=job.id,
-        project_id=job.project_id,
+        **job_fields(job),
         model_version_id=job.model_version_id,
-        status=job.status.value,
         total=job.total,
         done=job.done,
-        error=job.error,
-        created_by=job.created_by,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        heartbeat_at=job.heartbeat_at,
-        finished_at=job.finished_at,
         links=JobLinks(self=path, results=f"{path}/results"),
     )
 
@@ -138,11 +129,11 @@ def list_prediction_jobs(
     project_id: uuid.UUID,
     session: SessionDep,
     principal: PredictDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: ListLimit = 100,
 ) -> list[PredictionJobOut]:
     """The project's prediction jobs, newest first."""
     project = projects.get_project(session, principal.clinic(), project_id)
-    return [_job_out(j) for j in repo.list_jobs(session, project.id, limit)]
+    return [_job_out(j) for j in jobs.list_jobs(session, PredictionJob, project.id, limit)]
 
 
 @router.get("/{job_id}", response_model=PredictionJobOut)
@@ -150,7 +141,7 @@ def get_prediction_job(
     project_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep, principal: PredictDep
 ) -> PredictionJobOut:
     """A job's status and progress (images done of total)."""
-    return _job_out(repo.get_job(session, principal.clinic(), project_id, job_id))
+    return _job_out(jobs.get_job(session, PredictionJob, job_id, clinic_id=principal.clinic(), project_id=project_id))
 
 
 @router.post(
@@ -163,16 +154,11 @@ def cancel_prediction_job(
 ) -> PredictionJobOut:
     """Stop a queued or running job: it ends cancelled at once and its images are deleted. A running job's
     worker stops at its next chunk (8 images) and drops its partial answers. A job that has ended answers 409."""
-    job = repo.get_job(session, principal.clinic(), project_id, job_id)
-    result = session.execute(
-        update(PredictionJob)
-        .where(PredictionJob.id == job.id, PredictionJob.status.in_(_UNFINISHED))  # the worker may end it meanwhile
-        .values(status=JobStatus.cancelled, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    job = jobs.get_job(session, PredictionJob, job_id, clinic_id=principal.clinic(), project_id=project_id)
+    cancelled = jobs.cancel(session, PredictionJob, job.id, only=jobs.UNFINISHED)  # the worker may end it meanwhile
     session.commit()
     session.refresh(job)
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not cancelled:
         raise Problem(
             409,
             f"the job has already ended ({job.status.value}); only a queued or running job can be cancelled",
@@ -191,8 +177,8 @@ def prediction_job_results(
     project_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PredictDep
 ) -> Response:
     """Every image's prediction, in upload order, in the /predict/batch schema; once the job succeeded."""
-    job = repo.get_job(session, principal.clinic(), project_id, job_id)
-    if job.status in _UNFINISHED:
+    job = jobs.get_job(session, PredictionJob, job_id, clinic_id=principal.clinic(), project_id=project_id)
+    if job.status in jobs.UNFINISHED:
         raise Problem(
             409,
             f"the job is {job.status.value} ({job.done} of {job.total} images done); ask again later",

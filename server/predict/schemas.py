@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from ..bodies import UtcDatetime
+from ..jobs.schemas import JobOutBase
 from ..studies.schemas import Spacing
 
 if TYPE_CHECKING:
@@ -71,19 +71,10 @@ class JobLinks(BaseModel):
     results: str
 
 
-class PredictionJobOut(BaseModel):
+class PredictionJobOut(JobOutBase):
     """An asynchronous prediction job: its model version (fixed at submission), status and progress."""
 
-    id: uuid.UUID
-    project_id: uuid.UUID
     model_version_id: uuid.UUID
-    status: str = Field(description="queued, running, succeeded or failed")
     total: int = Field(description="images in the job")
     done: int = Field(description="images predicted so far")
-    error: str | None
-    created_by: uuid.UUID | None
-    created_at: UtcDatetime
-    started_at: UtcDatetime | None
-    heartbeat_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
     links: JobLinks

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 
-from ..db.base import utcnow
 from ..db.entities import JobStatus
+from ..jobs.repository import ended
 from ..problems import Problem
 from ..settings import Settings
 
@@ -102,7 +102,7 @@ def dispatch(
         session.execute(
             update(entity)
             .where(entity.id == job.id, entity.status == JobStatus.queued)
-            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+            .values(**ended(JobStatus.failed, error=error))
         )
         session.commit()
         if on_failure is not None:

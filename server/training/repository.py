@@ -1,4 +1,5 @@
-"""Queries of training jobs and model versions, always scoped to one clinic (through the project)."""
+"""Queries of the training domain (projects, steps, model versions), always scoped to one clinic (through the
+project). Finding and listing jobs is every kind's: server.jobs.repository."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from ..db.entities import (
     Annotation,
-    JobStatus,
     ModelVersion,
     Project,
     Split,
@@ -17,9 +17,8 @@ from ..db.entities import (
     VersionEvent,
     VersionStatus,
 )
+from ..jobs.repository import UNFINISHED
 from ..problems import not_found
-
-ACTIVE_JOB = (JobStatus.queued, JobStatus.running)
 
 
 def lock_project(session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID) -> Project:
@@ -39,7 +38,7 @@ def lock_project(session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID) 
 def active_job(session: Session, set_id: uuid.UUID) -> TrainingJob | None:
     """The set's queued or running job, if any."""
     return session.scalar(
-        select(TrainingJob).where(TrainingJob.set_id == set_id, TrainingJob.status.in_(ACTIVE_JOB)).limit(1)
+        select(TrainingJob).where(TrainingJob.set_id == set_id, TrainingJob.status.in_(UNFINISHED)).limit(1)
     )
 
 
@@ -53,27 +52,6 @@ def step_submitted(session: Session, project_id: uuid.UUID, step: int) -> bool:
     job = exists().where(TrainingJob.project_id == project_id, TrainingJob.step == step)
     version = exists().where(ModelVersion.project_id == project_id, ModelVersion.step == step)
     return bool(session.scalar(select(job | version)))
-
-
-def get_job(
-    session: Session, clinic_id: uuid.UUID | None, job_id: uuid.UUID, *, for_update: bool = False
-) -> TrainingJob:
-    """The clinic's job; another clinic's id answers 404 like a missing one. clinic_id None (the system key's
-    operator, for cancel only) finds any clinic's job."""
-    q = select(TrainingJob).join(Project, Project.id == TrainingJob.project_id).where(TrainingJob.id == job_id)
-    if clinic_id is not None:
-        q = q.where(Project.clinic_id == clinic_id)
-    if for_update:
-        q = q.with_for_update(of=TrainingJob).execution_options(populate_existing=True)
-    job = session.scalar(q)
-    if job is None:
-        raise not_found("training job")
-    return job
-
-
-def list_jobs(session: Session, project_id: uuid.UUID, limit: int) -> list[TrainingJob]:
-    q = select(TrainingJob).where(TrainingJob.project_id == project_id)
-    return list(session.scalars(q.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc()).limit(limit)))
 
 
 def get_version(session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:

@@ -6,13 +6,16 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from ..auth import AdminDep, Principal, ReaderDep, require
 from ..db.entities import ModelVersion, Project, Role, TrainingJob, VersionStatus
 from ..deps import SessionDep, SettingsDep
+from ..jobs import repository as jobs
+from ..jobs.params import ListLimit
+from ..jobs.schemas import job_fields
 from ..problems import Problem, not_found
 from ..projects import repository as projects
 from ..projects.params import StepPath
@@ -70,23 +73,15 @@ def _job_out(job: TrainingJob, principal: Principal | None = None) -> JobOut:
     if principal is not None and principal.role not in (Role.admin, Role.system):
         log = _without_tracebacks(log)
     return JobOut(
-        id=job.id,
-        project_id=job.project_id,
+        **job_fields(job),
         set_id=job.set_id,
         step=job.step,
-        status=job.status.value,
         strategy=job.strategy,
         config=job.config,
         progress=job.progress,
         log=_tail(log),
-        error=job.error,
         attempt=job.attempt,
         cancel_requested=job.cancel_requested,
-        created_by=job.created_by,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        heartbeat_at=job.heartbeat_at,
-        finished_at=job.finished_at,
         model_version_id=job.model_version_id,
         celery_task_id=job.celery_task_id,
     )
@@ -157,7 +152,7 @@ def submit(
 @router.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
 def get_job(job_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> JobOut:
     """A job's status, progress and the tail of its log."""
-    return _job_out(repo.get_job(session, principal.clinic(), job_id), principal)
+    return _job_out(jobs.get_job(session, TrainingJob, job_id, clinic_id=principal.clinic()), principal)
 
 
 @router.get("/v1/projects/{project_id}/jobs", response_model=list[JobOut], tags=["jobs"])
@@ -165,11 +160,11 @@ def list_jobs(
     project_id: uuid.UUID,
     session: SessionDep,
     principal: ReaderDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: ListLimit = 100,
 ) -> list[JobOut]:
     """The project's jobs, newest first."""
     project = projects.get_project(session, principal.clinic(), project_id)
-    return [_job_out(j, principal) for j in repo.list_jobs(session, project.id, limit)]
+    return [_job_out(j, principal) for j in jobs.list_jobs(session, TrainingJob, project.id, limit)]
 
 
 @router.post(

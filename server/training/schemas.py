@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from models.config import TrainConfig, from_dict, to_dict
 
 from ..bodies import RequestBody, UtcDatetime
+from ..jobs.schemas import JobOutBase
 from ..projects.schemas import SERVED_STRATEGIES, check_strategy
 
 #: Lines of a job's log in its answer (the newest ones).
@@ -110,7 +111,7 @@ class SubmitIn(RequestBody):
         return None if v is None else validate_training(v)
 
 
-class JobOut(BaseModel):
+class JobOut(JobOutBase):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -145,11 +146,8 @@ class JobOut(BaseModel):
             ]
         }
     )
-    id: uuid.UUID
-    project_id: uuid.UUID
     set_id: uuid.UUID
     step: int
-    status: str = Field(description="queued, running, succeeded, failed or cancelled")
     strategy: str
     config: dict[str, Any] = Field(description="TrainConfig overrides: the project's defaults and the request's")
     progress: dict[str, Any] = Field(
@@ -158,14 +156,8 @@ class JobOut(BaseModel):
         'null until something can price it), "curve" ({stage: [[iteration, losses]]}, at most 100 points each)}'
     )
     log: str = Field(description=f"the last {LOG_TAIL_LINES} lines")
-    error: str | None
     attempt: int
     cancel_requested: bool
-    created_by: uuid.UUID | None
-    created_at: UtcDatetime
-    started_at: UtcDatetime | None
-    heartbeat_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
     model_version_id: uuid.UUID | None
     celery_task_id: str | None
 

@@ -9,8 +9,8 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from ..db.base import utcnow
 from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
+from ..jobs import repository as jobs
 from ..problems import Problem
 from ..projects import repository as projects
 from ..settings import Settings
@@ -57,7 +57,7 @@ def submit_job(
 def retry_job(session: Session, clinic_id: uuid.UUID, job_id: uuid.UUID, created_by: uuid.UUID) -> TrainingJob:
     """A failed or cancelled job again, as a new queued job (attempt + 1, same strategy and configuration;
     added, not committed). Its training state lets it resume."""
-    old = repo.get_job(session, clinic_id, job_id)
+    old = jobs.get_job(session, TrainingJob, job_id, clinic_id=clinic_id)
     project = repo.lock_project(session, clinic_id, old.project_id)
     session.refresh(old)
     if old.status not in (JobStatus.failed, JobStatus.cancelled):
@@ -78,18 +78,17 @@ def cancel_job(
 ) -> tuple[TrainingJob, bool]:
     """Cancel a queued job at once, or ask a running one to stop (it ends cancelled when its worker sees it);
     committed. (the job, whether it is still running). A finished job: 409. `clinic_id` None: any clinic's."""
-    job = repo.get_job(session, clinic_id, job_id, for_update=True)
-    job.log = (job.log or "") + f"cancel requested with the {role.value} key {key_name!r}\n"
-    running = job.status == JobStatus.running
-    if job.status == JobStatus.queued:
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-    elif running:
+    job = jobs.get_job(session, TrainingJob, job_id, clinic_id=clinic_id, for_update=True)
+    line = f"cancel requested with the {role.value} key {key_name!r}"
+    if not jobs.cancel(session, TrainingJob, job.id, only=(JobStatus.queued,), line=line):
+        session.refresh(job)  # not queued (any more: SQLite has no row lock): running, or finished
+        if job.status != JobStatus.running:
+            raise Problem(409, f"the job has finished ({job.status.value}); nothing to cancel", slug="job-finished")
+        job.log = (job.log or "") + line + "\n"
         job.cancel_requested = True
-    else:
-        raise Problem(409, f"the job has finished ({job.status.value}); nothing to cancel", slug="job-finished")
     session.commit()
-    return job, running
+    session.refresh(job)  # a queued job was cancelled by an UPDATE of the row, not of this copy
+    return job, job.status == JobStatus.running
 
 
 def promote_version(

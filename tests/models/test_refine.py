@@ -20,7 +20,7 @@ from models.refine import UNREFINED_CONFIDENCE, Refiner, build_crop_network
 from models.step_data import StepData
 from models.trainer import Progress, TrainReport, train_step
 
-from . import test_trainer as trainer_tests
+from . import test_trainer_synthetic as trainer_tests
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
