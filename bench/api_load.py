@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from .ikl import RESULTS, machine
+from .service_models import activate_checkpoint
 
 PROJECT = {"name": "Lateral ceph", "modality": "cephalometric", "backbone": "hrnet_w18_tiny", "local_stage": None}
 STEP0 = {"name": "skeletal", "landmarks": [{"code": c} for c in ("S", "N", "Me", "Go")]}
@@ -129,15 +130,10 @@ def _ok(response: httpx.Response) -> dict:  # type: ignore[type-arg]
 def _activate_tiny_model(env: dict[str, str], clinic: Clinic) -> None:
     """Train a tiny model for 2 iterations on random images and make it the project's active version, straight
     through the service's storage and database (the load, not the model, is measured)."""
-    from sqlalchemy import select
-
     from models.config import BackboneConfig, CodecConfig, TrainConfig
     from models.step_data import StepData
     from models.trainer import train_step
-    from server.db.entities import ModelVersion, VersionStatus
-    from server.db.session import session_factory
     from server.settings import Settings
-    from server.storage import blob_store
 
     images = [np.random.default_rng(i).integers(0, 65535, (120, 96), dtype=np.uint16) for i in range(4)]
     points = np.random.default_rng(0).uniform(10, 90, (4, 4, 2)).astype(np.float32)
@@ -153,22 +149,7 @@ def _activate_tiny_model(env: dict[str, str], clinic: Clinic) -> None:
     settings = Settings.model_validate(
         {k.removeprefix("KAMP_").lower(): v for k, v in env.items() if k.startswith("KAMP_")}
     )
-    key = blob_store(settings).put(ckpt.to_bytes())
-    with session_factory(settings.resolved_database_url)() as session:
-        project = uuid.UUID(clinic.project)
-        number = len(list(session.scalars(select(ModelVersion).where(ModelVersion.project_id == project)))) + 1
-        session.add(
-            ModelVersion(
-                project_id=project,
-                number=number,
-                step=0,
-                checkpoint_blob=key,
-                checkpoint_sha256=key,
-                strategy="finetune",
-                status=VersionStatus.active,
-            )
-        )
-        session.commit()
+    activate_checkpoint(settings, uuid.UUID(clinic.project), ckpt, "finetune")
 
 
 class Mix:

@@ -53,6 +53,7 @@ from models.refine import build_crop_network
 
 from .compute import COMPARED, cpu_peak_gflops, cpu_vector_flags, network_flops
 from .ikl import RESULTS, machine
+from .service_models import activate_checkpoint
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -161,10 +162,7 @@ def start_server(
 
 
 def setup_project(base: str, system_key: str, checkpoint: Checkpoint, data_dir: Path) -> tuple[str, str]:
-    from server.db.entities import ModelVersion, VersionStatus
-    from server.db.session import session_factory
     from server.settings import Settings
-    from server.storage import LocalBlobStore
 
     with httpx.Client(base_url=base, timeout=60) as http:
         created = http.post("/v1/clinics", json={"name": "bench"}, headers={"Authorization": f"Bearer {system_key}"})
@@ -177,20 +175,7 @@ def setup_project(base: str, system_key: str, checkpoint: Checkpoint, data_dir: 
         ).json()["id"]
         predict = http.post(f"/v1/clinics/{clinic}/api-keys", json={"role": "predict"}, headers=h).json()["key"]
     settings = Settings(data_dir=data_dir)
-    key = LocalBlobStore(settings.resolved_blob_dir).put(checkpoint.to_bytes())
-    with session_factory(settings.resolved_database_url)() as session:
-        session.add(
-            ModelVersion(
-                project_id=uuid.UUID(pid),
-                number=1,
-                step=0,
-                checkpoint_blob=key,
-                checkpoint_sha256=key,
-                strategy="bench",
-                status=VersionStatus.active,
-            )
-        )
-        session.commit()
+    activate_checkpoint(settings, uuid.UUID(pid), checkpoint, "bench")
     return pid, predict
 
 
