@@ -1,4 +1,4 @@
-"""`kamp`: train one incremental step, evaluate a checkpoint, predict landmarks on images."""
+"""`kamp`: train one incremental step, evaluate a checkpoint, predict landmarks on images and measure them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .analyses.cli import add_command as add_analyse_command
 from .config import PRECISIONS, BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict, to_dict
 from .registry import STRATEGIES
 from .step_data import StepData
@@ -80,6 +81,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     _global_only_arg(r)
     r.set_defaults(func=_predict)
 
+    add_analyse_command(sub, _predict_options)
+
     i = sub.add_parser("info", help="print a checkpoint's metadata")
     i.add_argument("checkpoint", type=Path)
     i.set_defaults(func=_info)
@@ -93,6 +96,11 @@ def _precision_arg(p: argparse.ArgumentParser, what: str) -> None:
         default=None,
         help=f"precision to {what}: auto (bf16 where the device has fast bf16, default), bf16 or fp32",
     )
+
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    _precision_arg(p, "predict in")
+    _global_only_arg(p)
 
 
 def _global_only_arg(p: argparse.ArgumentParser) -> None:

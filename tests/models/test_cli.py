@@ -53,3 +53,23 @@ def test_a_bad_local_stage_is_one_line_and_status_2(
     err = capsys.readouterr().err
     assert err.startswith("kamp train-step: error:") and message in err
     assert not (tmp_path / "v.safetensors").exists()
+
+
+MODEL = Path(__file__).parents[2] / "bench/results/cld38-5step-cpu-local/checkpoints/seed0/shared/step0.safetensors"
+
+
+def test_analyse_measures_a_checkpoints_landmarks(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = str(data_root / "isbi2015" / "images" / "151.jpg")
+    args = ["analyse", "--checkpoint", str(MODEL), image, "--analyses", "isbi2015,wits"]
+    assert main([*args, "--spacing", "0.2", "--errors", "1.8", "--json"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    values = {m["code"]: m for m in answer["measurements"]}
+    assert list(values) == ["ANB", "SNB", "SNA", "ODI", "APDI", "FHI", "FMA", "MW"]
+    assert values["ANB"]["low"] < values["ANB"]["value"] < values["ANB"]["high"]
+    assert answer["omitted"][0]["missing"] == ["U6", "L6"]
+    assert main(args) == 0  # no spacing: the table says why MW is omitted
+    assert "MW            omitted: a length: needs the image's pixel spacing" in capsys.readouterr().out
+    assert main([*args, "--analyses", "nope"]) == 2
+    assert "no analysis 'nope'" in capsys.readouterr().err
+    assert main([*args, "--spacing", "0,1"]) == 2
+    assert "positive" in capsys.readouterr().err
