@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Response
 from sqlalchemy import text
 
+from .analyses.routes import router as analyses_router
 from .annotations.routes import router as annotations_router
 from .auth import RateLimiter, SystemDep
 from .body_guard import BodyGuardMiddleware
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(clinics_router)
     app.include_router(projects_router)
+    app.include_router(analyses_router)
     app.include_router(studies_router)
     app.include_router(annotations_router)
     app.include_router(predict_router)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from server.analyses.service import context as measure_context
 from server.db.base import utcnow
 from server.db.entities import JobStatus, ModelVersion, PredictionJob
 from server.db.session import session_factory
@@ -79,6 +80,7 @@ def _predict(session: Session, settings: Settings, blobs: BlobStore, job: Predic
     assert version is not None  # a foreign key
     cache = _models.setdefault(settings.precision, ModelCache(capacity=2, precision=settings.precision))
     predictor = cache.get(version.id, version.checkpoint_blob, blobs)
+    analyses = measure_context(session, version)
     inputs: list[dict[str, Any]] = list(job.inputs)
     results: list[dict[str, Any]] = []
     for start in range(0, len(inputs), CHUNK):
@@ -89,7 +91,7 @@ def _predict(session: Session, settings: Settings, blobs: BlobStore, job: Predic
         predictions = predictor.predict(pixels, spacing, None, frames)
         for entry, prediction in zip(entries, predictions, strict=True):
             source, name = entry["spacing_source"], entry["filename"]
-            out = prediction_out(version, prediction, spacing_source=source, filename=name)
+            out = prediction_out(version, prediction, spacing_source=source, filename=name, analyses=analyses)
             results.append(out.model_dump(mode="json"))
         if not lease.beat(session, done=start + len(entries)):
             return Outcome.skipped

@@ -64,6 +64,9 @@ class Project(IdMixin, Base):
     gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     #: DICOMweb settings (server.projects.schemas.DicomwebIn): {"sr_on_store": bool}.
     dicomweb: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    #: Cephalometric analyses (models.analyses): catalogue landmark code -> the project's code, where they
+    #: differ; a catalogue code not named here is the project's own.
+    analysis_landmarks: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
 
     landmark_sets: Mapped[list[LandmarkSet]] = relationship(
         back_populates="project", order_by="LandmarkSet.step", lazy="selectin"

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from models.predictor import Prediction, Predictor
 
+from ..analyses.service import context as measure_context
 from ..db.entities import DicomInstance, ModelVersion, Project, Study, VersionStatus
 from ..imaging import DecodedImage
 from ..predict.cache import ModelCache
@@ -57,10 +58,14 @@ class Reporter:
             return  # the same image again: its SR by this version is there
         predictor = self.models.get(version.id, version.checkpoint_blob, self.blobs)
         result = prediction_out(
-            version, self.infer(predictor, image), spacing_source=image.spacing_source, filename=None
+            version,
+            self.infer(predictor, image),
+            spacing_source=image.spacing_source,
+            filename=None,
+            analyses=measure_context(self.session, version),
         )
         model = f"v{version.number} {version.checkpoint_sha256[:16]}"
-        sr = structured_report(self.blobs.get(image_row.blob), result.landmarks, model)
+        sr = structured_report(self.blobs.get(image_row.blob), result.landmarks, model, result.measurements)
         ds = pydicom.dcmread(io.BytesIO(sr), stop_before_pixels=True)
         blob = self.blobs.put(sr)
         row = instance_row(

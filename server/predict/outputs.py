@@ -13,9 +13,11 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from ..analyses.schemas import MeasurementOut
 from ..problems import Problem
 from .labels import place_labels
 from .schemas import PredictedLandmark
+from .tracing import Tracing, draw_tracing
 
 #: SNOMED CT "Anatomical structure": the finding type of each landmark point.
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical structure")
@@ -39,8 +41,9 @@ def label_boxes(
     return [(float(left), float(top), float(right), float(bottom)) for left, top, right, bottom in boxes]
 
 
-def render_png(pixels: np.ndarray, landmarks: Sequence[PredictedLandmark]) -> bytes:
-    """(H, W) uint16 display image -> PNG with each landmark drawn as a ring and labelled with its code.
+def render_png(pixels: np.ndarray, landmarks: Sequence[PredictedLandmark], tracing: Tracing | None = None) -> bytes:
+    """(H, W) uint16 display image -> PNG with each landmark drawn as a ring and labelled with its code, over an
+    analysis' tracing where one is given (its lines, the arcs of its angles and a legend of its values).
 
     The labels are placed apart (see labels.place_labels): one displaced from its ring is joined to it by a thin
     leader line of its colour, from the ring's edge to the label's box."""
@@ -49,6 +52,8 @@ def render_png(pixels: np.ndarray, landmarks: Sequence[PredictedLandmark]) -> by
     draw = ImageDraw.Draw(image)
     h, w = pixels.shape
     r, font, stroke = label_style(w, h)
+    if tracing is not None:
+        draw_tracing(draw, tracing, r, font, stroke)
     inks = label_boxes([lm.code for lm in landmarks], font, stroke)
     places = place_labels(
         [(lm.x, lm.y) for lm in landmarks],
@@ -103,9 +108,16 @@ def _with_type2_attributes(source: pydicom.Dataset) -> pydicom.Dataset:
     return source
 
 
-def structured_report(dicom_bytes: bytes, landmarks: Sequence[PredictedLandmark], model: str) -> bytes:
+def structured_report(
+    dicom_bytes: bytes,
+    landmarks: Sequence[PredictedLandmark],
+    model: str,
+    measurements: Sequence[MeasurementOut] = (),
+) -> bytes:
     """A TID 1500 measurement report (Comprehensive 3D SR) with one planar ROI group per landmark: a POINT in
-    the source image, tracked by the landmark's code and name, found by the named model.
+    the source image, tracked by the landmark's code and name, found by the named model; and one measurement
+    group (TID 1501) per analysis, holding its measurements as numeric measurements (TID 300) with UCUM units
+    and, where the value has a clinical class, that class as a qualitative evaluation.
 
     It references the image as the caller sent it (its own SOP Instance UID, patient and study), so a PACS files
     it beside the image; it is returned, never stored here. DICOM puts the top-left pixel's centre at
@@ -137,10 +149,11 @@ def structured_report(dicom_bytes: bytes, landmarks: Sequence[PredictedLandmark]
         )
         for lm in landmarks
     ]
+    analyses = measurement_groups(measurements, algorithm, source)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=IMAGING_PROCEDURE,
-        imaging_measurements=groups,
+        imaging_measurements=[*groups, *analyses],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source],
@@ -154,3 +167,50 @@ def structured_report(dicom_bytes: bytes, landmarks: Sequence[PredictedLandmark]
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, sr, enforce_file_format=True)
     return buf.getvalue()
+
+
+#: The coding scheme of our measurement names and classes (a private scheme: DICOM reserves "99" prefixes).
+SCHEME = "99KAMP"
+#: UCUM codes of the catalogue's units.
+UCUM = {
+    "deg": Code("deg", "UCUM", "degree"),
+    "mm": Code("mm", "UCUM", "millimeter"),
+    "%": Code("%", "UCUM", "percent"),
+    "ratio": Code("1", "UCUM", "no units"),
+}
+
+
+def measurement_code(m: MeasurementOut) -> Code:
+    """The coded name of a measurement: "<analysis>.<code>" in our scheme, its name as the meaning (at most 64
+    characters, as DICOM's Code Meaning allows)."""
+    return Code(f"{m.analysis}.{m.code}", SCHEME, m.name[:64])
+
+
+def measurement_groups(
+    measurements: Sequence[MeasurementOut], algorithm: hd.sr.AlgorithmIdentification, source: pydicom.Dataset
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """One TID 1501 group per analysis, in the order the measurements come."""
+    by_analysis: dict[str, list[MeasurementOut]] = {}
+    for m in measurements:
+        by_analysis.setdefault(m.analysis, []).append(m)
+    image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
+    return [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"analysis {analysis}"),
+            algorithm_id=algorithm,
+            source_images=[image],
+            measurements=[
+                hd.sr.Measurement(name=measurement_code(m), value=m.value, unit=UCUM[m.unit], algorithm_id=algorithm)
+                for m in group
+            ],
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(
+                    name=measurement_code(m), value=Code(m.class_code, SCHEME, (m.class_name or m.class_code)[:64])
+                )
+                for m in group
+                if m.class_code is not None
+            ]
+            or None,
+        )
+        for analysis, group in by_analysis.items()
+    ]

@@ -14,8 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
 
+from models.analyses import load_catalogue
 from models.predictor import Prediction, Predictor
 
+from ..analyses.service import MeasureContext
+from ..analyses.service import context as measure_context
 from ..auth import Principal, require
 from ..db.entities import ModelVersion, Project, Role, VersionStatus
 from ..deps import SessionDep, SettingsDep
@@ -29,6 +32,7 @@ from ..studies.service import DecodeSlots, decode_upload, ingest
 from .frames import model_inputs, model_size
 from .outputs import render_png, structured_report
 from .schemas import PredictionOut, prediction_out
+from .tracing import tracing_for
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["predict"])
 PredictDep = Annotated[Principal, Depends(require(Role.predict, Role.admin, Role.annotator))]
@@ -96,36 +100,41 @@ def _wanted(request: Request, version: ModelVersion, full_resolution: bool) -> t
 
 
 def _outputs(
-    version: ModelVersion, images: list[tuple[DecodedImage, str | None]], predictions: list[Prediction]
+    version: ModelVersion,
+    images: list[tuple[DecodedImage, str | None]],
+    predictions: list[Prediction],
+    analyses: MeasureContext,
 ) -> list[PredictionOut]:
     return [
-        prediction_out(version, prediction, spacing_source=str(image.spacing_source), filename=filename)
+        prediction_out(
+            version, prediction, spacing_source=str(image.spacing_source), filename=filename, analyses=analyses
+        )
         for (image, filename), prediction in zip(images, predictions, strict=True)
     ]
 
 
 def _predict_here(
-    request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]]
+    request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]], analyses: MeasureContext
 ) -> list[PredictionOut]:
     """Predict on the calling thread (a web server worker thread, when so configured)."""
     timings: dict[str, float] = {}
     pixels, spacing, frames = model_inputs([im for im, _ in images])
     predictions = _model(request, version).predict(pixels, spacing, timings, frames)
     request.state.model_timings = timings
-    return _outputs(version, images, predictions)
+    return _outputs(version, images, predictions, analyses)
 
 
 async def _infer(
-    request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]]
+    request: Request, version: ModelVersion, images: list[tuple[DecodedImage, str | None]], analyses: MeasureContext
 ) -> list[PredictionOut]:
     """Predict on the inference thread, batched with other requests waiting for the same model (see
     `server.predict.batcher`), or, if so configured, on one of the web server's worker threads."""
     if not request.app.state.settings.inference_single_thread:
-        return await run_in_threadpool(_predict_here, request, version, images)
+        return await run_in_threadpool(_predict_here, request, version, images, analyses)
     predictor = request.app.state.model_cache.loaded(version.id) or await run_in_threadpool(_model, request, version)
     served = request.app.state.inference.submit(predictor, *model_inputs([im for im, _ in images]))
     predictions, request.state.model_timings = await asyncio.wrap_future(served)
-    return _outputs(version, images, predictions)
+    return _outputs(version, images, predictions, analyses)
 
 
 SpacingX = Annotated[float | None, Form(description="mm per pixel along x; overrides the file's")]
@@ -141,6 +150,13 @@ StoreField = Annotated[
 
 
 ImageFile = Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")]
+AnalysisField = Annotated[
+    str | None,
+    Form(
+        description="an analysis of GET /v1/analyses to draw (its lines, angles and values)",
+        json_schema_extra={"enum": [a.code for a in load_catalogue().analyses]},
+    ),
+]
 
 
 @dataclass
@@ -150,6 +166,8 @@ class Predicted:
     data: bytes
     image: DecodedImage
     result: PredictionOut
+    #: The project's landmark mapping and the version's errors, that measured it.
+    analyses: MeasureContext
     #: Server-Timing header value, ms: "image" (decoding the upload), "preprocess", "forward", "decode" (heatmaps to
     #: points) and, for a two-stage model, "local" (the local stage) of the pass that served it, "model" (from
     #: handing the image over to the answer: with the wait for the inference thread), and "batch" (desc: the
@@ -177,7 +195,7 @@ def predicted_on(*, full_resolution: bool, dicom_only: bool = False) -> Callable
         spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
         data = await read_capped(file, settings.max_upload_bytes)
 
-        def prepare() -> tuple[ModelVersion, DecodedImage, float]:
+        def prepare() -> tuple[ModelVersion, MeasureContext, DecodedImage, float]:
             # One trip through the thread pool for the database lookup and the decoding (the lookup would
             # otherwise block the event loop, or take a trip of its own).
             version = resolve_version(session, principal.clinic(), project_id, version_id)
@@ -188,11 +206,11 @@ def predicted_on(*, full_resolution: bool, dicom_only: bool = False) -> Callable
                 raise Problem(
                     422, "a structured report refers to a DICOM image: upload the DICOM file", slug="sr-needs-dicom"
                 )
-            return version, image, 1e3 * (time.perf_counter() - t0)
+            return version, measure_context(session, version), image, 1e3 * (time.perf_counter() - t0)
 
-        version, image, image_ms = await run_in_threadpool(prepare)
+        version, analyses, image, image_ms = await run_in_threadpool(prepare)
         t1 = time.perf_counter()
-        [result] = await _infer(request, version, [(image, file.filename)])
+        [result] = await _infer(request, version, [(image, file.filename)], analyses)
         parts = {"image": image_ms, **request.state.model_timings, "model": 1e3 * (time.perf_counter() - t1)}
         stages = request.app.state.metrics.predict_seconds
         stages.labels("decode").observe(image_ms / 1e3)
@@ -203,7 +221,7 @@ def predicted_on(*, full_resolution: bool, dicom_only: bool = False) -> Callable
         timing = ", ".join(
             [f"{k};dur={v:.1f}" for k, v in parts.items()] + ([f"batch;desc={batch:.0f}"] if batch else [])
         )
-        return Predicted(data, image, result, timing)
+        return Predicted(data, image, result, analyses, timing)
 
     return predicted
 
@@ -227,10 +245,12 @@ async def predict(response: Response, p: PredictedDep) -> PredictionOut:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "the image with the landmarks drawn"}},
 )
-async def predict_render(p: WholeImagePredictedDep) -> Response:
+async def predict_render(p: WholeImagePredictedDep, analysis: AnalysisField = None) -> Response:
     """The prediction drawn on the image (rings labelled with the codes; red where the confidence is below
-    0.3), for a human to check. The JSON prediction is in the X-Model-Version header and /predict."""
-    png = await run_in_threadpool(render_png, p.image.pixels, p.result.landmarks)
+    0.3), for a human to check; with `analysis`, over that analysis' lines, angle arcs and a legend of its values.
+    The JSON prediction is in the X-Model-Version header and /predict."""
+    tracing = tracing_for(analysis, p.result, p.analyses.mapping) if analysis else None
+    png = await run_in_threadpool(render_png, p.image.pixels, p.result.landmarks, tracing)
     return Response(png, media_type="image/png", headers={"X-Model-Version": str(p.result.model_version_id)})
 
 
@@ -244,7 +264,7 @@ async def predict_sr(p: DicomPredictedDep) -> Response:
     uploaded DICOM image, for PACS that store results as DICOM. DICOM input only (another format answers 422
     before any prediction)."""
     model = f"v{p.result.model_version_number} {p.result.checkpoint_sha256[:16]}"
-    sr = await run_in_threadpool(structured_report, p.data, p.result.landmarks, model)
+    sr = await run_in_threadpool(structured_report, p.data, p.result.landmarks, model, p.result.measurements)
     return Response(sr, media_type="application/dicom", headers={"X-Model-Version": str(p.result.model_version_id)})
 
 
@@ -265,13 +285,14 @@ async def predict_batch(
     Any unusable image refuses the whole request, naming the file; with store=true each image is kept as a
     study once all are predicted."""
     version = await run_in_threadpool(resolve_version, session, principal.clinic(), project_id, version_id)
+    analyses = await run_in_threadpool(measure_context, session, version)
     if len(files) > MAX_BATCH:
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     at_least = await run_in_threadpool(_wanted, request, version, store)  # a study keeps the whole image
     slots = request.app.state.decode_slots
     images = [(await decode_named(f, settings, spacing, at_least, slots), f.filename) for f in files]
-    results = await _infer(request, version, images)
+    results = await _infer(request, version, images, analyses)
     if store:
         for result, (image, filename) in zip(results, images, strict=True):
             result.study_id = await _keep(request, session, principal, image, filename)

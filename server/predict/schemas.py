@@ -5,6 +5,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from ..analyses.schemas import MeasurementOut, OmittedOut
+from ..analyses.service import MeasureContext, measurements
 from ..jobs.schemas import JobOutBase
 from ..studies.schemas import Spacing
 
@@ -42,6 +44,16 @@ class PredictionOut(BaseModel):
     study_id: uuid.UUID | None = Field(
         default=None, description="the study the image was kept as, when asked (store=true); else null"
     )
+    measurements: list[MeasurementOut] = Field(
+        default_factory=list,
+        description="every cephalometric measurement (GET /v1/analyses) the landmarks allow, with its plausible "
+        "range, norm, deviation in SD and clinical class",
+    )
+    measurements_omitted: list[OmittedOut] = Field(
+        default_factory=list,
+        description="the measurements of analyses that share a landmark with the model but could not be taken, "
+        "with the reason (landmarks the model lacks: the step a clinic must add; a length without a spacing)",
+    )
 
 
 def prediction_out(
@@ -50,9 +62,12 @@ def prediction_out(
     *,
     spacing_source: str,
     filename: str | None,
+    analyses: MeasureContext | None = None,
 ) -> PredictionOut:
-    """The answer for one image, the same from the synchronous routes and from a prediction job."""
+    """The answer for one image, the same from the synchronous routes and from a prediction job; with its
+    measurements where `analyses` (the project's mapping and the version's errors) is given."""
     width, height = prediction.image_size
+    values, omitted = measurements(prediction, analyses) if analyses is not None else ([], [])
     sx, sy = prediction.spacing_mm or (None, None)
     return PredictionOut(
         model_version_id=version.id,
@@ -63,6 +78,8 @@ def prediction_out(
         spacing=Spacing(x_mm=sx, y_mm=sy, source=spacing_source),
         landmarks=[PredictedLandmark(**vars(lm)) for lm in prediction.landmarks],
         filename=filename,
+        measurements=values,
+        measurements_omitted=omitted,
     )
 
 

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 
+from ..analyses.service import check_mapping
 from ..auth import AdminDep, ReaderDep
 from ..db.entities import Association, Landmark, LandmarkSet, Project
 from ..deps import SessionDep, SettingsDep
@@ -44,8 +45,9 @@ def create_project(body: ProjectIn, session: SessionDep, settings: SettingsDep, 
         check_bounds(body.training, settings.training_bounds)
     except ValueError as exc:
         raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
+    mapping = check_mapping(body.analysis_landmarks)
     # The gate keeps only the fields the clinic set: the others follow the service's settings.
-    fields = body.model_dump() | {"gate": body.gate.model_dump(exclude_none=True)}
+    fields = body.model_dump() | {"gate": body.gate.model_dump(exclude_none=True), "analysis_landmarks": mapping}
     project = Project(clinic_id=principal.clinic(), **fields)
     session.add(project)
     try:

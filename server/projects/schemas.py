@@ -56,6 +56,15 @@ class DicomwebIn(RequestBody):
     )
 
 
+class AnalysisLandmarksIn(RequestBody):
+    """A project's mapping of the analyses' catalogue landmark codes to its own."""
+
+    analysis_landmarks: dict[str, str] = Field(
+        description="catalogue landmark code -> this project's code; a code not named is the project's own",
+        examples=[{"S": "sella", "N": "nasion"}],
+    )
+
+
 class ProjectIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["Lateral ceph"])
     description: str = Field(default="", max_length=5000)
@@ -70,6 +79,12 @@ class ProjectIn(RequestBody):
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
     dicomweb: DicomwebIn = Field(default_factory=DicomwebIn, description="DICOMweb settings")
+    analysis_landmarks: dict[str, str] = Field(
+        default_factory=dict,
+        description="cephalometric analyses: catalogue landmark code -> this project's code, where they differ "
+        "(default: the ISBI 2015 / CL-Detection 2023 codes of GET /v1/analyses are the project's own)",
+        examples=[{}, {"S": "sella", "N": "nasion"}],
+    )
     # On by default: the most accurate configuration within a step's 30-minute budget on two CPU cores
     # (docs/benchmarks.md, "Two stages", with the cost of a step on the service's defaults).
     local_stage: dict[str, Any] | None = Field(
@@ -138,6 +153,9 @@ class ProjectOut(BaseModel):
     training: dict[str, Any]
     gate: dict[str, float] = Field(default_factory=dict, description="the project's gate overrides")
     dicomweb: dict[str, Any] = Field(default_factory=dict, description="the project's DICOMweb settings")
+    analysis_landmarks: dict[str, str] = Field(
+        default_factory=dict, description="catalogue landmark code -> the project's, where they differ"
+    )
     local_stage: dict[str, Any] | None = None
     created_at: UtcDatetime
     steps: int = 0

@@ -47,7 +47,7 @@ def tiny_checkpoint(data_root: Path, iterations: int) -> Checkpoint:
     return ckpt
 
 
-def _add_version(api: Api, pid: str, checkpoint: Checkpoint, status: VersionStatus) -> str:
+def _add_version(api: Api, pid: str, checkpoint: Checkpoint, status: VersionStatus, report: dict | None = None) -> str:
     key = LocalBlobStore(api.settings.resolved_blob_dir).put(checkpoint.to_bytes())
     with api.client.app.state.session_factory() as session:
         number = len(list(session.scalars(select(ModelVersion).where(ModelVersion.project_id == uuid.UUID(pid))))) + 1
@@ -59,6 +59,7 @@ def _add_version(api: Api, pid: str, checkpoint: Checkpoint, status: VersionStat
             checkpoint_sha256=key,
             strategy="finetune",
             status=status,
+            report=report or {},
         )
         session.add(v)
         session.commit()

@@ -1,0 +1,180 @@
+"""The analyses' rules in the service: a project's landmark mapping, what its version can measure, and the
+measurements of a prediction (models.analyses does the geometry). Web-free: routes, the prediction worker and
+DICOMweb call it."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.analyses import coverage, load_catalogue, measure, project_code, to_catalogue
+
+from ..db.entities import Landmark, ModelVersion, Project, VersionStatus
+from ..problems import Problem, not_found
+from .schemas import MeasurementOut, OmittedOut
+
+if TYPE_CHECKING:
+    from models.predictor import Prediction
+
+#: A project's landmark code (the pattern of server.projects.schemas.CODE_PATTERN).
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$")
+
+
+def check_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
+    """A project's mapping (catalogue code -> project code), checked: 422 naming an unknown catalogue code, an
+    invalid project code, or two catalogue codes mapped to one project code."""
+    known = load_catalogue().landmarks
+    unknown = sorted(c for c in mapping if c not in known)
+    if unknown:
+        raise Problem(
+            422,
+            f"analysis_landmarks: {', '.join(unknown)} are not landmarks of the catalogue (GET /v1/analyses lists "
+            f"them: {', '.join(known)})",
+            slug="invalid-request",
+            title="Invalid request",
+        )
+    bad = sorted(v for v in mapping.values() if not _CODE.match(v))
+    if bad:
+        raise Problem(422, f"analysis_landmarks: invalid landmark codes {bad}", slug="invalid-request")
+    targets = [project_code(mapping, c) for c in known]
+    doubled = sorted({t for t in targets if targets.count(t) > 1})
+    if doubled:
+        raise Problem(
+            422,
+            f"analysis_landmarks: {', '.join(doubled)} would stand for two catalogue landmarks",
+            slug="invalid-request",
+        )
+    return dict(mapping)
+
+
+@dataclass(frozen=True)
+class MeasureContext:
+    """What measuring a version's predictions needs: the project's mapping and the version's per-landmark
+    validation MRE (project codes; mm, or pixels for a project without spacing)."""
+
+    mapping: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, float] = field(default_factory=dict)
+
+
+class _ErrorCache:
+    """Per-landmark validation errors by version (a version's report never changes), least recently used out."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._rows: OrderedDict[uuid.UUID, dict[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def get(self, session: Session, version_id: uuid.UUID) -> dict[str, float]:
+        with self._lock:
+            if version_id in self._rows:
+                self._rows.move_to_end(version_id)
+                return self._rows[version_id]
+        report = session.scalar(select(ModelVersion.report).where(ModelVersion.id == version_id)) or {}
+        errors = landmark_errors(report)
+        with self._lock:
+            self._rows[version_id] = errors
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+        return errors
+
+
+_errors = _ErrorCache()
+
+
+def landmark_errors(report: Mapping[str, Any]) -> dict[str, float]:
+    """Each landmark's validation MRE from a version's report (the step that validated it), project codes."""
+    out: dict[str, float] = {}
+    for step in report.get("steps", []):
+        for code, summary in (step.get("landmarks") or {}).items():
+            mre = (summary or {}).get("mre")
+            if isinstance(mre, int | float) and mre == mre:
+                out[code] = float(mre)
+    return out
+
+
+def context(session: Session, version: ModelVersion) -> MeasureContext:
+    """The mapping of the version's project (read now: an admin may change it) and the version's errors."""
+    mapping = session.scalar(select(Project.analysis_landmarks).where(Project.id == version.project_id)) or {}
+    return MeasureContext(dict(mapping), _errors.get(session, version.id))
+
+
+def measurements(prediction: Prediction, ctx: MeasureContext) -> tuple[list[MeasurementOut], list[OmittedOut]]:
+    """The measurements of every analysis that shares a landmark with the prediction, and those it cannot give."""
+    points = {lm.code: (lm.x, lm.y) for lm in prediction.landmarks}
+    known = to_catalogue(points, ctx.mapping)
+    if not known:
+        return [], []
+    errors = to_catalogue(ctx.errors, ctx.mapping) if ctx.errors else None
+    catalogue = load_catalogue()
+    relevant = [a.code for a in catalogue.analyses if _touches(catalogue, a.code, known)]
+    result = measure(known, prediction.spacing_mm, analyses=relevant, landmark_error=errors)
+    theirs = _mine(ctx.mapping)
+    values = [MeasurementOut(**{**vars(v), "landmarks": theirs(v.landmarks)}) for v in result.values]
+    omitted = [OmittedOut(**{**vars(o), "missing": theirs(o.missing)}) for o in result.omitted]
+    return values, omitted
+
+
+def _touches(catalogue: Any, analysis: str, known: Iterable[str]) -> bool:
+    a = catalogue.analysis(analysis)
+    used = {c for m in a.answered for c in catalogue.landmarks_of(a, m)}
+    return bool(used & set(known))
+
+
+def _mine(mapping: Mapping[str, str]) -> Any:
+    return lambda codes: [project_code(mapping, c) for c in codes]
+
+
+@dataclass(frozen=True)
+class Missing:
+    code: str  # the project's code
+    catalogue_code: str
+    name: str
+    step: int | None  # the project's step that defines it, if one does (it then awaits training or annotation)
+
+
+def project_coverage(session: Session, project: Project, version: ModelVersion | None) -> list[dict[str, Any]]:
+    """For each analysis: the measurements `version` (None: no model yet) can take, and for each other one the
+    landmarks it lacks, with the step of the project that defines each (None: no step does yet; a clinic adds a
+    step with it)."""
+    catalogue = load_catalogue()
+    mapping = dict(project.analysis_landmarks or {})
+    steps = {lm.code: lm_step for lm, lm_step in _project_landmarks(session, project)}
+    have = set(version_codes(project, version)) if version is not None else set()
+    known = [c for c in catalogue.landmarks if project_code(mapping, c) in have]
+    out = []
+    for cov in coverage(known):
+        missing = {m: [vars(_missing(catalogue, mapping, steps, c)) for c in codes] for m, codes in cov.missing.items()}
+        out.append({"analysis": cov.analysis, "name": cov.name, "computable": cov.computable, "missing": missing})
+    return out
+
+
+def _missing(catalogue: Any, mapping: Mapping[str, str], steps: Mapping[str, int], code: str) -> Missing:
+    mine = project_code(mapping, code)
+    return Missing(code=mine, catalogue_code=code, name=catalogue.landmarks[code], step=steps.get(mine))
+
+
+def _project_landmarks(session: Session, project: Project) -> list[tuple[Landmark, int]]:
+    return [(lm, s.step) for s in project.landmark_sets for lm in s.landmarks]
+
+
+def version_codes(project: Project, version: ModelVersion) -> list[str]:
+    """The landmark codes a version predicts: those of its project's steps up to its own (a step's model keeps
+    every earlier step's landmarks)."""
+    return [lm.code for s in project.landmark_sets if s.step <= version.step for lm in s.landmarks]
+
+
+def measured_version(session: Session, project: Project, version_id: uuid.UUID | None) -> ModelVersion | None:
+    """The project's given version (404 if it is not the project's), else its active one (None if none)."""
+    wanted = ModelVersion.id == version_id if version_id is not None else ModelVersion.status == VersionStatus.active
+    version = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id, wanted))
+    if version is None and version_id is not None:
+        raise not_found("model version")
+    return version
