@@ -58,21 +58,26 @@ def check_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
 @dataclass(frozen=True)
 class MeasureContext:
     """What measuring a version's predictions needs: the project's mapping and the version's per-landmark
-    validation MRE (project codes; mm, or pixels for a project without spacing)."""
+    validation MRE (project codes), with the unit each was measured in ("mm", or "px" where the validation
+    studies had no spacing)."""
 
     mapping: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def errors_in(self, unit: str) -> dict[str, float]:
+        """The errors measured in `unit`: a range in mm needs errors in mm (and one in pixels, pixels)."""
+        return {code: mre for code, (mre, u) in self.errors.items() if u == unit}
 
 
 class _ErrorCache:
     """Per-landmark validation errors by version (a version's report never changes), least recently used out."""
 
     def __init__(self, capacity: int = 64) -> None:
-        self._rows: OrderedDict[uuid.UUID, dict[str, float]] = OrderedDict()
+        self._rows: OrderedDict[uuid.UUID, dict[str, tuple[float, str]]] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
 
-    def get(self, session: Session, version_id: uuid.UUID) -> dict[str, float]:
+    def get(self, session: Session, version_id: uuid.UUID) -> dict[str, tuple[float, str]]:
         with self._lock:
             if version_id in self._rows:
                 self._rows.move_to_end(version_id)
@@ -89,14 +94,16 @@ class _ErrorCache:
 _errors = _ErrorCache()
 
 
-def landmark_errors(report: Mapping[str, Any]) -> dict[str, float]:
-    """Each landmark's validation MRE from a version's report (the step that validated it), project codes."""
-    out: dict[str, float] = {}
+def landmark_errors(report: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
+    """Each landmark's validation MRE and its unit from a version's report (the step that validated it),
+    project codes."""
+    out: dict[str, tuple[float, str]] = {}
     for step in report.get("steps", []):
+        unit = str(step.get("unit", "mm"))
         for code, summary in (step.get("landmarks") or {}).items():
             mre = (summary or {}).get("mre")
             if isinstance(mre, int | float) and mre == mre:
-                out[code] = float(mre)
+                out[code] = (float(mre), unit)
     return out
 
 
@@ -112,10 +119,10 @@ def measurements(prediction: Prediction, ctx: MeasureContext) -> tuple[list[Meas
     known = to_catalogue(points, ctx.mapping)
     if not known:
         return [], []
-    errors = to_catalogue(ctx.errors, ctx.mapping) if ctx.errors else None
+    errors = to_catalogue(ctx.errors_in("px" if prediction.spacing_mm is None else "mm"), ctx.mapping)
     catalogue = load_catalogue()
     relevant = [a.code for a in catalogue.analyses if _touches(catalogue, a.code, known)]
-    result = measure(known, prediction.spacing_mm, analyses=relevant, landmark_error=errors)
+    result = measure(known, prediction.spacing_mm, analyses=relevant, landmark_error=errors or None)
     theirs = _mine(ctx.mapping)
     values = [MeasurementOut(**{**vars(v), "landmarks": theirs(v.landmarks)}) for v in result.values]
     omitted = [OmittedOut(**{**vars(o), "missing": theirs(o.missing)}) for o in result.omitted]

@@ -108,7 +108,7 @@ def test_coverage_names_the_step_a_clinic_must_add(api: Api, data_root: Path) ->
 
 def test_predict_answers_the_measurements_with_ranges(api: Api, data_root: Path) -> None:
     errors = {c: {"mre": 1.8} for c in model().codes}
-    pid, _, predict = _setup(api, data_root, report={"steps": [{"step": 0, "landmarks": errors}]})
+    pid, _, predict = _setup(api, data_root, report={"steps": [{"step": 0, "unit": "mm", "landmarks": errors}]})
     r = _predict(api, pid, predict, data_root, spacing_x_mm=0.2, spacing_y_mm=0.2)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -125,7 +125,8 @@ def test_predict_answers_the_measurements_with_ranges(api: Api, data_root: Path)
     # Without a spacing lengths are omitted with the reason; angles stay.
     plain = _predict(api, pid, predict, data_root).json()
     assert ("isbi2015", "MW") in {(o["analysis"], o["code"]) for o in plain["measurements_omitted"]}
-    assert any(m["code"] == "SNA" for m in plain["measurements"])
+    sna = next(m for m in plain["measurements"] if m["code"] == "SNA")
+    assert sna["low"] is None  # the errors were validated in mm: they give no range on pixels
 
 
 def test_the_projects_mapping_decides_which_landmark_is_which(api: Api, data_root: Path) -> None:
