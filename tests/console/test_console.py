@@ -21,7 +21,7 @@ from tests.worker.tiny import TINY_TRAINING
 from .conftest import Served
 
 pytestmark = pytest.mark.slow
-STEP0 = ["S", "N", "Or", "Po"]
+STEP0 = ["S", "N", "A", "B"]  # enough for SNA, SNB and ANB: the playground's measurements
 STEP1 = ["D", "U1A", "L1A", "U6"]
 JOB_TIMEOUT_MS = 300_000
 
@@ -337,6 +337,16 @@ def predict_role_sees_only_the_playground(page: Any, served: Served, cases: Case
     page.wait_for_selector("#predict-table tbody tr >> nth=3")
     width = page.eval_on_selector("#predict-image", "img => img.decode().then(() => img.naturalWidth)")
     assert width == 968
+    rows = page.locator("#predict-measurements tbody tr td:nth-child(2)").all_inner_texts()
+    assert {"SNA", "SNB", "ANB"} <= set(rows)  # Steiner's and the ISBI challenge's
+    assert "needs the landmarks" in (page.text_content("#predict-omitted") or "")  # folded: text, not inner text
+    before = page.get_attribute("#predict-image", "src")
+    page.select_option("#predict-analysis", "steiner")
+    for _ in range(300):  # polled from here: the page's CSP forbids the string eval of wait_for_function
+        if page.get_attribute("#predict-image", "src") != before:
+            break
+        page.wait_for_timeout(100)
+    assert page.get_attribute("#predict-image", "src") != before  # redrawn with Steiner's lines
     shot(page, folder, "predict")
 
 

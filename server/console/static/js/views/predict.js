@@ -1,5 +1,6 @@
 // The predict playground: drop an image, see every landmark of the active version drawn (the service's own
-// rendering, labels placed apart), the table with SDR-ready errors, and download JSON, PNG or a DICOM SR.
+// rendering, labels placed apart, over an analysis' lines when one is chosen), the landmarks' table, the
+// cephalometric measurements with their ranges, norms and classes, and download JSON, PNG or a DICOM SR.
 
 import { api, apiBlob } from "../api.js";
 import { can } from "../app.js";
@@ -31,11 +32,44 @@ function resultTable(prediction) {
     h("td", {}, l.y_mm?.toFixed(2) ?? "–"), h("td", {}, `${Math.round(100 * l.confidence)}%`), h("td", {}, l.stage)))));
 }
 
+const UNITS = { deg: "°", mm: " mm", "%": "%", ratio: "" };
+
+function number(value, unit) {
+  return `${value.toFixed(unit === "ratio" ? 2 : 1)}${UNITS[unit] ?? ""}`;
+}
+
+function measurementTable(prediction) {
+  const omitted = prediction.measurements_omitted || [];
+  const why = omitted.length ? h("details", { id: "predict-omitted" }, h("summary", {}, `${omitted.length} not measured`),
+    h("ul", {}, omitted.map((o) => h("li", {}, `${o.analysis} ${o.code}: ${o.reason}`)))) : "";
+  if (!prediction.measurements?.length) {
+    return h("div", {}, h("p", { class: "muted" }, "No cephalometric measurement: the model lacks their landmarks."), why);
+  }
+  return h("div", {}, h("table", { id: "predict-measurements" }, h("thead", {}, h("tr", {},
+    ["analysis", "measurement", "value", "plausible range", "norm", "deviation", "class"].map((c) => h("th", {}, c)))),
+  h("tbody", {}, prediction.measurements.map((m) => h("tr", {}, h("td", {}, m.analysis), h("td", { title: m.name }, m.code),
+    h("td", {}, number(m.value, m.unit)),
+    h("td", {}, m.low === null ? "–" : `${number(m.low, m.unit)} – ${number(m.high, m.unit)}`),
+    h("td", {}, m.norm_mean === null ? "–" : `${m.norm_mean} ± ${m.norm_sd}`),
+    h("td", {}, m.deviation_sd === null ? "–" : `${m.deviation_sd > 0 ? "+" : ""}${m.deviation_sd.toFixed(1)} SD`),
+    h("td", {}, m.class_name ?? "–"))))), why);
+}
+
+function analysisPicker(prediction, redraw) {
+  const names = [...new Set((prediction.measurements || []).map((m) => m.analysis))];
+  if (!names.length) return "";
+  const select = h("select", { id: "predict-analysis", "aria-label": "analysis to draw" },
+    h("option", { value: "" }, "landmarks only"), names.map((n) => h("option", { value: n }, n)));
+  select.addEventListener("change", () => busy(select, () => redraw(select.value)));
+  return h("label", {}, "Draw analysis ", select);
+}
+
 async function run(projectId, file, spacing, out) {
   sessionStorage.setItem(PROJECT, projectId);
-  const form = () => {
+  const form = (analysis) => {
     const f = new FormData();
     f.append("file", file);
+    if (analysis) f.append("analysis", analysis);
     if (spacing) {
       f.append("spacing_x_mm", spacing);
       f.append("spacing_y_mm", spacing);
@@ -50,11 +84,14 @@ async function run(projectId, file, spacing, out) {
   if (/\.dcm$/i.test(file.name) || file.type === "application/dicom") {
     links.push(download(await apiBlob(`${base}/sr`, { method: "POST", form: form() }), "landmarks-sr.dcm"));
   }
+  const image = h("img", { src: objectUrl(png), alt: "predicted landmarks", class: "rendered", id: "predict-image" });
+  const redraw = async (analysis) => {
+    image.src = objectUrl(await apiBlob(`${base}/render`, { method: "POST", form: form(analysis) }));
+  };
   replace(out, h("p", {}, `Version ${prediction.model_version_number} · ${prediction.landmarks.length} landmarks · `,
     `${prediction.width}×${prediction.height} px`, prediction.spacing.x_mm ? ` · ${prediction.spacing.x_mm} mm/px` : " · spacing unknown"),
-  h("p", { class: "links" }, links),
-  h("img", { src: objectUrl(png), alt: "predicted landmarks", class: "rendered", id: "predict-image" }),
-  resultTable(prediction));
+  h("p", { class: "links" }, links, " ", analysisPicker(prediction, redraw)),
+  image, measurementTable(prediction), resultTable(prediction));
 }
 
 export async function predictView(main) {
