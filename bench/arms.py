@@ -17,11 +17,15 @@ from models.registry import STRATEGIES
 #: The names an override may set: TrainConfig fields, and `refine.<field>` for the local stage's training.
 TRAIN_FIELDS = frozenset(to_dict(TrainConfig()))
 REFINE_FIELDS = frozenset(f"refine.{name}" for name in to_dict(RefineTrainConfig()))
+#: How the benchmark trains the `joint` oracle's steps >= 1 (bench.ikl.joint_budget), not a TrainConfig field:
+#: `budget=scratch`, from nothing on every image so far with step 0's iterations per image (constant epochs);
+#: `budget=grow`, from the previous joint model with the step budget times images so far over the step's images.
+BUDGETS = ("scratch", "grow")
 
 
 def is_override_name(name: str) -> bool:
-    """A TrainConfig field ("alpha") or a field of its local stage's training ("refine.alpha")."""
-    return name in TRAIN_FIELDS or name in REFINE_FIELDS
+    """A TrainConfig field ("alpha"), a field of its local stage's training ("refine.alpha"), or `budget`."""
+    return name in TRAIN_FIELDS or name in REFINE_FIELDS or name == "budget"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,15 @@ class Arm:
     name: str
     strategy: str
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_overrides(self) -> dict[str, Any]:
+        """The overrides that set TrainConfig fields."""
+        return {k: v for k, v in self.overrides.items() if k != "budget"}
+
+    @property
+    def budget(self) -> str | None:
+        return self.overrides.get("budget")
 
 
 def parse_value(text: str) -> Any:
@@ -59,4 +72,7 @@ def parse_arm(spec: str) -> Arm:
         if name in overrides:
             raise ValueError(f"{name!r} is set twice in {spec!r}")
         overrides[name] = parse_value(value)
+    budget = overrides.get("budget")
+    if budget is not None and (strategy != "joint" or budget not in BUDGETS):
+        raise ValueError(f"budget={budget} in {spec!r}: only joint takes a budget, one of {', '.join(BUDGETS)}")
     return Arm(spec, strategy, overrides)

@@ -37,7 +37,7 @@ from models.step_data import StepData
 from models.trainer import Progress, resolve_device, train_step
 
 from .arms import Arm, parse_arm
-from .profiles import LATER_FIELDS, PROFILES, Profile, add_precision_argument, with_precision
+from .profiles import LATER_FIELDS, PROFILES, Profile, add_precision_argument, step_cap, with_precision
 from .report import eval_name, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,11 +45,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STEP0 = Arm("step0", "finetune")
 
 
-def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, cap: int | None) -> StepData:
-    """Training data of step t as each strategy sees it (IKL strategies: step t's images, new labels only)."""
+def step_data(protocol: Protocol, ds: DatasetInfo, strategy: str, t: int, profile: Profile) -> StepData:
+    """Training data of step t as each strategy sees it (IKL strategies: step t's images, new labels only), each
+    step's images capped as the profile says (profiles.step_cap)."""
 
     def images(s: int) -> list[str]:
-        return protocol.steps[s].images[:cap]
+        return protocol.steps[s].images[: step_cap(profile, s)]
 
     data = strategy_spec(strategy).data
     if data == "joint":  # the oracle: every image so far with every landmark so far
@@ -87,6 +88,21 @@ def train_config(
     return config
 
 
+def joint_budget(config: TrainConfig, profile: Profile, budget: str | None, t: int, sizes: list[int]) -> bool:
+    """Set the iterations of a joint step t >= 1 by its `budget` (bench.arms.BUDGETS; None: the profile's step
+    budget, as every strategy); True where the step trains from scratch. `sizes`: images of steps 0..t."""
+    if budget is None or t == 0:
+        return False
+    seen = sum(sizes)
+    if budget == "scratch":  # step 0's iterations per image, on every image so far
+        config.iterations = round(profile.step0_iterations * seen / sizes[0])
+        config.refine.iterations = round(profile.local_step0_iterations * seen / sizes[0])
+        return True
+    config.iterations = round(profile.step_iterations * seen / sizes[t])  # "grow"
+    config.refine.iterations = round(profile.local_step_iterations * seen / sizes[t])
+    return False
+
+
 class Runner:
     def __init__(self, protocol: Protocol, profile: Profile, data_root: Path, out: Path, device: str) -> None:
         """Raises SystemExit where `out` holds results of other profile settings (precision included)."""
@@ -96,6 +112,10 @@ class Runner:
         test_ids = protocol.test_images[: profile.max_test_images]
         self.test = self.ds.step_data(test_ids, protocol.landmarks, protocol.annotator)
         self.names = {lm.code: lm.name for lm in self.ds.landmarks}
+
+    def step_sizes(self, t: int) -> list[int]:
+        """Training images of steps 0..t (as the profile caps them)."""
+        return [len(self.protocol.steps[s].images[: step_cap(self.profile, s)]) for s in range(t + 1)]
 
     def ckpt_path(self, strategy: str, seed: int, t: int) -> Path:
         sub = "shared" if t == 0 else strategy
@@ -111,7 +131,7 @@ class Runner:
             checkpoint = Checkpoint.load(path)
             seconds = None
         else:
-            data = step_data(self.protocol, self.ds, arm.strategy, t, self.profile.max_step_images)
+            data = step_data(self.protocol, self.ds, arm.strategy, t, self.profile)
             inner: dict[str, tqdm] = {}
 
             def progress(p: Progress) -> None:
@@ -127,12 +147,14 @@ class Runner:
                 b.update(p.iteration - b.n)
                 b.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()})
 
+            config = train_config(self.profile, seed, t, self.device, arm.train_overrides)
+            scratch = joint_budget(config, self.profile, arm.budget, t, self.step_sizes(t))
             t0 = time.perf_counter()
             checkpoint, _ = train_step(
-                previous,
+                None if scratch else previous,
                 data,
-                "finetune" if t == 0 else arm.strategy,
-                train_config(self.profile, seed, t, self.device, arm.overrides),
+                "finetune" if t == 0 or scratch else arm.strategy,
+                config,
                 backbone=BackboneConfig(name=self.profile.backbone),
                 codec=CodecConfig(input_size=self.profile.input_size, sigma=self.profile.sigma),
                 refine=None if self.profile.local_stage is None else from_dict(RefineConfig, self.profile.local_stage),

@@ -82,7 +82,7 @@ def diagnose_step(runner: Runner, arm: Arm, seed: int, t: int) -> dict[str, Any]
         return None
     teacher, student = Checkpoint.load(teacher_path), Checkpoint.load(student_path)
     config = train_config(runner.profile, seed, t, runner.device, arm.overrides)
-    data = step_data(runner.protocol, runner.ds, arm.strategy, t, runner.profile.max_step_images)
+    data = step_data(runner.protocol, runner.ds, arm.strategy, t, runner.profile)
     fitted = fit_ka_net(teacher, data, arm.strategy, config)
     test = runner.test.select(fitted.codes)
     codec = HeatmapCodec(teacher.codec)

@@ -24,6 +24,8 @@ class Profile:
     #: Cap on the images of each step and of the test set (None: all); the smoke profile keeps runs tiny.
     max_step_images: int | None = None
     max_test_images: int | None = None
+    #: Cap on the images of each incremental step (steps >= 1; the low-shot profiles), after max_step_images.
+    max_incremental_images: int | None = None
     #: TrainConfig overrides for every step after step 0 (alpha, temperature, ...).
     train: dict[str, Any] = field(default_factory=dict)
     #: Precision of training and evaluation (models.precision); results record it resolved ("bf16" or "fp32").
@@ -37,7 +39,18 @@ class Profile:
 
 #: Fields added to Profile after results folders were written: a stored profile.json without them holds runs
 #: of these values.
-LATER_FIELDS: dict[str, Any] = {"local_stage": None, "local_step0_iterations": 1000, "local_step_iterations": 500}
+LATER_FIELDS: dict[str, Any] = {
+    "local_stage": None,
+    "local_step0_iterations": 1000,
+    "local_step_iterations": 500,
+    "max_incremental_images": None,
+}
+
+
+def step_cap(profile: Profile, s: int) -> int | None:
+    """How many of step s's training images a profile trains on (None: all), the first ones of its list."""
+    caps = [c for c in (profile.max_step_images, profile.max_incremental_images if s else None) if c is not None]
+    return min(caps) if caps else None
 
 
 # About 90 minutes for finetune, lwf, cpr, kamp and joint on cld38-5step on 2 CPU cores.
@@ -86,6 +99,14 @@ PROFILES: dict[str, Profile] = {
         lr=1e-3,
     ),
 }
+
+
+# Low-shot IKL as in the KAMP paper: each incremental step learns its landmarks from 1, 5, 10 or 50 images (step 0
+# keeps all of its own), on the cpu-local model.
+for _shots in (1, 5, 10, 50):
+    PROFILES[f"lowshot-{_shots}"] = replace(
+        PROFILES["cpu-local"], name=f"lowshot-{_shots}", max_incremental_images=_shots
+    )
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

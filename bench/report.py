@@ -20,6 +20,8 @@ from models.metrics import (
     transfer,
 )
 
+from .cost import cost_plot, cost_table, step_seconds
+
 #: A-MRE at the last step in the KAMP paper (CVPR 2025), for the protocols we run an analogue of.
 PAPER = {
     "cld38-5step": (
@@ -76,7 +78,8 @@ def load_results(
                 continue
             errors = [record_errors(base)]
             first = evals.get((strategy, seed, 1), {})
-            if first.get("parent_sha256", base["checkpoint_sha256"]) != base["checkpoint_sha256"]:
+            parent = first.get("parent_sha256", base["checkpoint_sha256"])
+            if parent is not None and parent != base["checkpoint_sha256"]:  # None: trained from nothing
                 regrown.append((strategy, seed))
             t = 1
             while (strategy, seed, t) in evals:
@@ -299,9 +302,11 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
     os.replace(tmp, out / "results.json")
-    (out / "table.md").write_text(table(protocol, agg, unit, profile, regrown))
+    seconds = step_seconds(out / "evals")
+    (out / "table.md").write_text(table(protocol, agg, unit, profile, regrown) + "\n" + cost_table(seconds))
     if agg:
         plots(out, protocol, agg, unit)
+        cost_plot(seconds, out / "cost.png", f"{protocol.name}: training time per step")
     return data
 
 

@@ -184,7 +184,7 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
     trains: dict[int, StepData] = {}
     vals: dict[int, StepData] = {}
     for t in steps:
-        data = step_data(protocol, runner.ds, args.strategy, t, profile.max_step_images)
+        data = step_data(protocol, runner.ds, args.strategy, t, profile)
         tr, va = split(len(data), args.val_fraction, args.seed)
         trains[t] = data.subset(tr.tolist())
         vals[t] = data.subset(va.tolist()).select(protocol.steps[t].landmarks)

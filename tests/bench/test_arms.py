@@ -92,3 +92,24 @@ def test_smoke_arm_is_trained_with_its_overrides_beside_the_plain_strategy(data_
     ]
     assert "retrained step-0 model of the same seed" in (out / "table.md").read_text()
     assert "lwf seed 0." in (out / "table.md").read_text()
+
+
+def test_a_joint_budget_is_a_bench_setting_not_a_train_field() -> None:
+    from bench.ikl import joint_budget, train_config
+    from bench.profiles import PROFILES
+
+    arm = parse_arm("joint@budget=scratch")
+    assert arm.budget == "scratch" and arm.train_overrides == {}
+    for bad in ("kamp@budget=scratch", "joint@budget=forever"):
+        with pytest.raises(ValueError, match="budget"):
+            parse_arm(bad)
+    profile = PROFILES["cpu-local"]
+    sizes = [40, 40, 38]  # images of steps 0, 1, 2
+    config = train_config(profile, 0, 2, "cpu", arm.train_overrides)
+    assert joint_budget(config, profile, "scratch", 2, sizes) is True  # trained from nothing
+    assert config.iterations == round(1000 * 118 / 40) and config.refine.iterations == round(1000 * 118 / 40)
+    config = train_config(profile, 0, 2, "cpu")
+    assert joint_budget(config, profile, "grow", 2, sizes) is False  # from the previous joint model
+    assert config.iterations == round(250 * 118 / 38) and config.refine.iterations == round(500 * 118 / 38)
+    config = train_config(profile, 0, 2, "cpu")
+    assert joint_budget(config, profile, None, 2, sizes) is False and config.iterations == 250

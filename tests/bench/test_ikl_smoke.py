@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,16 @@ def test_joint_data_holds_every_label_and_partial_only_its_own(data_root: Path) 
 
     protocol = load_protocol(data_root, "cld38-5step")
     ds = protocol.load_dataset(data_root)
-    joint = ikl.step_data(protocol, ds, "joint", 1, 3)
-    partial = ikl.step_data(protocol, ds, "joint_partial", 1, 3)
-    ikl_step = ikl.step_data(protocol, ds, "kamp", 1, 3)
+    three = replace(PROFILES["smoke"], max_step_images=3)
+    joint = ikl.step_data(protocol, ds, "joint", 1, three)
+    partial = ikl.step_data(protocol, ds, "joint_partial", 1, three)
+    ikl_step = ikl.step_data(protocol, ds, "kamp", 1, three)
     assert len(joint) == len(partial) == 6 and len(ikl_step) == 3
+    # A low-shot profile caps the incremental steps only; the oracle sees the same images.
+    one = replace(PROFILES["lowshot-1"], max_step_images=3)
+    assert len(ikl.step_data(protocol, ds, "kamp", 1, one)) == 1
+    assert len(ikl.step_data(protocol, ds, "joint", 1, one)) == 4
+    assert len(ikl.step_data(protocol, ds, "finetune", 0, one)) == 3
     assert joint.codes == partial.codes == protocol.landmarks_up_to(1)
     assert joint.labelled.all()
     # joint_partial: step-0 images carry only step-0 labels, step-1 images only step-1 labels.

@@ -1,0 +1,36 @@
+"""bench.significance on hand-made evaluation records: pairing, the test and Holm's correction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.report import eval_name
+from bench.significance import holm, significance
+
+
+def _write(evals: Path, arm: str, seed: int, errors: np.ndarray) -> None:
+    ids = [f"{i:03d}" for i in range(len(errors))]
+    record = {"ids": ids, "errors": {"S": [float(e) for e in errors], "N": [None] * len(errors)}}
+    (evals / eval_name(arm, seed, 1)).write_text(json.dumps(record))
+
+
+def test_a_consistent_difference_is_significant_and_noise_is_not(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1, 3, size=40)
+    for seed in (0, 1):
+        _write(tmp_path, "good", seed, base)
+        _write(tmp_path, "worse", seed, base + 0.3 + rng.normal(0, 0.05, 40))
+        _write(tmp_path, "same", seed, base + rng.normal(0, 0.3, 40))
+    rows = {(r["a"], r["b"]): r for r in significance(tmp_path, ["good", "worse", "same"], 1, [0, 1, 2])}
+    worse = rows[("good", "worse")]
+    assert worse["n"] == 80 and worse["seeds"] == [0, 1] and worse["a_better_share"] == 1.0
+    assert worse["median_difference"] == pytest.approx(-0.3, abs=0.05) and worse["p"] < 1e-10
+    assert rows[("good", "same")]["p"] > 0.01  # unlabelled landmarks (None) are left out, not counted as 0
+
+
+def test_holm_adjusts_in_rank_order_and_keeps_missing() -> None:
+    assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
