@@ -43,6 +43,7 @@ import httpx
 import numpy as np
 import torch
 
+from models.analyses import load_catalogue
 from models.checkpoint import REFINER_PREFIX, Checkpoint, LandmarkInfo
 from models.codec import HeatmapCodec
 from models.config import BackboneConfig, CodecConfig, Precision, RefineConfig
@@ -54,6 +55,13 @@ from models.refine import build_crop_network
 from .compute import COMPARED, cpu_peak_gflops, cpu_vector_flags, network_flops
 from .ikl import RESULTS, machine
 from .service_models import activate_checkpoint
+
+
+def model_codes(n: int) -> list[str]:
+    """The bench model's landmark codes: the analyses' catalogue codes first (ISBI 2015's 19, then more), so that
+    the endpoint answers cephalometric measurements as it does for a real cephalometric model."""
+    known = list(load_catalogue().landmarks)
+    return known[:n] + [f"L{i}" for i in range(len(known), n)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -234,7 +242,7 @@ def fresh_checkpoint(
         weights |= {REFINER_PREFIX + k: v.contiguous() for k, v in crop_net.state_dict().items()}
     return Checkpoint(
         state_dict=weights,
-        landmarks=[LandmarkInfo(code=f"L{i}", step=0) for i in range(landmarks)],
+        landmarks=[LandmarkInfo(code=c, step=0) for c in model_codes(landmarks)],
         backbone=BackboneConfig(name=backbone),
         codec=CodecConfig(input_size=size),
         refine=local,

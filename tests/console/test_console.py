@@ -281,6 +281,12 @@ def test_two_steps_in_the_browser(page: Any, served: Served, data_root: Path, tm
     # Step 1: the earlier step's landmarks are shown for context while the new ones are placed.
     page.goto(f"{served.url}/#/projects/{pid}")
     add_step(page, 1, STEP1)
+    # The project's analyses: version 1 measures SNA, SNB and ANB; Wits awaits U6 (step 1) and L6 (no step yet).
+    page.goto(f"{served.url}/#/projects/{pid}")
+    page.wait_for_selector("#analyses tbody tr")
+    assert "3 of 10" in page.inner_text("#analyses tr[data-analysis='steiner']")
+    wits = page.inner_text("#analyses tr[data-analysis='wits']")
+    assert "U6 (step 1)" in wits and "L6" in wits and "L6 (" not in wits
     step1 = cases.images(1, 6)
     studies1 = {i: api.upload(cases.path(i)) for i in step1}
     for image_id in step1[1:]:

@@ -69,16 +69,39 @@ function activeSummary(history) {
     active.summary.steps.map((s) => `step ${s.step} ${fmt.mm(s.mre, s.unit)}`).join(" · "));
 }
 
+// What the active version can measure of each cephalometric analysis, and which landmarks the others lack: the
+// step a clinic adds next (a landmark some step defines awaits its training; one no step defines needs a step).
+function analysesTable(coverage) {
+  const lacking = (missing) => {
+    const seen = new Map();
+    Object.values(missing).flat().forEach((m) => seen.set(m.code, m));
+    return [...seen.values()].map((m) => h("span", { class: "code", title: `${m.name}: ${m.step === null
+      ? "no step defines it yet" : `defined by step ${m.step}, awaiting its training`}` },
+    m.step === null ? m.code : `${m.code} (step ${m.step})`));
+  };
+  return h("table", { id: "analyses" }, h("thead", {}, h("tr", {},
+    ["analysis", "measurable now", "landmarks still missing"].map((c) => h("th", {}, c)))),
+  h("tbody", {}, coverage.analyses.map((a) => {
+    const total = a.computable.length + Object.keys(a.missing).length;
+    return h("tr", { dataset: { analysis: a.analysis } }, h("td", {}, a.name),
+      h("td", { title: a.computable.join(", ") }, `${a.computable.length} of ${total}`),
+      h("td", { class: "codes" }, lacking(a.missing)));
+  })));
+}
+
 export async function projectView(main, projectId) {
   const [project, sets, jobs, history] = await Promise.all([
     api(`/v1/projects/${projectId}`), api(`/v1/projects/${projectId}/landmark-sets`),
     api(`/v1/projects/${projectId}/jobs`), api(`/v1/projects/${projectId}/versions`)]);
   const rows = await Promise.all(sets.map((s) => stepRow(project, s)));
+  const analyses = project.modality === "cephalometric"
+    ? [h("h2", {}, "Cephalometric analyses"), analysesTable(await api(`/v1/projects/${projectId}/analyses`))] : [];
   replace(main, h("nav", { class: "crumbs" }, h("a", { href: "#/projects" }, "Projects"), " / ", project.name),
     h("h1", {}, project.name),
     h("p", { class: "muted" }, `${project.modality} · ${project.backbone} ${project.input_width}×${project.input_height}`,
       project.local_stage ? " + local stage" : " (one stage)", ` · ${project.strategy}`),
     activeSummary(history), h("p", {}, h("a", { href: `#/projects/${projectId}/versions` }, "Version history")),
+    ...analyses,
     h("h2", {}, "Steps"),
     rows.length ? h("table", { id: "steps" }, h("thead", {}, h("tr", {},
       ["step", "landmarks", "annotations", "associations"].map((c) => h("th", {}, c)))), h("tbody", {}, rows))
