@@ -66,7 +66,7 @@ def project_analyses(
             "model_version_id": version.id if version else None,
             "model_version_number": version.number if version else None,
             "analysis_landmarks": project.analysis_landmarks or {},
-            "analyses": service.project_coverage(session, project, version),
+            "analyses": service.project_coverage(project, version),
         }
     )
 

@@ -8,16 +8,16 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.analyses import coverage, load_catalogue, measure, project_code, to_catalogue
+from models.analyses import Catalogue, coverage, load_catalogue, measure, project_code, to_catalogue
 
-from ..db.entities import Landmark, ModelVersion, Project, VersionStatus
+from ..db.entities import ModelVersion, Project, VersionStatus
 from ..problems import Problem, not_found
 from .schemas import MeasurementOut, OmittedOut
 
@@ -129,13 +129,15 @@ def measurements(prediction: Prediction, ctx: MeasureContext) -> tuple[list[Meas
     return values, omitted
 
 
-def _touches(catalogue: Any, analysis: str, known: Iterable[str]) -> bool:
+def _touches(catalogue: Catalogue, analysis: str, known: Iterable[str]) -> bool:
+    """Whether any answered measurement of `analysis` reads one of the `known` landmarks."""
     a = catalogue.analysis(analysis)
     used = {c for m in a.answered for c in catalogue.landmarks_of(a, m)}
     return bool(used & set(known))
 
 
-def _mine(mapping: Mapping[str, str]) -> Any:
+def _mine(mapping: Mapping[str, str]) -> Callable[[Iterable[str]], list[str]]:
+    """Catalogue codes -> the project's codes."""
     return lambda codes: [project_code(mapping, c) for c in codes]
 
 
@@ -147,13 +149,13 @@ class Missing:
     step: int | None  # the project's step that defines it, if one does (it then awaits training or annotation)
 
 
-def project_coverage(session: Session, project: Project, version: ModelVersion | None) -> list[dict[str, Any]]:
+def project_coverage(project: Project, version: ModelVersion | None) -> list[dict[str, Any]]:
     """For each analysis: the measurements `version` (None: no model yet) can take, and for each other one the
     landmarks it lacks, with the step of the project that defines each (None: no step does yet; a clinic adds a
     step with it)."""
     catalogue = load_catalogue()
     mapping = dict(project.analysis_landmarks or {})
-    steps = {lm.code: lm_step for lm, lm_step in _project_landmarks(session, project)}
+    steps = {lm.code: s.step for s in project.landmark_sets for lm in s.landmarks}
     have = set(version_codes(project, version)) if version is not None else set()
     known = [c for c in catalogue.landmarks if project_code(mapping, c) in have]
     out = []
@@ -163,13 +165,9 @@ def project_coverage(session: Session, project: Project, version: ModelVersion |
     return out
 
 
-def _missing(catalogue: Any, mapping: Mapping[str, str], steps: Mapping[str, int], code: str) -> Missing:
+def _missing(catalogue: Catalogue, mapping: Mapping[str, str], steps: Mapping[str, int], code: str) -> Missing:
     mine = project_code(mapping, code)
     return Missing(code=mine, catalogue_code=code, name=catalogue.landmarks[code], step=steps.get(mine))
-
-
-def _project_landmarks(session: Session, project: Project) -> list[tuple[Landmark, int]]:
-    return [(lm, s.step) for s in project.landmark_sets for lm in s.landmarks]
 
 
 def version_codes(project: Project, version: ModelVersion) -> list[str]:
