@@ -124,16 +124,46 @@ def at_least_junior(row: Row) -> bool | None:
     return mae_m <= mae_j and (acc_j is None or (acc_m is not None and acc_m >= acc_j))
 
 
-def isbi_split(ds: DatasetInfo, split: str, predictor: Predictor | None, limit: int | None) -> dict[str, Any]:
-    """The senior-referenced table of one ISBI split: the junior always, the model where there is one."""
+def landmark_mre(predicted: Points, reference: Points, spacing_mm: float) -> dict[str, float]:
+    """Each landmark's mean radial error (mm) of `predicted` against `reference` over the images both have."""
+    errors: dict[str, list[float]] = {}
+    for image_id, ref in reference.items():
+        for code, (x, y) in ref.items():
+            if code in predicted.get(image_id, {}):
+                px, py = predicted[image_id][code]
+                errors.setdefault(code, []).append(spacing_mm * float(np.hypot(px - x, py - y)))
+    return {code: float(np.mean(e)) for code, e in errors.items()}
+
+
+def range_coverage(
+    predicted: Points, reference: Values, errors: Mapping[str, float], spacing_mm: float
+) -> dict[str, float]:
+    """Per measurement, the share of images whose reference value lies in the model's plausible range (nominally
+    90%: its 5th to 95th percentile when each landmark moves by its error in `errors`, mm)."""
+    hits: dict[str, list[bool]] = {}
+    for image_id, pts in predicted.items():
+        result = measure(pts, (spacing_mm, spacing_mm), landmark_error=errors)
+        for v in result.values:
+            key = f"{v.analysis}/{v.code}"
+            ref = reference.get(image_id, {}).get(key)
+            if ref is not None and v.low is not None and v.high is not None:
+                hits.setdefault(key, []).append(v.low <= ref.value <= v.high)
+    return {key: float(np.mean(h)) for key, h in hits.items()}
+
+
+def isbi_split(
+    ds: DatasetInfo, split: str, predicted: Points | None, errors: Mapping[str, float] | None, limit: int | None
+) -> dict[str, Any]:
+    """The senior-referenced table of one ISBI split: the junior always, the model where there is one (its
+    predicted points), with its ranges' coverage where per-landmark `errors` (mm, from the other split) are given."""
     ids = ds.splits[split][:limit]
     spacing = ds.pixel_spacing_mm
     senior = measured(annotated_points(ds, ids, "senior"), spacing)
     junior = measured(annotated_points(ds, ids, "junior"), spacing)
-    model = measured(predicted_points(predictor, ds, ids), spacing) if predictor is not None else None
+    model = measured(predicted, spacing) if predicted is not None else None
     rows = table(senior, {"junior": junior, "model": model})
     result: dict[str, Any] = {"dataset": ds.name, "split": split, "reference": "senior", "images": len(ids)}
-    if predictor is not None:
+    if predicted is not None:
         isbi = [r for r in rows.values() if r["analysis"] == ISBI_ANALYSIS]
         for r in rows.values():
             r["model_at_least_junior"] = at_least_junior(r)
@@ -142,6 +172,9 @@ def isbi_split(ds: DatasetInfo, split: str, predictor: Predictor | None, limit: 
             "at_least_junior": sum(bool(r["model_at_least_junior"]) for r in isbi),
             "needed": TARGET,
         }
+    if predicted is not None and errors:
+        for key, share in range_coverage(predicted, senior, errors, spacing or 1.0).items():
+            rows[key]["range_coverage"] = share
     return result | {"measurements": rows}
 
 
@@ -171,8 +204,10 @@ def _percent(value: float | None) -> str:
 def markdown(rows: Sequence[Row], sources: Sequence[str]) -> str:
     """A markdown table: per measurement its unit, n, and each source's MAE and accuracy (%)."""
     verdict = "model_at_least_junior" in (rows[0] if rows else {})
+    covered = any("range_coverage" in r for r in rows)
     head = ["measurement", "unit", "n"] + [f"MAE {s}" for s in sources] + [f"acc % {s}" for s in sources]
     head += ["model >= junior"] if verdict else []
+    head += ["in the 90% range %"] if covered else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{r['analysis']}/{r['code']}", r["unit"], str(r["n"])]
@@ -180,6 +215,8 @@ def markdown(rows: Sequence[Row], sources: Sequence[str]) -> str:
         cells += [_percent(r[f"acc_{s}"]) for s in sources]
         if verdict:
             cells.append({True: "yes", False: "no", None: "not measured"}[r["model_at_least_junior"]])
+        if covered:
+            cells.append(_percent(r.get("range_coverage")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -231,13 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": machine() | {"threads": threads}, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     result |= {"checkpoint": None, "cld_checkpoint": None, "splits": {}}
     sources = ["junior", "model"] if args.checkpoint else ["junior"]
-    predictor = None
+    isbi = load_dataset(root / "isbi2015")
+    predicted: dict[str, Points] = {}
     if args.checkpoint is not None:
         result["checkpoint"] = checkpoint_info(args.checkpoint)
         predictor = Predictor(Checkpoint.load(args.checkpoint))
-    isbi = load_dataset(root / "isbi2015")
+        predicted = {s: predicted_points(predictor, isbi, isbi.splits[s][: args.limit]) for s in ISBI_SPLITS}
     for split in ISBI_SPLITS:
-        one = isbi_split(isbi, split, predictor, args.limit)
+        # The ranges' per-landmark errors come from the other split: what a validation set would give.
+        other = next(s for s in ISBI_SPLITS if s != split)
+        errors = None
+        if predicted:
+            reference = annotated_points(isbi, isbi.splits[other][: args.limit], "senior")
+            errors = landmark_mre(predicted[other], reference, isbi.pixel_spacing_mm or 1.0)
+        one = isbi_split(isbi, split, predicted.get(split), errors, args.limit)
         result["splits"][f"isbi2015/{split}"] = one
         print(report(one, sources))
     if args.cld_checkpoint is not None:

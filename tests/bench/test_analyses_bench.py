@@ -16,7 +16,7 @@ ISBI_EIGHT = ["ANB", "SNB", "SNA", "ODI", "APDI", "FHI", "FMA", "MW"]
 
 def test_the_anchor_on_a_few_test1_images_is_finite_and_close(data_root: Path) -> None:
     ds = load_dataset(data_root / "isbi2015")
-    result = analyses.isbi_split(ds, "test1", predictor=None, limit=5)
+    result = analyses.isbi_split(ds, "test1", None, None, limit=5)
     rows = result["measurements"]
     assert result["images"] == 5 and "target" not in result  # no model: nothing to count
     assert [r["code"] for r in rows.values() if r["analysis"] == "isbi2015"] == ISBI_EIGHT
@@ -48,3 +48,16 @@ def test_main_without_a_checkpoint_writes_the_anchor(
     assert record["checkpoint"] is None and record["machine"]["threads"] == 1 and record["date"]
     assert sorted(record["splits"]) == ["isbi2015/test1", "isbi2015/test2"]
     assert "| isbi2015/SNA | deg | 3 |" in capsys.readouterr().out
+
+
+def test_range_coverage_grows_with_the_landmark_errors(data_root: Path) -> None:
+    ds = load_dataset(data_root / "isbi2015")
+    ids = ds.splits["test1"][:5]
+    junior = analyses.annotated_points(ds, ids, "junior")  # stands for a model's points
+    senior = analyses.annotated_points(ds, ids, "senior")
+    errors = analyses.landmark_mre(junior, senior, 0.2)
+    assert set(errors) == set(senior[ids[0]]) and all(0 < e < 10 for e in errors.values())  # mm
+    reference = analyses.measured(senior, 0.2)
+    tiny = analyses.range_coverage(junior, reference, {c: 1e-6 for c in errors}, 0.2)
+    wide = analyses.range_coverage(junior, reference, {c: 50.0 for c in errors}, 0.2)
+    assert tiny["isbi2015/SNA"] == 0.0 and wide["isbi2015/SNA"] == 1.0
