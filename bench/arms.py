@@ -44,6 +44,7 @@ class Arm:
 
     @property
     def budget(self) -> str | None:
+        """The joint oracle's budget (BUDGETS), or None: the profile's step budget."""
         return self.overrides.get("budget")
 
 

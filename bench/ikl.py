@@ -124,48 +124,53 @@ class Runner:
     def eval_path(self, strategy: str, seed: int, t: int) -> Path:
         return self.out / "evals" / eval_name(strategy, seed, t)
 
+    def train(self, arm: Arm, seed: int, t: int, previous: Checkpoint | None, path: Path) -> tuple[Checkpoint, float]:
+        """Train step t of an arm's chain from `previous` (resuming from its state file) and save it at `path`;
+        the checkpoint and the training's seconds."""
+        data = step_data(self.protocol, self.ds, arm.strategy, t, self.profile)
+        inner: dict[str, tqdm] = {}
+
+        def progress(p: Progress) -> None:
+            b = inner.get(p.stage)
+            if b is None:
+                b = inner[p.stage] = tqdm(
+                    total=p.total,
+                    desc=f"  {arm.name} s{seed} t{t} {p.stage}",
+                    leave=False,
+                    initial=p.iteration - 1,
+                    unit="it",
+                )
+            b.update(p.iteration - b.n)
+            b.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()})
+
+        config = train_config(self.profile, seed, t, self.device, arm.train_overrides)
+        scratch = joint_budget(config, self.profile, arm.budget, t, self.step_sizes(t))
+        t0 = time.perf_counter()
+        checkpoint, _ = train_step(
+            None if scratch else previous,
+            data,
+            "finetune" if t == 0 or scratch else arm.strategy,
+            config,
+            backbone=BackboneConfig(name=self.profile.backbone),
+            codec=CodecConfig(input_size=self.profile.input_size, sigma=self.profile.sigma),
+            refine=None if self.profile.local_stage is None else from_dict(RefineConfig, self.profile.local_stage),
+            names=self.names,
+            progress=progress,
+            state_path=path.with_suffix(".state"),
+        )
+        seconds = time.perf_counter() - t0
+        for b in inner.values():
+            b.close()
+        checkpoint.save(path)
+        return checkpoint, seconds
+
     def run_one(self, arm: Arm, seed: int, t: int, previous: Checkpoint | None, bar: tqdm) -> Checkpoint:
         strategy = arm.name
         path = self.ckpt_path(strategy, seed, t)
         if path.is_file():
-            checkpoint = Checkpoint.load(path)
-            seconds = None
+            checkpoint, seconds = Checkpoint.load(path), None
         else:
-            data = step_data(self.protocol, self.ds, arm.strategy, t, self.profile)
-            inner: dict[str, tqdm] = {}
-
-            def progress(p: Progress) -> None:
-                b = inner.get(p.stage)
-                if b is None:
-                    b = inner[p.stage] = tqdm(
-                        total=p.total,
-                        desc=f"  {strategy} s{seed} t{t} {p.stage}",
-                        leave=False,
-                        initial=p.iteration - 1,
-                        unit="it",
-                    )
-                b.update(p.iteration - b.n)
-                b.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()})
-
-            config = train_config(self.profile, seed, t, self.device, arm.train_overrides)
-            scratch = joint_budget(config, self.profile, arm.budget, t, self.step_sizes(t))
-            t0 = time.perf_counter()
-            checkpoint, _ = train_step(
-                None if scratch else previous,
-                data,
-                "finetune" if t == 0 or scratch else arm.strategy,
-                config,
-                backbone=BackboneConfig(name=self.profile.backbone),
-                codec=CodecConfig(input_size=self.profile.input_size, sigma=self.profile.sigma),
-                refine=None if self.profile.local_stage is None else from_dict(RefineConfig, self.profile.local_stage),
-                names=self.names,
-                progress=progress,
-                state_path=path.with_suffix(".state"),
-            )
-            seconds = time.perf_counter() - t0
-            for b in inner.values():
-                b.close()
-            checkpoint.save(path)
+            checkpoint, seconds = self.train(arm, seed, t, previous, path)
         epath = self.eval_path(strategy, seed, t)
         if t == 0 and seconds is not None and epath.is_file():
             recorded = json.loads(epath.read_text()).get("checkpoint_sha256")

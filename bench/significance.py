@@ -4,11 +4,11 @@
 
 Reads only the evaluations bench/ikl.py wrote. For each pair of the named arms, over the seeds where both finished
 the step (default: the protocol's last), each test image's error is the mean radial error of every landmark
-learned so far on it (mm, or pixels for chest6); the pairs are (seed, image), and the test is the two-sided
-Wilcoxon signed-rank test on their differences (scipy), with Holm's correction over the pairs tested. Images of
-one seed and of another are the same images: the pairs are not independent across seeds, so a p-value over seeds
-is optimistic; the per-seed p-values are given beside it. Writes
-bench/results/<protocol>-<profile>/significance.{json,md} and prints the table.
+learned so far on it (mm, or pixels for chest6), averaged over those seeds: the seeds are repeated measurements of
+one image, not more images, so the test has one pair per test image. It is the two-sided Wilcoxon signed-rank test
+on the differences (scipy), with Holm's correction over the pairs tested; each seed's own test (one pair per image
+of that seed) is given beside it, uncorrected. Writes bench/results/<protocol>-<profile>/significance.{json,md}
+and prints the table.
 """
 
 from __future__ import annotations
@@ -50,30 +50,32 @@ def load_arm(evals: Path, arm: str, step: int, seeds: Sequence[int]) -> dict[int
     return out
 
 
-def paired(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> dict[int, np.ndarray]:
-    """seed -> (n, 2) errors of the images both arms have at that seed."""
-    out = {}
-    for seed in sorted(set(a) & set(b)):
-        ids = sorted(set(a[seed]) & set(b[seed]))
-        out[seed] = np.array([[a[seed][i], b[seed][i]] for i in ids])
-    return out
-
-
-def test_pair(pairs: dict[int, np.ndarray]) -> dict[str, Any]:
-    """Means, the median difference and the Wilcoxon p-value over every (seed, image) pair, and per seed."""
-    if not pairs:
-        return {"n": 0}
-    every = np.concatenate(list(pairs.values()))
-    diff = every[:, 0] - every[:, 1]
+def paired(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> dict[int, dict[str, tuple[float, float]]]:
+    """seed -> image id -> (error of a, error of b), for the images both arms have at that seed."""
     return {
-        "n": len(every),
+        seed: {i: (a[seed][i], b[seed][i]) for i in sorted(set(a[seed]) & set(b[seed]))}
+        for seed in sorted(set(a) & set(b))
+    }
+
+
+def test_pair(pairs: dict[int, dict[str, tuple[float, float]]]) -> dict[str, Any]:
+    """Means, the median difference and the Wilcoxon p-value over the images, each image's errors averaged over
+    the seeds that have it; and each seed's own p-value."""
+    ids = sorted({i for per_seed in pairs.values() for i in per_seed})
+    if not ids:
+        return {"n": 0}
+    images = np.array([np.mean([p[i] for p in pairs.values() if i in p], axis=0) for i in ids])  # (images, 2)
+    diff = images[:, 0] - images[:, 1]
+    per_seed = {str(s): _p(np.array([x - y for x, y in p.values()])) for s, p in pairs.items()}
+    return {
+        "n": len(ids),
         "seeds": sorted(pairs),
-        "mean_a": float(every[:, 0].mean()),
-        "mean_b": float(every[:, 1].mean()),
+        "mean_a": float(images[:, 0].mean()),
+        "mean_b": float(images[:, 1].mean()),
         "median_difference": float(np.median(diff)),
         "a_better_share": float((diff < 0).mean()),
         "p": _p(diff),
-        "p_per_seed": {str(s): _p(p[:, 0] - p[:, 1]) for s, p in pairs.items()},
+        "p_per_seed": per_seed,
     }
 
 
@@ -95,6 +97,7 @@ def holm(ps: Sequence[float | None]) -> list[float | None]:
 
 
 def significance(evals: Path, arms: Sequence[str], step: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Every pair of `arms` at `step`, tested (test_pair), with Holm-adjusted p-values (p_holm)."""
     loaded = {arm: load_arm(evals, arm, step, seeds) for arm in arms}
     rows = [{"a": a, "b": b, **test_pair(paired(loaded[a], loaded[b]))} for a, b in itertools.combinations(arms, 2)]
     for row, adjusted in zip(rows, holm([r.get("p") for r in rows]), strict=True):
@@ -103,9 +106,11 @@ def significance(evals: Path, arms: Sequence[str], step: int, seeds: Sequence[in
 
 
 def markdown(rows: Sequence[dict[str, Any]], unit: str, step: int) -> str:
+    """The table of `significance`'s rows."""
     head = (
-        f"Step {step}, per-image MRE ({unit}); pairs = (seed, test image); two-sided Wilcoxon signed-rank.\n\n"
-        "| a | b | seeds | pairs | mean a | mean b | median a - b | a better on | p | p (Holm) | p per seed |\n"
+        f"Step {step}, per-image MRE ({unit}) averaged over the seeds; one pair per test image; two-sided "
+        "Wilcoxon signed-rank (p per seed: that seed's images alone, uncorrected).\n\n"
+        "| a | b | seeds | images | mean a | mean b | median a - b | a better on | p | p (Holm) | p per seed |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
@@ -129,6 +134,7 @@ def _fmt_p(p: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Test the named arms' final errors pairwise and write significance.{json,md}."""
     p = argparse.ArgumentParser(
         prog="python -m bench.significance", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -45,6 +45,20 @@ KINDS = (
 )
 #: Kinds whose value is a length: they need the pixel spacing.
 LENGTHS = ("distance", "point_to_line", "projected_distance", "signed_distance")
+#: What each kind reads: its keys and their shapes ("point", "points:N", "vectors", "pairs", "line", "side").
+SHAPES: dict[str, dict[str, str]] = {
+    "angle_at": {"points": "points:3"},
+    "angle_between": {"vectors": "vectors"},
+    "signed_angle": {"vectors": "vectors", "positive": "turn"},
+    "distance": {"points": "points:2"},
+    "ratio": {"of": "vectors"},
+    "point_to_line": {"point": "point", "line": "line", "positive": "side"},
+    "projected_distance": {"points": "points:2", "line": "line", "positive": "side"},
+    "signed_distance": {"points": "points:2", "positive": "side"},
+    "sum": {"terms": "terms"},
+}
+SIDES = ("anterior", "posterior", "superior", "inferior")
+TURNS = ("clockwise", "counterclockwise")
 
 
 class CatalogueError(ValueError):
@@ -68,6 +82,7 @@ class ClinicalClass:
     max: float | None = None
 
     def holds(self, value: float) -> bool:
+        """Whether min <= value <= max (an open bound holds)."""
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
@@ -83,6 +98,7 @@ class Measurement:
     part: bool = False
 
     def classify(self, value: float) -> ClinicalClass | None:
+        """The first class that holds `value`, or None (no class does, or the measurement has none)."""
         return next((c for c in self.classes if c.holds(value)), None)
 
 
@@ -94,6 +110,7 @@ class Analysis:
     measurements: tuple[Measurement, ...]
 
     def measurement(self, code: str) -> Measurement:
+        """This analysis' measurement `code`; KeyError naming the analysis if it has none."""
         for m in self.measurements:
             if m.code == code:
                 return m
@@ -114,6 +131,7 @@ class Catalogue:
     about: str = field(default="")
 
     def analysis(self, code: str) -> Analysis:
+        """The analysis `code`; KeyError listing the known ones if there is none."""
         for a in self.analyses:
             if a.code == code:
                 return a
@@ -208,6 +226,10 @@ def check(catalogue: Catalogue) -> None:
                 raise CatalogueError(f"{where}: unit {m.unit!r} is not one of {UNITS}")
             if m.construction.get("kind") not in KINDS:
                 raise CatalogueError(f"{where}: kind {m.construction.get('kind')!r} is not one of {KINDS}")
+            _check_shape(m.construction, where)
+            for c in m.classes:
+                if c.min is not None and c.max is not None and c.min > c.max:
+                    raise CatalogueError(f"{where}: class {c.code} has min > max")
             if m.norm is not None and m.norm.sd <= 0:
                 raise CatalogueError(f"{where}: a norm's SD must be positive")
             _check_terms(analysis, m, where, ())
@@ -227,3 +249,32 @@ def _check_terms(analysis: Analysis, m: Measurement, where: str, path: tuple[str
         except KeyError as exc:
             raise CatalogueError(f"{where}: {exc.args[0]}") from exc
         _check_terms(analysis, term, where, (*path, m.code))
+
+
+def _check_shape(construction: Mapping[str, Any], where: str) -> None:
+    """CatalogueError unless the construction has exactly the keys of its kind (SHAPES), each of its shape."""
+    shape = SHAPES[construction["kind"]]
+    keys = set(construction) - {"kind", "offset", "constant", "scale"}
+    if keys != set(shape):
+        raise CatalogueError(f"{where}: a {construction['kind']} reads {sorted(shape)}, got {sorted(keys)}")
+    for key, form in shape.items():
+        if not _fits(construction[key], form):
+            raise CatalogueError(f"{where}: {key} is not {form}: {construction[key]!r}")
+
+
+def _fits(value: Any, form: str) -> bool:
+    if form == "side":
+        return value in SIDES
+    if form == "turn":
+        return value in TURNS
+    if form == "point":
+        return isinstance(value, str) or (isinstance(value, Mapping) and len(value.get("mid", ())) == 2)
+    if form.startswith("points:"):
+        return isinstance(value, list) and len(value) == int(form[7:]) and all(_fits(v, "point") for v in value)
+    if form == "vectors":
+        return isinstance(value, list) and len(value) == 2 and all(_fits(v, "points:2") for v in value)
+    if form == "line":
+        if isinstance(value, Mapping):
+            return _fits(value.get("through"), "point") and _fits(value.get("perpendicular_to"), "points:2")
+        return _fits(value, "points:2")
+    return isinstance(value, list) and all(isinstance(t, list) and len(t) == 2 for t in value)  # terms

@@ -56,6 +56,7 @@ def _errors(spec: str | None, codes: list[str]) -> dict[str, float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Predict each image with the checkpoint and print its measurements (tables, or JSON with --json)."""
     from PIL import Image
 
     from models.analyses import to_catalogue
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     for name in chosen or []:
         load_catalogue().analysis(name)  # KeyError naming the known ones
     mapping = json.loads(args.mapping.read_text()) if args.mapping else {}
+    if args.errors is not None and spacing is None:
+        raise ValueError("--errors are in mm: give the images' --spacing too")
     errors = _errors(args.errors, predictor.codes)
     out = []
     for path in args.images:

@@ -49,6 +49,7 @@ def angle_at(a: np.ndarray, vertex: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|b - a|, in the points' unit."""
     return np.linalg.norm(b - a, axis=-1)
 
 

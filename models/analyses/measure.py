@@ -163,6 +163,8 @@ class _Frame:
             self.draws[code] = np.concatenate([self.points[code][None], self.points[code] + n * sd])
 
     def range(self, draws: np.ndarray, codes: Sequence[str]) -> tuple[float | None, float | None]:
+        """The 5th and 95th percentile of a measurement's draws (draws[0] is its value), or (None, None) where a
+        landmark it reads has no error."""
         if len(draws) < 2 or any(c not in self.errors for c in codes):
             return None, None
         ordered = np.sort(draws[1:])  # NaN last: a draw with coincident points counts as out of range

@@ -24,6 +24,8 @@ from .schemas import MeasurementOut, OmittedOut
 if TYPE_CHECKING:
     from models.predictor import Prediction
 
+#: The modality whose projects are measured.
+CEPHALOMETRIC = "cephalometric"
 #: A project's landmark code (the pattern of server.projects.schemas.CODE_PATTERN).
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$")
 
@@ -63,6 +65,8 @@ class MeasureContext:
 
     mapping: dict[str, str] = field(default_factory=dict)
     errors: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: Cephalometric projects only: another modality's codes may look like the catalogue's ("A", "B", "S").
+    enabled: bool = True
 
     def errors_in(self, unit: str) -> dict[str, float]:
         """The errors measured in `unit`: a range in mm needs errors in mm (and one in pixels, pixels)."""
@@ -78,6 +82,7 @@ class _ErrorCache:
         self.capacity = capacity
 
     def get(self, session: Session, version_id: uuid.UUID) -> dict[str, tuple[float, str]]:
+        """The version's errors (landmark_errors of its report), read once."""
         with self._lock:
             if version_id in self._rows:
                 self._rows.move_to_end(version_id)
@@ -108,16 +113,21 @@ def landmark_errors(report: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
 
 
 def context(session: Session, version: ModelVersion) -> MeasureContext:
-    """The mapping of the version's project (read now: an admin may change it) and the version's errors."""
-    mapping = session.scalar(select(Project.analysis_landmarks).where(Project.id == version.project_id)) or {}
-    return MeasureContext(dict(mapping), _errors.get(session, version.id))
+    """The mapping of the version's project (read now: an admin may change it) and the version's errors; a
+    project of another modality than cephalometric is not measured."""
+    row = session.execute(
+        select(Project.modality, Project.analysis_landmarks).where(Project.id == version.project_id)
+    ).one()
+    if row.modality != CEPHALOMETRIC:
+        return MeasureContext(enabled=False)
+    return MeasureContext(dict(row.analysis_landmarks or {}), _errors.get(session, version.id))
 
 
 def measurements(prediction: Prediction, ctx: MeasureContext) -> tuple[list[MeasurementOut], list[OmittedOut]]:
     """The measurements of every analysis that shares a landmark with the prediction, and those it cannot give."""
     points = {lm.code: (lm.x, lm.y) for lm in prediction.landmarks}
     known = to_catalogue(points, ctx.mapping)
-    if not known:
+    if not ctx.enabled or not known:
         return [], []
     errors = to_catalogue(ctx.errors_in("px" if prediction.spacing_mm is None else "mm"), ctx.mapping)
     catalogue = load_catalogue()

@@ -186,6 +186,15 @@ def measurement_code(m: MeasurementOut) -> Code:
     return Code(f"{m.analysis}.{m.code}", SCHEME, m.name[:64])
 
 
+def class_evaluation(m: MeasurementOut) -> hd.sr.QualitativeEvaluation:
+    """A measurement's clinical class as a coded value: concept "<analysis>.<measurement>.class", value
+    "<analysis>.<measurement>.<class>" (one code, one meaning: classes of the same name differ by measurement)."""
+    assert m.class_code is not None
+    concept = Code(f"{m.analysis}.{m.code}.class", SCHEME, f"Class of {m.name}"[:64])
+    value = Code(f"{m.analysis}.{m.code}.{m.class_code}", SCHEME, (m.class_name or m.class_code)[:64])
+    return hd.sr.QualitativeEvaluation(name=concept, value=value)
+
+
 def measurement_groups(
     measurements: Sequence[MeasurementOut], algorithm: hd.sr.AlgorithmIdentification, source: pydicom.Dataset
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
@@ -203,14 +212,7 @@ def measurement_groups(
                 hd.sr.Measurement(name=measurement_code(m), value=m.value, unit=UCUM[m.unit], algorithm_id=algorithm)
                 for m in group
             ],
-            qualitative_evaluations=[
-                hd.sr.QualitativeEvaluation(
-                    name=measurement_code(m), value=Code(m.class_code, SCHEME, (m.class_name or m.class_code)[:64])
-                )
-                for m in group
-                if m.class_code is not None
-            ]
-            or None,
+            qualitative_evaluations=[class_evaluation(m) for m in group if m.class_code is not None] or None,
         )
         for analysis, group in by_analysis.items()
     ]

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
 
-from models.analyses import load_catalogue
 from models.predictor import Prediction, Predictor
 
 from ..analyses.service import MeasureContext
@@ -32,7 +31,7 @@ from ..studies.service import DecodeSlots, decode_upload, ingest
 from .frames import model_inputs, model_size
 from .outputs import render_png, structured_report
 from .schemas import PredictionOut, prediction_out
-from .tracing import tracing_for
+from .tracing import check_analysis, tracing_for
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["predict"])
 PredictDep = Annotated[Principal, Depends(require(Role.predict, Role.admin, Role.annotator))]
@@ -150,13 +149,20 @@ StoreField = Annotated[
 
 
 ImageFile = Annotated[UploadFile, File(description="DICOM, PNG, JPEG, BMP, TIFF, MHA, NRRD or NIfTI")]
-AnalysisField = Annotated[
-    str | None,
-    Form(
-        description="an analysis of GET /v1/analyses to draw (its lines, angles and values)",
-        json_schema_extra={"enum": [a.code for a in load_catalogue().analyses]},
-    ),
-]
+
+
+def chosen_analysis(
+    analysis: Annotated[
+        str | None, Form(description="an analysis of GET /v1/analyses to draw (its lines, angles and values)")
+    ] = None,
+) -> str | None:
+    """Dependency: the analysis a rendering draws, checked before any prediction (422 naming the known ones)."""
+    if analysis is not None:
+        check_analysis(analysis)
+    return analysis
+
+
+AnalysisDep = Annotated[str | None, Depends(chosen_analysis)]
 
 
 @dataclass
@@ -245,7 +251,7 @@ async def predict(response: Response, p: PredictedDep) -> PredictionOut:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "the image with the landmarks drawn"}},
 )
-async def predict_render(p: WholeImagePredictedDep, analysis: AnalysisField = None) -> Response:
+async def predict_render(analysis: AnalysisDep, p: WholeImagePredictedDep) -> Response:
     """The prediction drawn on the image (rings labelled with the codes; red where the confidence is below
     0.3), for a human to check; with `analysis`, over that analysis' lines, angle arcs and a legend of its values.
     The JSON prediction is in the X-Model-Version header and /predict."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import ImageDraw, ImageFont
 
-from models.analyses import load_catalogue, to_catalogue
+from models.analyses import Analysis, load_catalogue, to_catalogue
 from models.analyses.tracing import Arc, Segment, trace
 
 from ..analyses.schemas import MeasurementOut
@@ -78,10 +78,17 @@ def tracing_for(analysis: str, result: PredictionOut, mapping: Mapping[str, str]
     """The tracing of `analysis` (a catalogue code; 422 otherwise) on a prediction, through the project's
     landmark mapping."""
     catalogue = load_catalogue()
-    try:
-        chosen = catalogue.analysis(analysis)
-    except KeyError as exc:
-        raise Problem(422, f"analysis: {exc.args[0]}", slug="invalid-request", title="Invalid request") from exc
+    chosen = check_analysis(analysis)
     points = to_catalogue({lm.code: (lm.x, lm.y) for lm in result.landmarks}, mapping, catalogue)
     values = [m for m in result.measurements if m.analysis == analysis]
-    return Tracing(chosen.name, trace(analysis, points, catalogue), values)
+    measured = {m.code for m in values}  # not the lines of one it omitted (a length without a spacing)
+    shapes = [s for s in trace(analysis, points, catalogue) if s.measurement in measured]
+    return Tracing(chosen.name, shapes, values)
+
+
+def check_analysis(analysis: str) -> Analysis:
+    """The catalogue's analysis `analysis`; 422 naming the known ones otherwise."""
+    try:
+        return load_catalogue().analysis(analysis)
+    except KeyError as exc:
+        raise Problem(422, f"analysis: {exc.args[0]}", slug="invalid-request", title="Invalid request") from exc

@@ -27,7 +27,8 @@ def test_a_consistent_difference_is_significant_and_noise_is_not(tmp_path: Path)
         _write(tmp_path, "same", seed, base + rng.normal(0, 0.3, 40))
     rows = {(r["a"], r["b"]): r for r in significance(tmp_path, ["good", "worse", "same"], 1, [0, 1, 2])}
     worse = rows[("good", "worse")]
-    assert worse["n"] == 80 and worse["seeds"] == [0, 1] and worse["a_better_share"] == 1.0
+    assert worse["n"] == 40 and worse["seeds"] == [0, 1] and worse["a_better_share"] == 1.0  # images, not pairs
+    assert set(worse["p_per_seed"]) == {"0", "1"} and worse["p_per_seed"]["0"] < 1e-6
     assert worse["median_difference"] == pytest.approx(-0.3, abs=0.05) and worse["p"] < 1e-10
     assert rows[("good", "same")]["p"] > 0.01  # unlabelled landmarks (None) are left out, not counted as 0
 

@@ -208,6 +208,49 @@ def test_an_inconsistent_catalogue_is_refused() -> None:
     bad_code["analyses"][0]["measurements"][0]["construction"]["points"][0] = "Xx"
     bad_ref = copy.deepcopy(data)
     bad_ref["analyses"][0]["measurements"][2]["construction"]["terms"][0][0] = "nope"
-    for broken, words in ((bad_unit, "unit"), (bad_code, "Xx"), (bad_ref, "nope")):
+    bad_side = copy.deepcopy(data)
+    steiner = bad_side["analyses"][0]["measurements"]
+    next(m for m in steiner if m["code"] == "U1-NA-mm")["construction"]["positive"] = "forwards"
+    bad_shape = copy.deepcopy(data)
+    bad_shape["analyses"][0]["measurements"][0]["construction"]["points"] = ["S", "N"]
+    bad_class = copy.deepcopy(data)
+    bad_class["analyses"][0]["measurements"][0]["classes"][0] |= {"min": 90, "max": 80}
+    cases = ((bad_unit, "unit"), (bad_code, "Xx"), (bad_ref, "nope"), (bad_side, "positive"), (bad_shape, "points"))
+    for broken, words in (*cases, (bad_class, "min > max")):
         with pytest.raises(CatalogueError, match=words):
             parse_catalogue(broken)
+
+
+def _one(points: dict, analysis: str, code: str) -> float:  # type: ignore[type-arg]
+    return value(measure(points, (0.1, 0.1), analyses=[analysis]), analysis, code)
+
+
+def test_each_signed_measurement_has_the_published_sign() -> None:
+    face = dict(FACE)
+    # Downs' convexity: positive when A lies ahead of N-Pog.
+    assert _one(face | {"A": (720.0, 500.0), "Pog": (650.0, 1050.0)}, "downs", "convexity") > 0
+    assert _one(face | {"A": (600.0, 500.0)}, "downs", "convexity") < 0
+    # Downs' A-B plane: negative when B lies behind A.
+    assert _one(face | {"A": (700.0, 500.0), "B": (650.0, 1000.0)}, "downs", "AB-plane") < 0
+    assert _one(face | {"A": (700.0, 500.0), "B": (750.0, 1000.0)}, "downs", "AB-plane") > 0
+    # The occlusal cant: positive when the occlusal plane's anterior end is lower than its posterior end.
+    molars = {"U6": (400.0, 640.0), "L6": (400.0, 660.0)}
+    assert _one(face | molars, "downs", "OP-FH") > 0  # incisors at y ~ 695, molars at 650
+    assert _one(face | {"U6": (400.0, 740.0), "L6": (400.0, 760.0)}, "downs", "OP-FH") < 0
+    # Wits: positive when A's foot on the occlusal plane lies ahead of B's.
+    assert _one(face | molars | {"B": (600.0, 1000.0)}, "wits", "AO-BO") > 0
+    assert _one(face | molars | {"B": (800.0, 1000.0)}, "wits", "AO-BO") < 0
+    # McNamara: A ahead of the nasion perpendicular is positive (FH is horizontal here: the perpendicular is x = N).
+    assert _one(face | {"A": (710.0, 500.0)}, "mcnamara", "A-Nperp") == pytest.approx(1.0)
+    assert _one(face | {"A": (690.0, 500.0)}, "mcnamara", "A-Nperp") == pytest.approx(-1.0)
+    # Steiner: the upper incisal edge ahead of NA, in mm and as the axis' angle; a retroclined incisor is negative.
+    incisor = {"U1A": (700.0, 550.0), "UIT": (720.0, 700.0), "L1A": (650.0, 850.0), "LIT": (700.0, 690.0)}
+    assert _one(face | incisor, "steiner", "U1-NA-mm") == pytest.approx(2.0)
+    assert _one(face | incisor, "steiner", "U1-NA-deg") > 0
+    assert _one(face | incisor | {"U1A": (740.0, 550.0)}, "steiner", "U1-NA-deg") < 0
+    assert _one(face | incisor, "steiner", "L1-NB-deg") > 0
+    assert _one(face | incisor | {"L1A": (760.0, 850.0)}, "steiner", "L1-NB-deg") < 0
+    # Ricketts: a lip behind the E-line (Prn-PogS) is negative.
+    soft = {"Prn": (900.0, 450.0), "PogS": (760.0, 1100.0), "UL": (800.0, 700.0), "LL": (830.0, 800.0)}
+    assert _one(face | soft, "ricketts-eline", "UL-E") < 0
+    assert _one(face | soft | {"UL": (880.0, 700.0)}, "ricketts-eline", "UL-E") > 0

@@ -189,14 +189,14 @@ def test_the_sr_carries_the_measurements_as_in_the_json(api: Api, data_root: Pat
             value = item.MeasuredValueSequence[0]
             read[_code(name)] = (float(value.NumericValue), value.MeasurementUnitsCodeSequence[0].CodeValue)
         if item.ValueType == "CODE":
-            classes[_code(name)] = _code(item.ConceptCodeSequence[0])
+            classes[_code(name).removesuffix(".class")] = _code(item.ConceptCodeSequence[0])
     expected = {f"{m['analysis']}.{m['code']}": m for m in body["measurements"]}
     assert set(read) == set(expected) and len(read) >= 25  # every measurement 19 landmarks allow
     units = {"deg": "deg", "mm": "mm", "%": "%", "ratio": "1"}
     for code, m in expected.items():
         assert read[code][0] == pytest.approx(m["value"], rel=1e-6, abs=1e-6) and read[code][1] == units[m["unit"]]
         if m["class_code"]:
-            assert classes[code] == m["class_code"]
+            assert classes[code] == f"{code}.{m['class_code']}"  # one code, one meaning in our scheme
 
 
 def _code(item) -> str:  # type: ignore[no-untyped-def]
@@ -211,7 +211,7 @@ def _walk(items):  # type: ignore[no-untyped-def]
             yield from _walk(item.ContentSequence)
 
 
-def test_render_draws_a_chosen_analysis(api: Api, data_root: Path) -> None:
+def test_render_draws_a_chosen_analysis(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
     from PIL import Image
 
@@ -234,4 +234,37 @@ def test_render_draws_a_chosen_analysis(api: Api, data_root: Path) -> None:
     changed = np.abs(a - b).sum(axis=-1) > 0
     assert changed[:150, :300].mean() > 0.3  # the legend's box, top left
     assert changed[150:].mean() > 0.002  # the lines below it
-    assert_problem(render(analysis="nope"), 422, "invalid-request", "nope")
+    import server.predict.routes as routes
+
+    async def no_inference(*args: object) -> None:
+        raise AssertionError("an unknown analysis is refused before any prediction")
+
+    monkeypatch.setattr(routes, "_infer", no_inference)
+    assert_problem(render(analysis="nope"), 422, "invalid-request", "steiner")  # the known ones are named
+
+
+def test_a_swapped_mapping_swaps_the_landmarks_measured(api: Api, data_root: Path) -> None:
+    from models.analyses import measure
+
+    pid, admin, predict = _setup(api, data_root)
+    plain = _predict(api, pid, predict, data_root, spacing_x_mm=0.2, spacing_y_mm=0.2).json()
+    swap = {"analysis_landmarks": {"S": "N", "N": "S"}}  # the project calls nasion "S" and sella "N"
+    assert api.client.put(f"/v1/projects/{pid}/analysis-landmarks", json=swap, headers=api.headers(admin)).is_success
+    body = _predict(api, pid, predict, data_root, spacing_x_mm=0.2, spacing_y_mm=0.2).json()
+    points = {lm["code"]: (lm["x"], lm["y"]) for lm in plain["landmarks"]}
+    expected = measure(points | {"S": points["N"], "N": points["S"]}, (0.2, 0.2), analyses=["steiner"])
+    sna = next(m for m in body["measurements"] if (m["analysis"], m["code"]) == ("steiner", "SNA"))
+    assert sna["value"] == pytest.approx(next(v.value for v in expected.values if v.code == "SNA"))
+    assert sna["landmarks"] == ["N", "S", "A"]  # the project's codes of catalogue S, N, A
+    before = next(m for m in plain["measurements"] if (m["analysis"], m["code"]) == ("steiner", "SNA"))
+    assert abs(sna["value"] - before["value"]) > 1
+
+
+def test_another_modality_is_not_measured(api: Api, data_root: Path) -> None:
+    clinic, admin = api.clinic()
+    chest = dict(CEPH, name="chest", modality="chest")
+    pid = api.client.post("/v1/projects", json=chest, headers=api.headers(admin)).json()["id"]
+    _add_version(api, pid, model(), VersionStatus.active)  # codes that look like the catalogue's
+    body = _predict(api, pid, api.key(clinic, admin, "predict"), data_root, spacing_x_mm=0.2, spacing_y_mm=0.2)
+    assert body.status_code == 200 and len(body.json()["landmarks"]) == 19
+    assert body.json()["measurements"] == [] and body.json()["measurements_omitted"] == []
