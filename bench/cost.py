@@ -5,19 +5,17 @@ so its cost should not grow with the steps before it; the joint oracle's grows w
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-#: An evaluation's file name (bench.report.eval_name): the arm, the seed and the step.
-EVAL = re.compile(r"(?P<name>.+)-seed(?P<seed>\d+)-step(?P<step>\d+)\.json")
-
 
 def step_seconds(evals: Path) -> dict[str, list[float | None]]:
     """strategy -> mean training seconds of each step over the seeds that recorded them (None: none did; a step
     whose checkpoint was reused from an earlier run records none)."""
+    from .report import EVAL  # here: bench.report imports this module for its tables
+
     seen: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in evals.glob("*.json"):
         match = EVAL.match(path.name)

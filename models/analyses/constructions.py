@@ -8,6 +8,9 @@ Every function returns (S,) values: degrees for angles, the points' unit for len
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 #: Unit vectors of the anatomical directions in the analysis frame.
@@ -82,6 +85,15 @@ def signed_distance(p: np.ndarray, q: np.ndarray, positive: str) -> np.ndarray:
     offset = p - q
     sign = np.where(offset @ DIRECTIONS[positive] >= 0, 1.0, -1.0)
     return sign * np.linalg.norm(offset, axis=-1)
+
+
+def resolve_point(item: Any, points: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A catalogue point: a landmark code's array in `points`, or {"mid": [p, q]} the mean of two points (any
+    array shape: (S, 2) draws or one (2,) point)."""
+    if isinstance(item, str):
+        return points[item]
+    a, b = (resolve_point(x, points) for x in item["mid"])
+    return (a + b) / 2
 
 
 def perpendicular_through(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

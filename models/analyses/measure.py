@@ -218,10 +218,7 @@ def _geometry(c: Mapping[str, Any], frame: _Frame) -> np.ndarray:
 
 
 def _point(item: Any, frame: _Frame) -> np.ndarray:
-    if isinstance(item, str):
-        return frame.draws[item]
-    a, b = (_point(x, frame) for x in item["mid"])
-    return (a + b) / 2
+    return geo.resolve_point(item, frame.draws)
 
 
 def _line(item: Any, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:

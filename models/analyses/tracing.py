@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .catalogue import Analysis, Catalogue, load_catalogue
+from .constructions import resolve_point
 
 Point = tuple[float, float]
 #: A drawn line runs this share of its length beyond each of its two points.
@@ -76,10 +77,7 @@ def _shapes(a: Analysis, c: Mapping[str, Any], pts: Mapping[str, np.ndarray], co
 
 
 def _point(item: Any, pts: Mapping[str, np.ndarray]) -> np.ndarray:
-    if isinstance(item, str):
-        return pts[item]
-    a, b = (_point(x, pts) for x in item["mid"])
-    return (a + b) / 2
+    return resolve_point(item, pts)
 
 
 def _line_points(item: Any, pts: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from models.analyses import load_catalogue
 from ..auth import AdminDep, PrincipalDep, ReaderDep
 from ..deps import SessionDep
 from ..projects import repository as projects
-from ..projects.schemas import AnalysisLandmarksIn, ProjectOut
+from ..projects.schemas import AnalysisLandmarksIn, ProjectOut, project_out
 from . import service
 from .schemas import AnalysisOut, CatalogueOut, ClassOut, MeasurementDefOut, NormOut, ProjectAnalysesOut
 
@@ -81,6 +81,4 @@ def set_analysis_landmarks(
     project.analysis_landmarks = service.check_mapping(body.analysis_landmarks)
     session.commit()
     session.refresh(project)
-    out = ProjectOut.model_validate(project)
-    out.steps = len(project.landmark_sets)
-    return out
+    return project_out(project)

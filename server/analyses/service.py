@@ -10,6 +10,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from models.analyses import Catalogue, coverage, load_catalogue, measure, projec
 
 from ..db.entities import ModelVersion, Project, VersionStatus
 from ..problems import Problem, not_found
+from ..projects.schemas import CODE_PATTERN
 from .schemas import MeasurementOut, OmittedOut
 
 if TYPE_CHECKING:
@@ -26,8 +28,7 @@ if TYPE_CHECKING:
 
 #: The modality whose projects are measured.
 CEPHALOMETRIC = "cephalometric"
-#: A project's landmark code (the pattern of server.projects.schemas.CODE_PATTERN).
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$")
+_CODE = re.compile(CODE_PATTERN)
 
 
 def check_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
@@ -131,7 +132,7 @@ def measurements(prediction: Prediction, ctx: MeasureContext) -> tuple[list[Meas
         return [], []
     errors = to_catalogue(ctx.errors_in("px" if prediction.spacing_mm is None else "mm"), ctx.mapping)
     catalogue = load_catalogue()
-    relevant = [a.code for a in catalogue.analyses if _touches(catalogue, a.code, known)]
+    relevant = [a.code for a in catalogue.analyses if analysis_landmarks(a.code) & known.keys()]
     result = measure(known, prediction.spacing_mm, analyses=relevant, landmark_error=errors or None)
     theirs = _mine(ctx.mapping)
     values = [MeasurementOut(**{**vars(v), "landmarks": theirs(v.landmarks)}) for v in result.values]
@@ -139,11 +140,12 @@ def measurements(prediction: Prediction, ctx: MeasureContext) -> tuple[list[Meas
     return values, omitted
 
 
-def _touches(catalogue: Catalogue, analysis: str, known: Iterable[str]) -> bool:
-    """Whether any answered measurement of `analysis` reads one of the `known` landmarks."""
+@cache
+def analysis_landmarks(analysis: str) -> frozenset[str]:
+    """The catalogue codes every answered measurement of `analysis` reads (the catalogue never changes)."""
+    catalogue = load_catalogue()
     a = catalogue.analysis(analysis)
-    used = {c for m in a.answered for c in catalogue.landmarks_of(a, m)}
-    return bool(used & set(known))
+    return frozenset(c for m in a.answered for c in catalogue.landmarks_of(a, m))
 
 
 def _mine(mapping: Mapping[str, str]) -> Callable[[Iterable[str]], list[str]]:

@@ -69,6 +69,14 @@ def resolve_version(
     )
 
 
+def measured_version(
+    session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID, version_id: uuid.UUID | None
+) -> tuple[ModelVersion, MeasureContext]:
+    """resolve_version, and what measuring its predictions needs (server.analyses.service.context)."""
+    version = resolve_version(session, clinic_id, project_id, version_id)
+    return version, measure_context(session, version)
+
+
 def _model(request: Request, version: ModelVersion) -> Predictor:
     """The version's predictor from the model cache (loaded on first use)."""
     blobs = blob_store(request.app.state.settings)
@@ -204,7 +212,7 @@ def predicted_on(*, full_resolution: bool, dicom_only: bool = False) -> Callable
         def prepare() -> tuple[ModelVersion, MeasureContext, DecodedImage, float]:
             # One trip through the thread pool for the database lookup and the decoding (the lookup would
             # otherwise block the event loop, or take a trip of its own).
-            version = resolve_version(session, principal.clinic(), project_id, version_id)
+            version, analyses = measured_version(session, principal.clinic(), project_id, version_id)
             t0 = time.perf_counter()
             whole = full_resolution or store  # a study keeps the whole image
             image = decode_for_model(request, version, data, file.filename, spacing, full_resolution=whole)
@@ -212,7 +220,7 @@ def predicted_on(*, full_resolution: bool, dicom_only: bool = False) -> Callable
                 raise Problem(
                     422, "a structured report refers to a DICOM image: upload the DICOM file", slug="sr-needs-dicom"
                 )
-            return version, measure_context(session, version), image, 1e3 * (time.perf_counter() - t0)
+            return version, analyses, image, 1e3 * (time.perf_counter() - t0)
 
         version, analyses, image, image_ms = await run_in_threadpool(prepare)
         t1 = time.perf_counter()
@@ -290,8 +298,7 @@ async def predict_batch(
     """Several images in one request (one forward pass in batches); the spacing, if given, applies to all.
     Any unusable image refuses the whole request, naming the file; with store=true each image is kept as a
     study once all are predicted."""
-    version = await run_in_threadpool(resolve_version, session, principal.clinic(), project_id, version_id)
-    analyses = await run_in_threadpool(measure_context, session, version)
+    version, analyses = await run_in_threadpool(measured_version, session, principal.clinic(), project_id, version_id)
     if len(files) > MAX_BATCH:
         raise Problem(413, f"at most {MAX_BATCH} images per request; got {len(files)}", slug="batch-too-large")
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)

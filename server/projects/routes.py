@@ -15,15 +15,18 @@ from ..problems import Problem
 from ..training.bounds import check_bounds
 from . import repository as repo
 from .params import StepPath
-from .schemas import AssociationOut, DicomwebIn, LandmarkOut, LandmarkSetIn, LandmarkSetOut, ProjectIn, ProjectOut
+from .schemas import (
+    AssociationOut,
+    DicomwebIn,
+    LandmarkOut,
+    LandmarkSetIn,
+    LandmarkSetOut,
+    ProjectIn,
+    ProjectOut,
+    project_out,
+)
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
-
-
-def _project_out(project: Project) -> ProjectOut:
-    out = ProjectOut.model_validate(project)
-    out.steps = len(project.landmark_sets)
-    return out
 
 
 def _set_out(row: LandmarkSet) -> LandmarkSetOut:
@@ -56,17 +59,17 @@ def create_project(body: ProjectIn, session: SessionDep, settings: SettingsDep, 
         raise Problem(409, f"the clinic has a project named {body.name!r} already", slug="conflict") from exc
     session.commit()
     session.refresh(project)
-    return _project_out(project)
+    return project_out(project)
 
 
 @router.get("", response_model=list[ProjectOut])
 def list_projects(session: SessionDep, principal: ReaderDep) -> list[ProjectOut]:
-    return [_project_out(p) for p in repo.list_projects(session, principal.clinic())]
+    return [project_out(p) for p in repo.list_projects(session, principal.clinic())]
 
 
 @router.get("/{project_id}", response_model=ProjectOut)
 def get_project(project_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> ProjectOut:
-    return _project_out(repo.get_project(session, principal.clinic(), project_id))
+    return project_out(repo.get_project(session, principal.clinic(), project_id))
 
 
 @router.put("/{project_id}/dicomweb", response_model=ProjectOut)
@@ -76,7 +79,7 @@ def set_dicomweb(project_id: uuid.UUID, body: DicomwebIn, session: SessionDep, p
     project.dicomweb = body.model_dump()
     session.commit()
     session.refresh(project)
-    return _project_out(project)
+    return project_out(project)
 
 
 @router.post("/{project_id}/landmark-sets", status_code=201, response_model=LandmarkSetOut)

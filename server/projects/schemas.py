@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import JsonDict, JsonValue
@@ -10,6 +10,9 @@ from models.backbones import available_backbones
 from models.registry import BASELINES, SERVED, STRATEGIES
 
 from ..bodies import RequestBody, UtcDatetime
+
+if TYPE_CHECKING:
+    from ..db.entities import Project
 
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$"
 
@@ -214,3 +217,10 @@ class LandmarkSetOut(BaseModel):
     landmarks: list[LandmarkOut]
     associations: list[AssociationOut]
     created_at: UtcDatetime
+
+
+def project_out(project: Project) -> ProjectOut:
+    """A project's answer, with its number of steps."""
+    out = ProjectOut.model_validate(project)
+    out.steps = len(project.landmark_sets)
+    return out
