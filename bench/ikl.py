@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import Checkpoint
-from models.config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict, to_dict
+from models.config import CodecConfig, TrainConfig, from_dict, to_dict
 from models.datasets import DatasetInfo, Protocol, default_data_root, load_protocol
 from models.evaluate import evaluate
 from models.precision import resolve_precision
@@ -151,9 +151,9 @@ class Runner:
             data,
             "finetune" if t == 0 or scratch else arm.strategy,
             config,
-            backbone=BackboneConfig(name=self.profile.backbone),
+            backbone=self.profile.backbone_config(),
             codec=CodecConfig(input_size=self.profile.input_size, sigma=self.profile.sigma),
-            refine=None if self.profile.local_stage is None else from_dict(RefineConfig, self.profile.local_stage),
+            refine=self.profile.refine_config(),
             names=self.names,
             progress=progress,
             state_path=path.with_suffix(".state"),

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import Checkpoint
-from models.config import BackboneConfig, CodecConfig, RefineConfig, RefineTrainConfig, from_dict, to_dict
+from models.config import CodecConfig, RefineConfig, RefineTrainConfig, from_dict, to_dict
 from models.crops import crop_affine, image_pixels_per_crop_pixel
 from models.datasets import default_data_root, load_protocol
 from models.metrics import radial_errors, summarize
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             train,
             "finetune",
             config,
-            backbone=BackboneConfig(name=profile.backbone),
+            backbone=profile.backbone_config(),
             codec=CodecConfig(input_size=profile.input_size, sigma=profile.sigma),
         )
         first.save(first_path)

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from models.config import PRECISIONS, Precision
+from models.config import PRECISIONS, BackboneConfig, Precision, RefineConfig, from_dict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +35,16 @@ class Profile:
     local_stage: dict[str, Any] | None = None
     local_step0_iterations: int = 1000
     local_step_iterations: int = 500
+    #: BackboneConfig.last_relu of both stages (the local stage's unless its overrides name it).
+    last_relu: bool = True
+
+    def backbone_config(self) -> BackboneConfig:
+        return BackboneConfig(name=self.backbone, last_relu=self.last_relu)
+
+    def refine_config(self) -> RefineConfig | None:
+        if self.local_stage is None:
+            return None
+        return from_dict(RefineConfig, {"last_relu": self.last_relu, **self.local_stage})
 
 
 #: Fields added to Profile after results folders were written: a stored profile.json without them holds runs
@@ -44,6 +54,7 @@ LATER_FIELDS: dict[str, Any] = {
     "local_step0_iterations": 1000,
     "local_step_iterations": 500,
     "max_incremental_images": None,
+    "last_relu": True,
 }
 
 
@@ -63,6 +74,15 @@ CPU = Profile(
     kanet_iterations=150,
 )
 
+CPU_LOCAL = replace(
+    CPU,
+    name="cpu-local",
+    input_size=(256, 320),
+    local_stage={},
+    local_step0_iterations=1000,
+    local_step_iterations=500,
+)
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
@@ -79,14 +99,10 @@ PROFILES: dict[str, Profile] = {
     # The cpu profile with a local stage (crops at the image's own resolution refined by a second network), its
     # first stage at 256x320: on step 0's held-out images the local stage's large errors are the first stage's
     # (docs/benchmarks.md), and in bf16 the larger input costs 1.35x the time per image.
-    "cpu-local": replace(
-        CPU,
-        name="cpu-local",
-        input_size=(256, 320),
-        local_stage={},
-        local_step0_iterations=1000,
-        local_step_iterations=500,
-    ),
+    "cpu-local": CPU_LOCAL,
+    # cpu-local with both stages' heads reading the backbone's features before its last ReLU: a landmark added
+    # where earlier steps drove those features to zero still gets a gradient (docs/method.md, Network).
+    "cpu-local-preact": replace(CPU_LOCAL, name="cpu-local-preact", last_relu=False),
     # Paper scale: HRNet-W32 at 512x640, ~100 epochs of a 40-image step at batch 8 = 500 iterations.
     "gpu": Profile(
         name="gpu",

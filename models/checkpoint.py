@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,4 +179,4 @@ class Checkpoint:
 
 def _without_pretrained(config: BackboneConfig) -> BackboneConfig:
     # The checkpoint's own weights replace any pretrained file, which need not exist where it is loaded.
-    return BackboneConfig(name=config.name, in_channels=config.in_channels, pretrained=None)
+    return replace(config, pretrained=None)

@@ -53,6 +53,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     )
     t.add_argument("--backbone", default="hrnet_w32", help="step 0 only: backbone name")
     t.add_argument("--pretrained", type=Path, help="step 0 only: local pretrained backbone weights")
+    t.add_argument(
+        "--features-before-last-relu",
+        action="store_true",
+        help="step 0 only: both stages' heads read the backbone's features before its last ReLU "
+        "(BackboneConfig.last_relu false; the local stage's unless --local-stage names last_relu)",
+    )
     t.add_argument("--input-size", default="256x320", help="step 0 only: network input WxH")
     t.add_argument("--sigma", type=float, default=2.0, help="step 0 only: target sigma (heatmap px)")
     t.add_argument(
@@ -107,7 +113,7 @@ def _global_only_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-only", action="store_true", help="a two-stage model's first stage alone (for comparisons)")
 
 
-def _local_stage(spec: str | None) -> RefineConfig | None:
+def _local_stage(spec: str | None, *, last_relu: bool = True) -> RefineConfig | None:
     if spec is None:
         return None
     try:
@@ -116,7 +122,7 @@ def _local_stage(spec: str | None) -> RefineConfig | None:
         raise CliError(f"--local-stage wants a JSON object of RefineConfig fields, got {spec!r}") from exc
     if not isinstance(fields, dict):
         raise CliError(f"--local-stage wants a JSON object of RefineConfig fields, got {spec!r}")
-    return from_dict(RefineConfig, fields)
+    return from_dict(RefineConfig, {"last_relu": last_relu, **fields})
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -194,14 +200,18 @@ def _train(args: argparse.Namespace) -> int:
     from .trainer import Progress, train_step
 
     config = _train_config(args)
-    refine = _local_stage(args.local_stage)
+    refine = _local_stage(args.local_stage, last_relu=not args.features_before_last_relu)
     data = _load_data(args, training=True)
     previous = Checkpoint.load(args.previous) if args.previous else None
     try:
         w, h = (int(v) for v in args.input_size.lower().split("x"))
     except ValueError as exc:
         raise CliError(f"--input-size must look like 256x320, got {args.input_size!r}") from exc
-    backbone = BackboneConfig(name=args.backbone, pretrained=str(args.pretrained) if args.pretrained else None)
+    backbone = BackboneConfig(
+        name=args.backbone,
+        pretrained=str(args.pretrained) if args.pretrained else None,
+        last_relu=not args.features_before_last_relu,
+    )
     codec = CodecConfig(input_size=(w, h), sigma=args.sigma)
     bars: dict[str, tqdm] = {}
 

@@ -32,6 +32,10 @@ class BackboneConfig:
     in_channels: int = 1
     #: Local file with pretrained weights (safetensors or a torch state dict); nothing is ever downloaded.
     pretrained: str | None = None
+    #: Whether the features the head reads pass through the backbone's last ReLU. False: the head reads them
+    #: before it, so every position keeps a gradient for a landmark added later (docs/method.md, Network).
+    #: True is what every checkpoint written before the option holds.
+    last_relu: bool = True
 
 
 @dataclass(kw_only=True)
@@ -91,6 +95,8 @@ class RefineConfig:
 
     #: Backbone of the crop network (a name in models.backbones.registry); its heatmaps are at its stride.
     backbone: str = "hrnet_w18_tiny"
+    #: The crop network's `BackboneConfig.last_relu`.
+    last_relu: bool = True
     #: Side of the square crop, in crop pixels (a multiple of the backbone's stride).
     crop_size: int = 64
     #: Crop resolution where the image's pixel spacing is known: millimetres per crop pixel.

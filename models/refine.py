@@ -28,7 +28,7 @@ UNREFINED_CONFIDENCE = 0.5
 
 def build_crop_network(config: RefineConfig, step_sizes: Sequence[int] = ()) -> LandmarkNet:
     """A fresh crop network: (B, 1, S, S) crops in [0, 1] -> (B, K, S/stride, S/stride) heatmaps."""
-    return LandmarkNet(backbone=BackboneConfig(name=config.backbone), step_sizes=step_sizes)
+    return LandmarkNet(backbone=BackboneConfig(name=config.backbone, last_relu=config.last_relu), step_sizes=step_sizes)
 
 
 def crop_codec(config: RefineConfig, stride: int) -> HeatmapCodec:

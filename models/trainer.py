@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -330,5 +330,5 @@ def _initial_student(
     sizes = previous.step_sizes if previous else []
     fresh_backbone = backbone
     if previous is not None and backbone.pretrained and not Path(backbone.pretrained).is_file():
-        fresh_backbone = BackboneConfig(name=backbone.name, in_channels=backbone.in_channels)
+        fresh_backbone = replace(backbone, pretrained=None)
     return LandmarkNet(backbone=fresh_backbone, step_sizes=sizes).to(device).train()

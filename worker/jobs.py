@@ -226,7 +226,7 @@ def _fit(
         data,
         job.strategy,
         config,
-        backbone=BackboneConfig(name=project.backbone),
+        backbone=BackboneConfig(name=project.backbone, last_relu=project.backbone_last_relu),
         codec=CodecConfig(input_size=(project.input_width, project.input_height)),
         refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
         names={lm.code: lm.name for lm in landmark_set.landmarks},

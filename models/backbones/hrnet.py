@@ -99,7 +99,13 @@ class HighResolutionModule(nn.Module):
     after fusion, or only its first (highest-resolution) entry when `multi_scale_output` is False.
     """
 
-    def __init__(self, widths: tuple[int, ...], num_blocks: tuple[int, ...], multi_scale_output: bool = True) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...],
+        num_blocks: tuple[int, ...],
+        multi_scale_output: bool = True,
+        output_relu: bool = True,
+    ) -> None:
         super().__init__()
         n = len(widths)
         self.branches = nn.ModuleList(_make_layer(BasicBlock, widths[i], widths[i], num_blocks[i]) for i in range(n))
@@ -109,7 +115,8 @@ class HighResolutionModule(nn.Module):
             self.fuse_layers = nn.ModuleList(
                 nn.ModuleList(self._fuse(widths, i, j) for j in range(n)) for i in range(n if multi_scale_output else 1)
             )
-        self.relu = nn.ReLU(inplace=True)
+        # Without the ReLU after the fusion (output_relu=False) the outputs are the fused sums themselves.
+        self.relu: nn.Module = nn.ReLU(inplace=True) if output_relu else nn.Identity()
 
     @staticmethod
     def _fuse(widths: tuple[int, ...], i: int, j: int) -> nn.Module:
@@ -196,14 +203,16 @@ HRNET_SPECS: dict[str, HRNetSpec] = {
 class HRNet(BackboneModule):
     """HRNet backbone: (B, in_channels, H, W) -> (B, C, H/4, W/4), the fused highest-resolution branch.
 
-    H and W must be multiples of 4 (the output stride).
+    H and W must be multiples of 4 (the output stride). With `last_relu=False` the output is the last fusion's
+    sum before its ReLU: real-valued features that stay informative, and pass a gradient, at every position.
     """
 
     stride: int = 4
 
-    def __init__(self, *, spec: HRNetSpec, in_channels: int = 1) -> None:
+    def __init__(self, *, spec: HRNetSpec, in_channels: int = 1, last_relu: bool = True) -> None:
         super().__init__()
         self.spec = spec
+        self.last_relu = last_relu
         self.in_channels = in_channels
         self.out_channels: int = spec.width
         self.conv1 = nn.Conv2d(in_channels, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
@@ -220,7 +229,12 @@ class HRNet(BackboneModule):
             last = s == 4
             stage = nn.Sequential(
                 *(
-                    HighResolutionModule(widths, blocks, multi_scale_output=not (last and m == modules - 1))
+                    HighResolutionModule(
+                        widths,
+                        blocks,
+                        multi_scale_output=not (last and m == modules - 1),
+                        output_relu=last_relu or not (last and m == modules - 1),
+                    )
                     for m in range(modules)
                 )
             )
@@ -276,7 +290,7 @@ class HRNet(BackboneModule):
 def _register(name: str, spec: HRNetSpec) -> None:
     @register_backbone(name)
     def build(config: BackboneConfig) -> HRNet:
-        return HRNet(spec=spec, in_channels=config.in_channels)
+        return HRNet(spec=spec, in_channels=config.in_channels, last_relu=config.last_relu)
 
 
 for _name, _spec in HRNET_SPECS.items():

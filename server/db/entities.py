@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, IdMixin
@@ -55,6 +55,9 @@ class Project(IdMixin, Base):
     input_width: Mapped[int] = mapped_column(Integer)
     input_height: Mapped[int] = mapped_column(Integer)
     backbone: Mapped[str] = mapped_column(String(60))
+    #: models.config.BackboneConfig.last_relu: whether the head reads the backbone's features after its last
+    #: ReLU (every project made before the option) or before it. Fixed with the backbone.
+    backbone_last_relu: Mapped[bool] = mapped_column(default=True, server_default=true())
     strategy: Mapped[str] = mapped_column(String(40))
     training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: The local stage's settings (models.config.RefineConfig as a dict, every field resolved); None: a

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import JsonDict, JsonValue
 
 from models.backbones import available_backbones
@@ -78,6 +78,12 @@ class ProjectIn(RequestBody):
     # 0.22 s per image in bf16 on the 2-core machine, so 1000 iterations of batch 8 alone would spend the whole
     # 30-minute budget of a step; HRNet-W18-small takes 0.09 s.
     backbone: str = Field(default="hrnet_w18_small", examples=["hrnet_w18_small"], json_schema_extra=BACKBONES)
+    backbone_last_relu: bool = Field(
+        default=True,
+        description="whether the landmark heads (of both stages, unless local_stage names its own) read the "
+        "backbone's features after its last ReLU (true) or before it (false: a landmark added where no earlier "
+        "one was still learns; docs/method.md, Network)",
+    )
     strategy: str = Field(default="kamp", examples=["kamp"], json_schema_extra=SERVED_STRATEGIES)
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
@@ -114,13 +120,13 @@ class ProjectIn(RequestBody):
 
     @field_validator("local_stage")
     @classmethod
-    def _valid_local_stage(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _valid_local_stage(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
         from models.config import RefineConfig, from_dict, to_dict
 
         if v is None:
             return None
         try:
-            config = from_dict(RefineConfig, v)
+            config = from_dict(RefineConfig, {"last_relu": info.data.get("backbone_last_relu", True), **v})
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc)) from exc
         if config.crop_size % 4:
@@ -152,6 +158,7 @@ class ProjectOut(BaseModel):
     input_width: int
     input_height: int
     backbone: str
+    backbone_last_relu: bool
     strategy: str
     training: dict[str, Any]
     gate: dict[str, float] = Field(default_factory=dict, description="the project's gate overrides")

@@ -142,7 +142,7 @@ def test_metadata_in_the_file(checkpoint: Checkpoint, tmp_path: Path) -> None:
     assert [lm["code"] for lm in meta["landmarks"]] == CODES
     assert [lm["step"] for lm in meta["landmarks"]] == STEPS
     assert meta["landmarks"][0]["name"] == "landmark S"
-    assert meta["backbone"] == {"name": "hrnet_w18_tiny", "in_channels": 1, "pretrained": None}
+    assert meta["backbone"] == {"name": "hrnet_w18_tiny", "in_channels": 1, "pretrained": None, "last_relu": True}
     assert meta["codec"] == {"input_size": [64, 96], "stride": 4, "sigma": 1.5}
     assert meta["strategy"] == "kamp" and meta["step"] == 1
     assert meta["parent_sha256"] == PARENT
@@ -197,3 +197,30 @@ def test_from_bytes_rejects_incomplete_metadata() -> None:
 def test_load_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         Checkpoint.load(tmp_path / "absent.safetensors")
+
+
+def test_the_features_before_the_last_relu_survive_a_round_trip_and_older_files_read_after_it(
+    checkpoint: Checkpoint, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    net = LandmarkNet(backbone=BackboneConfig(name="hrnet_w18_tiny", last_relu=False), step_sizes=[2, 3])
+    net.load_state_dict(checkpoint.state_dict)
+    before = replace(checkpoint, backbone=BackboneConfig(name="hrnet_w18_tiny", last_relu=False))
+    before.save(tmp_path / "pre.safetensors")
+    loaded = Checkpoint.load(tmp_path / "pre.safetensors")
+    assert loaded.backbone.last_relu is False
+    x = torch.rand(1, 1, 96, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.build_model()(x), net.eval()(x))
+    # A file written before the option has no such key: its network is the one it was trained as.
+    data = checkpoint.to_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_len])
+    meta = json.loads(header["__metadata__"]["kamp"])
+    del meta["backbone"]["last_relu"]
+    header["__metadata__"]["kamp"] = json.dumps(meta)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    older = Checkpoint.from_bytes(len(encoded).to_bytes(8, "little") + encoded + data[8 + header_len :])
+    assert older.backbone.last_relu is True

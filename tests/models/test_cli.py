@@ -41,6 +41,18 @@ def test_a_two_stage_step_from_the_command_line(
     assert "all" in capsys.readouterr().out
 
 
+def test_a_step_reads_the_features_before_the_last_relu_when_asked(data_root: Path, tmp_path: Path) -> None:
+    from models.checkpoint import Checkpoint
+
+    out = tmp_path / "v0.safetensors"
+    args = ["train-step", *_data(data_root, "001,002"), "--backbone", "hrnet_w18_tiny", "--input-size", "64x80"]
+    args += ["--set", "iterations=1", "--set", "refine.iterations=1", "--set", "refine.crops=2"]
+    assert main([*args, "--local-stage", '{"crop_size": 32}', "--features-before-last-relu", "--out", str(out)]) == 0
+    checkpoint = Checkpoint.load(out)
+    assert checkpoint.backbone.last_relu is False
+    assert checkpoint.refine is not None and checkpoint.refine.last_relu is False
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [("{not json", "JSON object"), ("[1]", "JSON object"), ('{"crop_size": 8}', "crop_size"), ('{"x": 1}', "x")],

@@ -216,3 +216,64 @@ def test_a_frozen_network_computes_the_same_without_batch_norms(name: str) -> No
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     for a, b in zip(before, after, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+# ---- the features before the last ReLU (BackboneConfig.last_relu) -------------------------------------
+
+
+def _last_fusion_biased(net: LandmarkNet, bias: float) -> None:
+    """Shift the last fusion's sum by `bias` at every position (through the BNs that end the lower branches'
+    maps onto the output branch; the output branch's own blocks end in their ReLU)."""
+    rows = net.backbone.stage4[-1].fuse_layers  # type: ignore[index]
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.fill_(1.0)
+                m.running_mean.zero_()
+        for fuse in list(rows[0])[1:]:
+            fuse[-1].bias.fill_(bias)
+
+
+def test_without_the_last_relu_the_features_are_the_sums_before_it() -> None:
+    torch.manual_seed(3)
+    with_relu = LandmarkNet(backbone=TINY, step_sizes=[2]).eval()
+    without = LandmarkNet(backbone=BackboneConfig(name="hrnet_w18_tiny", last_relu=False), step_sizes=[2]).eval()
+    # The option adds and removes no weights: a state dict moves between the two.
+    without.load_state_dict(with_relu.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        f_relu, f_raw = with_relu.features(x), without.features(x)
+    assert (f_raw < 0).any()
+    assert torch.equal(torch.relu(f_raw), f_relu)
+
+
+@pytest.mark.parametrize(("last_relu", "gets_gradient"), [(True, False), (False, True)])
+def test_a_new_landmark_learns_where_the_last_relu_is_dead(last_relu: bool, gets_gradient: bool) -> None:
+    """The isbi19 failure in miniature: every feature negative before the last ReLU (docs/method.md)."""
+    torch.manual_seed(4)
+    net = LandmarkNet(backbone=BackboneConfig(name="hrnet_w18_tiny", last_relu=last_relu), step_sizes=[2]).eval()
+    _last_fusion_biased(net, -1e3)
+    net.head.grow(1)
+    target = torch.zeros(1, 1, 16, 16)
+    target[0, 0, 8, 8] = 1.0
+    heat = net(torch.rand(1, 1, 64, 64))[:, 2:]
+    torch.nn.functional.mse_loss(heat, target).backward()
+    new_conv = net.head.convs[1]
+    assert isinstance(new_conv, torch.nn.Conv2d) and new_conv.weight.grad is not None
+    weight_gradient = new_conv.weight.grad.abs().sum().item()
+    backbone_gradient = sum(
+        p.grad.abs().sum().item()
+        for p in net.backbone.stage4.parameters()
+        if p.grad is not None  # type: ignore[union-attr]
+    )
+    assert (weight_gradient > 0) is gets_gradient
+    assert (backbone_gradient > 0) is gets_gradient
+
+
+def test_the_crop_network_follows_the_refine_config() -> None:
+    from models.config import RefineConfig
+    from models.refine import build_crop_network
+
+    net = build_crop_network(RefineConfig(last_relu=False), [1])
+    assert net.backbone_config.last_relu is False
+    assert not any(isinstance(m, torch.nn.ReLU) for m in net.backbone.stage4[-1].children())  # type: ignore[index]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.config import RefineConfig, to_dict
+from server.projects.schemas import ProjectIn
 
 from .conftest import Api, make_api
 
@@ -200,13 +201,21 @@ def test_bad_projects_are_refused(api: Api, override: dict, contains: str) -> No
     assert api.client.get("/v1/projects", headers=api.headers(admin)).json() == []
 
 
+#: The project's default for BackboneConfig.last_relu, which its local stage follows unless told otherwise.
+LAST_RELU = bool(ProjectIn.model_fields["backbone_last_relu"].default)
+RESOLVED = {**to_dict(RefineConfig()), "last_relu": LAST_RELU}
+
+
 @pytest.mark.parametrize(
     ("given", "stored"),
     [
-        ({}, {**to_dict(RefineConfig())}),
-        ({"local_stage": {}}, {**to_dict(RefineConfig())}),
-        ({"local_stage": {"crop_size": 96}}, {**to_dict(RefineConfig()), "crop_size": 96}),
+        ({}, RESOLVED),
+        ({"local_stage": {}}, RESOLVED),
+        ({"local_stage": {"crop_size": 96}}, {**RESOLVED, "crop_size": 96}),
         ({"local_stage": None}, None),
+        ({"backbone_last_relu": False}, {**RESOLVED, "last_relu": False}),
+        ({"backbone_last_relu": True}, {**RESOLVED, "last_relu": True}),
+        ({"backbone_last_relu": False, "local_stage": {"last_relu": True}}, {**RESOLVED, "last_relu": True}),
     ],
 )
 def test_a_project_stores_its_local_stage_resolved(api: Api, given: dict, stored: dict | None) -> None:
@@ -219,6 +228,7 @@ def test_a_project_stores_its_local_stage_resolved(api: Api, given: dict, stored
     assert r.json()["local_stage"] == stored
     again = api.client.get(f"/v1/projects/{r.json()['id']}", headers=api.headers(admin)).json()
     assert again["local_stage"] == stored
+    assert again["backbone_last_relu"] is given.get("backbone_last_relu", LAST_RELU)
 
 
 def test_a_projects_gate_is_set_and_read_through_the_api(api: Api) -> None:

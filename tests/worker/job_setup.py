@@ -13,11 +13,11 @@ from ..server.conftest import Api
 from .tiny import TINY_PROJECT
 
 
-def tiny_project(api: Api) -> tuple[dict, str]:
-    """A new clinic's admin headers and a tiny project of it."""
+def tiny_project(api: Api, **overrides: object) -> tuple[dict, str]:
+    """A new clinic's admin headers and a tiny project of it (`overrides`: other project fields)."""
     _, admin = api.clinic()
     h = api.headers(admin)
-    return h, api.client.post("/v1/projects", json=TINY_PROJECT, headers=h).json()["id"]
+    return h, api.client.post("/v1/projects", json={**TINY_PROJECT, **overrides}, headers=h).json()["id"]
 
 
 def setup_step(

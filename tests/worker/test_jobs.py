@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from models.checkpoint import Checkpoint
 from server.db.entities import JobStatus, ModelVersion, Project, TrainingJob, VersionEvent, VersionStatus
-from server.storage import LocalBlobStore
+from server.storage import LocalBlobStore, blob_store
 from worker.jobs import Outcome, run_training_job
 
 from ..server.conftest import Api
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    h, pid = tiny_project(api)
+    h, pid = tiny_project(api, backbone_last_relu=False)
     step0_studies = setup_step(api, h, pid, data_root, 0, 6)
 
     job0 = queue_job(api, pid, 0)
@@ -53,6 +54,10 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
             (2, 1, VersionStatus.active),
         ]
         assert versions[1].parent_id == versions[0].id
+        # Both stages read the features before the backbone's last ReLU, as the project asked.
+        checkpoint = Checkpoint.from_bytes(blob_store(api.settings).get(versions[1].checkpoint_blob))
+        assert checkpoint.backbone.last_relu is False
+        assert checkpoint.refine is not None and checkpoint.refine.last_relu is False
         # The gate's promotion records what a manual one does: the replaced version's "archived" event.
         events = session.scalars(select(VersionEvent).where(VersionEvent.version_id == versions[0].id)).all()
         assert [(e.action, e.actor) for e in events] == [("promoted", "gate"), ("archived", "gate")]
