@@ -1,0 +1,61 @@
+"""bench.selection_plan: the same two-stage choice, with the same budget, for every distilling strategy."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import select, selection_plan
+
+
+def test_every_strategy_gets_the_same_candidates_over_three_decades_of_alpha() -> None:
+    first = select.candidates(select.parse_grid(selection_plan.alpha_stage()))
+    second = select.candidates(select.parse_grid(selection_plan.temperature_stage(10.0)))
+    assert math.log10(max(selection_plan.ALPHAS) / min(selection_plan.ALPHAS)) >= 3
+    assert {"alpha": 1.0, "temperature": 0.1} in first  # the defaults are a candidate
+    assert {"alpha": 10.0, "temperature": 0.1} in second  # measured in the first stage: not trained twice
+    assert len(first) + len([c for c in second if c not in first]) == selection_plan.budget() == 6
+
+
+def _entry(alpha: float, temperature: float, score: float) -> dict:
+    return {
+        "overrides": {"alpha": alpha, "temperature": temperature},
+        "score": score,
+        "new_mre": score + 1,
+        "old_drift": score - 1,
+    }
+
+
+def test_the_plan_takes_the_first_stages_alpha_into_the_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = {(0.1, 0.1): 3.0, (1.0, 0.1): 2.0, (10.0, 0.1): 1.5, (100.0, 0.1): 4.0}
+    scores |= {(10.0, 0.05): 1.2, (10.0, 0.2): 1.9}
+    calls: list[list[str]] = []
+
+    def fake_select(argv: list[str]) -> int:
+        calls.append(argv)
+        strategy = argv[argv.index("--strategy") + 1]
+        grid = select.parse_grid([argv[i + 1] for i, a in enumerate(argv) if a == "--grid"])
+        path = selection_plan.record_path(tmp_path / "cld38-5step-smoke", strategy, 1, 0)
+        record = json.loads(path.read_text()) if path.is_file() else {"candidates": []}
+        for o in select.candidates(grid):
+            if o not in [c["overrides"] for c in record["candidates"]]:
+                record["candidates"].append(_entry(o["alpha"], o["temperature"], scores[o["alpha"], o["temperature"]]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+        return 0
+
+    monkeypatch.setattr(select, "main", fake_select)
+    args = ["--protocol", "cld38-5step", "--profile", "smoke", "--strategies", "lwf", "--out", str(tmp_path)]
+    assert selection_plan.main(args) == 0
+    assert calls[1][-4:] == ["--grid", "alpha=10.0", "--grid", "temperature=0.05,0.1,0.2"]
+    table = (tmp_path / "cld38-5step-smoke" / "selection" / "plan-step1-seed0.md").read_text()
+    assert "| lwf | 10.0 | 0.05 | 1.200 | 2.200 | 0.200 | 2.000 | 6 |" in table
+    assert "| kamp | not run |" not in table  # only the strategies asked for
+
+
+def test_an_unknown_strategy_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert selection_plan.main(["--protocol", "cld38-5step", "--strategies", "joint"]) == 2
+    assert "not a distilling strategy: joint" in capsys.readouterr().err
