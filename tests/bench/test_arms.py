@@ -113,3 +113,24 @@ def test_a_joint_budget_is_a_bench_setting_not_a_train_field() -> None:
     assert config.iterations == round(250 * 118 / 38) and config.refine.iterations == round(500 * 118 / 38)
     config = train_config(profile, 0, 2, "cpu")
     assert joint_budget(config, profile, None, 2, sizes) is False and config.iterations == 250
+
+
+def _arm(a_mre: list[float]) -> dict:
+    return {"steps": len(a_mre), "a_mre": [{"mean": v, "sd": 0.0, "n": 3} for v in a_mre]}
+
+
+def test_the_oracle_check_names_each_step_an_incremental_strategy_beats_joint() -> None:
+    from bench.report import oracle_check
+
+    agg = {
+        "kamp": _arm([2.0, 2.1, 2.3]),
+        "kamp_ksd_only": _arm([2.0, 1.9, 2.2]),
+        "joint_partial": _arm([2.0, 1.0, 1.0]),  # not an upper bound, and not compared with one
+        "joint": _arm([2.0, 2.0, 2.1]),
+        "joint@budget=scratch": _arm([2.0, 1.8, 1.9]),
+    }
+    lines = [line for line in oracle_check(agg) if line]
+    assert lines == [
+        "Oracle check, joint: beaten at step 1: kamp_ksd_only 1.90 < 2.00.",
+        "Oracle check, joint@budget=scratch: at least as good as every incremental strategy.",
+    ]
