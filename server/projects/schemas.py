@@ -78,8 +78,10 @@ class ProjectIn(RequestBody):
     # 0.22 s per image in bf16 on the 2-core machine, so 1000 iterations of batch 8 alone would spend the whole
     # 30-minute budget of a step; HRNet-W18-small takes 0.09 s.
     backbone: str = Field(default="hrnet_w18_small", examples=["hrnet_w18_small"], json_schema_extra=BACKBONES)
+    # Off by default: with the ReLU, a landmark added where no earlier one was can get no gradient at all
+    # (isbi19-5step, docs/benchmarks.md); without it every step measured as well or better.
     backbone_last_relu: bool = Field(
-        default=True,
+        default=False,
         description="whether the landmark heads (of both stages, unless local_stage names its own) read the "
         "backbone's features after its last ReLU (true) or before it (false: a landmark added where no earlier "
         "one was still learns; docs/method.md, Network)",
