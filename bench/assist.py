@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from models.checkpoint import Checkpoint
+from models.config import to_dict
 from models.datasets import default_data_root, load_protocol
 from server.settings import Settings
 
@@ -51,22 +52,35 @@ class Study:
         self.image_id, self.study_id, self.truth = image_id, study_id, truth
 
 
-def setup(url: str, system_key: str, checkpoint: Checkpoint, n: int, spacing: float) -> tuple[str, str, str, list]:
-    """(admin key, assisted project, unassisted project, studies): both projects ask for the checkpoint's
-    landmarks in one step; only the first has a version."""
+def setup(url: str, system_key: str, checkpoint: Checkpoint, n: int) -> tuple[str, str, str, list, float]:
+    """(admin key, assisted project, unassisted project, studies, mm per pixel): both projects are the
+    checkpoint's model line and ask for its landmarks in one step; only the first has a version."""
     root = default_data_root()
     protocol = load_protocol(root, "cld38-5step")
     ds = protocol.load_dataset(root)
-    created = httpx.post(
-        f"{url}/v1/clinics", json={"name": "assist"}, headers={"Authorization": f"Bearer {system_key}"}
-    )
+    if ds.pixel_spacing_mm is None:
+        raise SystemExit(f"{protocol.name}'s images have no pixel spacing: errors in mm need one")
+    spacing = ds.pixel_spacing_mm
+    system = {"Authorization": f"Bearer {system_key}"}
+    created = httpx.post(f"{url}/v1/clinics", json={"name": "assist"}, headers=system)
+    created.raise_for_status()
     key = created.json()["admin_key"]["key"]
     api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     codes = checkpoint.codes
     projects = []
     for name in ("assisted", "by hand"):
-        body = {"name": name, "modality": "cephalometric", "backbone": checkpoint.backbone.name}
-        pid = api.post("/v1/projects", json=body).json()["id"]
+        body = {
+            "name": name,
+            "modality": "cephalometric",
+            "backbone": checkpoint.backbone.name,
+            "backbone_last_relu": checkpoint.backbone.last_relu,
+            "input_width": checkpoint.codec.input_size[0],
+            "input_height": checkpoint.codec.input_size[1],
+            "local_stage": None if checkpoint.refine is None else to_dict(checkpoint.refine),
+        }
+        r = api.post("/v1/projects", json=body)
+        r.raise_for_status()
+        pid = r.json()["id"]
         r = api.post(f"/v1/projects/{pid}/landmark-sets", json={"landmarks": [{"code": c} for c in codes]})
         r.raise_for_status()
         projects.append(pid)
@@ -81,7 +95,7 @@ def setup(url: str, system_key: str, checkpoint: Checkpoint, n: int, spacing: fl
         kp = ds.keypoints([image_id], codes, protocol.annotator)[0]
         truth = {c: (float(x), float(y)) for c, (x, y) in zip(codes, kp, strict=True)}
         studies.append(Study(image_id, r.json()["id"], truth))
-    return key, projects[0], projects[1], studies
+    return key, projects[0], projects[1], studies, spacing
 
 
 def _transform(page: Any) -> tuple[float, float, float]:
@@ -138,9 +152,15 @@ def pre_placed(page: Any) -> dict[str, Point]:
     return out
 
 
-def assisted(page: Any, url: str, pid: str, study: Study, notches: int, off: list[str]) -> float:
-    """Moves only the landmarks in `off` from their pre-placed position to their label; seconds."""
+def assisted(page: Any, study: Study, notches: int, off: list[str], missing: list[str]) -> float:
+    """Places the landmarks in `missing` (not pre-placed) at their label, then moves those in `off` from their
+    pre-placed position to it; seconds."""
     t0 = time.perf_counter()
+    for code in missing:
+        page.click(f"#editor li[data-code='{code}']")  # make it the current landmark, then place it
+        _zoom_on(page, study.truth[code], notches)
+        page.mouse.click(*_screen(page, study.truth[code]))
+        page.click("#zoom-fit")
     for code in off:
         pre = pre_placed(page)[code]
         _zoom_on(page, pre, notches)
@@ -179,8 +199,9 @@ def measure_study(page: Any, url: str, api: httpx.Client, ids: tuple[str, str], 
     pre = pre_placed(page)
     errors = {c: _dist(p, study.truth[c]) * mm for c, p in pre.items()}
     off = [c for c, e in errors.items() if e > args.tolerance_mm]
-    assist_s = assisted(page, url, ids[0], study, args.zoom_notches, off)
-    meant = {c: study.truth[c] if c in off else p for c, p in pre.items()}
+    missing = [c for c in study.truth if c not in pre]
+    assist_s = assisted(page, study, args.zoom_notches, off, missing)
+    meant = {c: pre[c] if c in pre and c not in off else p for c, p in study.truth.items()}
     kept = saved(api, ids[0], study)
     _check(kept, meant, f"{study.image_id} assisted")
     return {
@@ -190,8 +211,9 @@ def measure_study(page: Any, url: str, api: httpx.Client, ids: tuple[str, str], 
         "pre_placed_within_mm": {str(t): sum(e <= t for e in errors.values()) for t in TOLERANCES_MM},
         "pre_placed_mre_mm": statistics.fmean(errors.values()),
         "actions_by_hand": len(study.truth),
-        "actions_assisted": len(off),
+        "actions_assisted": len(off) + len(missing),
         "corrected": off,
+        "placed": missing,
         "saved_mre_mm": statistics.fmean(_dist(kept[c], study.truth[c]) * mm for c in study.truth),
         "scripted_s": {"by_hand": round(hand_s, 2), "assisted": round(assist_s, 2)},
     }
@@ -202,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--studies", type=int, default=5)
     p.add_argument("--tolerance-mm", type=float, default=1.0, help="a pre-placed landmark this close is accepted")
     p.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
-    p.add_argument("--spacing", type=float, default=0.2, help="mm per pixel of the images")
     p.add_argument("--zoom-notches", type=int, default=6, help="wheel notches of 1.25x before each action")
     p.add_argument("--out", type=Path, default=Path("bench/results/assist.json"))
     args = p.parse_args(argv)
@@ -212,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         process, url, system_key = _serve(Path(tmp))
         try:
-            key, with_model, without, studies = setup(url, system_key, checkpoint, args.studies, args.spacing)
+            key, with_model, without, studies, args.spacing = setup(url, system_key, checkpoint, args.studies)
             activate_checkpoint(Settings(data_dir=Path(tmp) / "var"), uuid.UUID(with_model), checkpoint, "bench")
             api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
             with sync_playwright() as pw:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from models.config import PRECISIONS, BackboneConfig, Precision, RefineConfig, from_dict
+from models.config import PRECISIONS, BackboneConfig, Precision, RefineConfig, local_stage_config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +44,7 @@ class Profile:
     def refine_config(self) -> RefineConfig | None:
         if self.local_stage is None:
             return None
-        return from_dict(RefineConfig, {"last_relu": self.last_relu, **self.local_stage})
+        return local_stage_config(self.local_stage, last_relu=self.last_relu)
 
 
 #: Fields added to Profile after results folders were written: a stored profile.json without them holds runs

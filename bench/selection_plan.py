@@ -3,9 +3,9 @@
     python -m bench.selection_plan --protocol cld38-5step --profile cpu-local-preact --step 1 --seed 0
     python -m bench.selection_plan ... --summary-only
 
-Each strategy's distillation weight `alpha` over four decades at the default temperature, then the temperature
-around its default at the alpha that won: six candidates per strategy (the default, alpha 1 at T 0.1, among
-them), each scored by bench/select.py on a validation split of step t's own training images, never the test
+Each strategy's distillation weight `alpha` over three decades (four values) at the default temperature, then
+the temperature around its default at the alpha that won: six candidates per strategy (the defaults, alpha 1 at
+T 0.1, among them), each scored by bench/select.py on a validation split of step t's own training images, never the test
 images. CPR keeps its beta (chosen earlier, docs/benchmarks.md). The chosen values per strategy go to
 bench/results/<protocol>-<profile>/selection/plan-step<t>-seed<s>.md, beside each strategy's own table.
 Candidates already measured are skipped (bench/select.py resumes), so the plan resumes where it stopped.
@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models.config import TrainConfig
+
 from . import select
 from .ikl import RESULTS
 from .profiles import PROFILES
@@ -26,12 +28,13 @@ from .profiles import PROFILES
 #: Strategies that distil from the previous model, i.e. that have an alpha to choose.
 STRATEGIES = ("lwf", "cpr", "kamp_ksd_only", "kamp")
 ALPHAS = (0.1, 1.0, 10.0, 100.0)
-DEFAULT_TEMPERATURE = 0.1
-TEMPERATURES = (0.05, DEFAULT_TEMPERATURE, 0.2)
+DEFAULT_ALPHA = TrainConfig().alpha
+DEFAULT_TEMPERATURE = TrainConfig().temperature
+TEMPERATURES = (DEFAULT_TEMPERATURE / 2, DEFAULT_TEMPERATURE, DEFAULT_TEMPERATURE * 2)
 
 
 def alpha_stage() -> list[str]:
-    """bench.select --grid arguments of the first stage: alpha over four decades at the default temperature."""
+    """bench.select --grid arguments of the first stage: alpha over three decades at the default temperature."""
     return [f"alpha={','.join(str(a) for a in ALPHAS)}", f"temperature={DEFAULT_TEMPERATURE}"]
 
 
@@ -50,9 +53,21 @@ def record_path(out: Path, strategy: str, step: int, seed: int) -> Path:
     return out / "selection" / f"{strategy}-step{step}-seed{seed}.json"
 
 
+def planned(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record's candidates that are this plan's (the file may also hold other grids' for the strategy)."""
+    return [
+        c
+        for c in record["candidates"]
+        if set(c["overrides"]) == {"alpha", "temperature"}
+        and c["overrides"]["alpha"] in ALPHAS
+        and c["overrides"]["temperature"] in TEMPERATURES
+    ]
+
+
 def best(record: dict[str, Any], **fixed: float) -> dict[str, Any]:
-    """The lowest-scoring candidate of a bench.select record among those whose overrides hold `fixed`."""
-    entries = [c for c in record["candidates"] if all(c["overrides"].get(k) == v for k, v in fixed.items())]
+    """The lowest-scoring of the plan's candidates in a bench.select record among those whose overrides hold
+    `fixed`."""
+    entries = [c for c in planned(record) if all(c["overrides"].get(k) == v for k, v in fixed.items())]
     if not entries:
         raise ValueError(f"no candidate with {fixed} in the record")
     return min(entries, key=lambda c: c["score"])
@@ -73,12 +88,13 @@ def summary(out: Path, step: int, seed: int, strategies: tuple[str, ...] = STRAT
             continue
         record = json.loads(path.read_text())
         chosen = best(record)
-        defaults = [c for c in record["candidates"] if c["overrides"] == {"alpha": 1.0, "temperature": 0.1}]
+        default = {"alpha": DEFAULT_ALPHA, "temperature": DEFAULT_TEMPERATURE}
+        defaults = [c for c in planned(record) if c["overrides"] == default]
         default_score = f"{defaults[0]['score']:.3f}" if defaults else "not run"
         o = chosen["overrides"]
         lines.append(
             f"| {strategy} | {o.get('alpha')} | {o.get('temperature')} | {chosen['score']:.3f} | "
-            f"{chosen['new_mre']:.3f} | {chosen['old_drift']:.3f} | {default_score} | {len(record['candidates'])} |"
+            f"{chosen['new_mre']:.3f} | {chosen['old_drift']:.3f} | {default_score} | {len(planned(record))} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,16 @@ import numpy as np
 from tqdm import tqdm
 
 from .analyses.cli import add_command as add_analyse_command
-from .config import PRECISIONS, BackboneConfig, CodecConfig, RefineConfig, TrainConfig, from_dict, to_dict
+from .config import (
+    PRECISIONS,
+    BackboneConfig,
+    CodecConfig,
+    RefineConfig,
+    TrainConfig,
+    from_dict,
+    local_stage_config,
+    to_dict,
+)
 from .registry import STRATEGIES
 from .step_data import StepData
 
@@ -122,7 +131,7 @@ def _local_stage(spec: str | None, *, last_relu: bool = True) -> RefineConfig | 
         raise CliError(f"--local-stage wants a JSON object of RefineConfig fields, got {spec!r}") from exc
     if not isinstance(fields, dict):
         raise CliError(f"--local-stage wants a JSON object of RefineConfig fields, got {spec!r}")
-    return from_dict(RefineConfig, {"last_relu": last_relu, **fields})
+    return local_stage_config(fields, last_relu=last_relu)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -223,6 +223,12 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def local_stage_config(overrides: dict[str, Any], *, last_relu: bool) -> RefineConfig:
+    """The local stage of `overrides` (RefineConfig fields), its crop network reading its features as the first
+    stage's does (`last_relu`) unless the overrides name their own. TypeError/ValueError for bad fields."""
+    return from_dict(RefineConfig, {"last_relu": last_relu, **overrides})
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     """Build config class `cls` from a (possibly partial) dict; unknown keys raise ValueError."""
     data = dict(data or {})

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
-from .config import RefineConfig, TrainConfig, to_dict
+from .config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, to_dict
 from .step_data import StepData
 from .step_report import TrainReport
 from .strategies import KAContext
@@ -26,11 +26,18 @@ def fingerprint(
     config: TrainConfig,
     codes: list[str],
     refine: RefineConfig | None,
+    backbone: BackboneConfig,
+    codec: CodecConfig,
 ) -> str:
+    """The step's identity. A step after 0 takes its networks from `previous` (its hash is an input); step 0's
+    networks (backbone, codec and local stage) are inputs themselves, so a state of another network never
+    resumes. (Adding a config field changes the fingerprint of states written before: they start over.)"""
     h = hashlib.sha256()
     inputs = [previous.sha256 if previous else None, strategy, to_dict(config), codes, list(data.ids)]
-    if refine is not None:  # the local stage of step 0 is an input too (later steps take it from `previous`)
+    if refine is not None:
         inputs.append(to_dict(refine))
+    if previous is None:
+        inputs += [to_dict(backbone), to_dict(codec)]
     h.update(
         json.dumps(
             inputs,

@@ -161,7 +161,7 @@ def _prepare(
     report = TrainReport(
         strategy, step, new_codes, old_codes, len(data), config.iterations, 0.0, 0.0, str(device), precision
     )
-    key = fingerprint(previous, data, strategy, config, codes, refine_config)
+    key = fingerprint(previous, data, strategy, config, codes, refine_config, backbone, codec_config)
     return _StepRun(
         previous, data, strategy, config, device, precision, rng, step, backbone, codec_config, refine_config,
         heatmaps, prepared, teacher, student, BatchSampler(len(prepared), config.batch_size, rng),

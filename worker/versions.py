@@ -75,7 +75,7 @@ def record_version(
         hyperparameters={
             "train": job.config,
             "backbone": project.backbone,
-            "backbone_last_relu": project.backbone_last_relu,
+            "backbone_last_relu": checkpoint.backbone.last_relu,  # what was trained, whatever the project says
             "input_size": [project.input_width, project.input_height],
             "local_stage": project.local_stage,
             "train_report": train_report,

@@ -43,10 +43,14 @@ def test_the_plan_takes_the_first_stages_alpha_into_the_second(tmp_path: Path, m
         for o in select.candidates(grid):
             if o not in [c["overrides"] for c in record["candidates"]]:
                 record["candidates"].append(_entry(o["alpha"], o["temperature"], scores[o["alpha"], o["temperature"]]))
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
         return 0
 
+    # The strategy's record already holds another grid's candidate, better scored: not this plan's, not chosen.
+    other = {"overrides": {"refine.alpha": 30}, "score": 0.1, "new_mre": 0.1, "old_drift": 0.1}
+    path = selection_plan.record_path(tmp_path / "cld38-5step-smoke", "lwf", 1, 0)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"candidates": [other]}))
     monkeypatch.setattr(select, "main", fake_select)
     args = ["--protocol", "cld38-5step", "--profile", "smoke", "--strategies", "lwf", "--out", str(tmp_path)]
     assert selection_plan.main(args) == 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.backbones.hrnet import HighResolutionModule
 from models.config import BackboneConfig
 from models.kanet import KANet
 from models.network import LandmarkHead, LandmarkNet
@@ -221,17 +222,28 @@ def test_a_frozen_network_computes_the_same_without_batch_norms(name: str) -> No
 # ---- the features before the last ReLU (BackboneConfig.last_relu) -------------------------------------
 
 
+def _last_module(net: LandmarkNet) -> HighResolutionModule:
+    """The backbone's last HighResolutionModule, whose fusion the heads read."""
+    last = list(net.backbone.get_submodule("stage4").children())[-1]
+    assert isinstance(last, HighResolutionModule)
+    return last
+
+
 def _last_fusion_biased(net: LandmarkNet, bias: float) -> None:
     """Shift the last fusion's sum by `bias` at every position (through the BNs that end the lower branches'
     maps onto the output branch; the output branch's own blocks end in their ReLU)."""
-    rows = net.backbone.stage4[-1].fuse_layers  # type: ignore[index]
+    rows = _last_module(net).fuse_layers
+    assert rows is not None
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_var is not None and m.running_mean is not None
                 m.running_var.fill_(1.0)
                 m.running_mean.zero_()
-        for fuse in list(rows[0])[1:]:
-            fuse[-1].bias.fill_(bias)
+        for fuse in list(rows[0].children())[1:]:
+            bn = list(fuse.children())[-1]
+            assert isinstance(bn, torch.nn.BatchNorm2d)
+            bn.bias.fill_(bias)
 
 
 def test_without_the_last_relu_the_features_are_the_sums_before_it() -> None:
@@ -262,9 +274,7 @@ def test_a_new_landmark_learns_where_the_last_relu_is_dead(last_relu: bool, gets
     assert isinstance(new_conv, torch.nn.Conv2d) and new_conv.weight.grad is not None
     weight_gradient = new_conv.weight.grad.abs().sum().item()
     backbone_gradient = sum(
-        p.grad.abs().sum().item()
-        for p in net.backbone.stage4.parameters()
-        if p.grad is not None  # type: ignore[union-attr]
+        p.grad.abs().sum().item() for p in net.backbone.get_submodule("stage4").parameters() if p.grad is not None
     )
     assert (weight_gradient > 0) is gets_gradient
     assert (backbone_gradient > 0) is gets_gradient
@@ -276,4 +286,4 @@ def test_the_crop_network_follows_the_refine_config() -> None:
 
     net = build_crop_network(RefineConfig(last_relu=False), [1])
     assert net.backbone_config.last_relu is False
-    assert not any(isinstance(m, torch.nn.ReLU) for m in net.backbone.stage4[-1].children())  # type: ignore[index]
+    assert not any(isinstance(m, torch.nn.ReLU) for m in _last_module(net).children())

@@ -236,6 +236,23 @@ def test_state_of_other_inputs_is_ignored(synthetic_step0: Checkpoint, tmp_path:
     assert not state.exists()
 
 
+def test_a_step_0_state_of_another_network_is_ignored(tmp_path: Path) -> None:
+    data, state = _synthetic(OLD), tmp_path / "state.pt"
+    config = _config(10, state_every=5)
+
+    def stop(p: Progress) -> None:
+        if p.stage == "train" and p.iteration >= 6:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train_step(None, data, "finetune", config, backbone=TINY, codec=SMALL_CODEC, state_path=state, progress=stop)
+    assert state.is_file()
+    # The same images and settings with the features before the last ReLU: another network, so it starts over.
+    preact = BackboneConfig(name="hrnet_w18_tiny", last_relu=False)
+    model, report = train_step(None, data, "finetune", config, backbone=preact, codec=SMALL_CODEC, state_path=state)
+    assert report.resumed_from == 0 and model.backbone.last_relu is False
+
+
 # ---- (d) bad input --------------------------------------------------------------------------------------
 
 
