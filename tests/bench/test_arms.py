@@ -128,9 +128,13 @@ def test_the_oracle_check_names_each_step_an_incremental_strategy_beats_joint() 
         "joint_partial": _arm([2.0, 1.0, 1.0]),  # not an upper bound, and not compared with one
         "joint": _arm([2.0, 2.0, 2.1]),
         "joint@budget=scratch": _arm([2.0, 1.8, 1.9]),
+        # A first stage is compared with the oracle's first stage, never with a two-stage row.
+        "kamp (first stage)": _arm([2.5, 1.95, 2.6]),  # under joint's 2.00, over its first stage's 1.90
+        "joint (first stage)": _arm([2.5, 1.9, 2.5]),
     }
     lines = [line for line in oracle_check(agg) if line]
     assert lines == [
         "Oracle check, joint: beaten at step 1: kamp_ksd_only 1.90 < 2.00.",
         "Oracle check, joint@budget=scratch: at least as good as every incremental strategy.",
+        "Oracle check, joint (first stage): at least as good as every incremental strategy.",
     ]
