@@ -36,7 +36,7 @@ from models.config import to_dict
 from models.datasets import default_data_root, load_protocol
 from server.settings import Settings
 
-from .console import _serve
+from .console import _serve, open_editor
 from .ikl import machine
 from .service_models import activate_checkpoint
 
@@ -116,14 +116,6 @@ def _zoom_on(page: Any, p: Point, notches: int) -> None:
         page.mouse.wheel(0, -100)
 
 
-def _open(page: Any, url: str, pid: str, study: Study) -> None:
-    page.goto(f"{url}/#/projects")
-    page.wait_for_selector("#projects")
-    page.goto(f"{url}/#/projects/{pid}/steps/0/studies/{study.study_id}")
-    page.wait_for_selector("#image[data-transform]")
-    page.wait_for_selector("#annotation-history >> text=/./")
-
-
 def _save(page: Any) -> None:
     page.click("#save")
     page.wait_for_selector("#editor-status >> text=saved as version 1")
@@ -131,7 +123,7 @@ def _save(page: Any) -> None:
 
 def by_hand(page: Any, url: str, pid: str, study: Study, notches: int) -> float:
     """Every landmark placed at its label, in the list's order (each placement selects the next); seconds."""
-    _open(page, url, pid, study)
+    open_editor(page, url, pid, study.study_id)
     t0 = time.perf_counter()
     for p in study.truth.values():
         _zoom_on(page, p, notches)
@@ -195,7 +187,7 @@ def measure_study(page: Any, url: str, api: httpx.Client, ids: tuple[str, str], 
     mm = args.spacing
     hand_s = by_hand(page, url, ids[1], study, args.zoom_notches)
     _check(saved(api, ids[1], study), study.truth, f"{study.image_id} by hand")
-    _open(page, url, ids[0], study)
+    open_editor(page, url, ids[0], study.study_id)
     pre = pre_placed(page)
     errors = {c: _dist(p, study.truth[c]) * mm for c, p in pre.items()}
     off = [c for c, e in errors.items() if e > args.tolerance_mm]

@@ -107,17 +107,20 @@ def _train(api: httpx.Client, pid: str) -> None:
         time.sleep(1)
 
 
+def open_editor(page: Any, url: str, pid: str, study: str, step: int = 0) -> float:
+    """Open a study's editor from the project list, anew (no editor state kept); ms until it is ready to
+    annotate (image shown, history read)."""
+    page.goto(f"{url}/#/projects")
+    page.wait_for_selector("#projects")
+    t0 = time.perf_counter()
+    page.goto(f"{url}/#/projects/{pid}/steps/{step}/studies/{study}")
+    page.wait_for_selector("#image[data-transform]")
+    page.wait_for_selector("#annotation-history >> text=/./")
+    return 1000 * (time.perf_counter() - t0)
+
+
 def _editor_ms(page: Any, url: str, pid: str, studies: list[str]) -> list[float]:
-    out = []
-    for sid in studies:
-        page.goto(f"{url}/#/projects")
-        page.wait_for_selector("#projects")
-        t0 = time.perf_counter()
-        page.goto(f"{url}/#/projects/{pid}/steps/0/studies/{sid}")
-        page.wait_for_selector("#image[data-transform]")
-        page.wait_for_selector("#annotation-history >> text=/./")
-        out.append(1000 * (time.perf_counter() - t0))
-    return out
+    return [open_editor(page, url, pid, sid) for sid in studies]
 
 
 def main() -> None:

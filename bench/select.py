@@ -78,6 +78,11 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
+def record_path(out: Path, strategy: str, span: str | int, seed: int) -> Path:
+    """Where a strategy's candidates for step `span` ("1", or "1-3" with --through) and `seed` are recorded."""
+    return out / "selection" / f"{strategy}-step{span}-seed{seed}.json"
+
+
 def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     names = list(grid)
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())] or [{}]
@@ -191,7 +196,7 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
     precision = profile.precision
     reference = drift_labels(previous, vals[args.step], precision)
     span = f"{args.step}" if through == args.step else f"{args.step}-{through}"
-    out = runner.out / "selection" / f"{args.strategy}-step{span}-seed{args.seed}.json"
+    out = record_path(runner.out, args.strategy, span, args.seed)
     val_ids = {str(t): list(vals[t].ids) for t in steps}
     fresh: dict[str, Any] = {"val_ids": val_ids[str(args.step)], "candidates": []}
     if len(steps) > 1:

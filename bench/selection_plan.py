@@ -49,10 +49,6 @@ def budget() -> int:
     return len(ALPHAS) + len(TEMPERATURES) - 1
 
 
-def record_path(out: Path, strategy: str, step: int, seed: int) -> Path:
-    return out / "selection" / f"{strategy}-step{step}-seed{seed}.json"
-
-
 def planned(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The record's candidates that are this plan's (the file may also hold other grids' for the strategy)."""
     return [
@@ -82,7 +78,7 @@ def summary(out: Path, step: int, seed: int, strategies: tuple[str, ...] = STRAT
         "|---|---|---|---|---|---|---|---|",
     ]
     for strategy in strategies:
-        path = record_path(out, strategy, step, seed)
+        path = select.record_path(out, strategy, step, seed)
         if not path.is_file():
             lines.append(f"| {strategy} | not run | | | | | | 0 |")
             continue
@@ -105,7 +101,7 @@ def run_strategy(common: list[str], out: Path, strategy: str, step: int, seed: i
     status = select.main([*argv, *(a for g in alpha_stage() for a in ("--grid", g))])
     if status:
         return status
-    record = json.loads(record_path(out, strategy, step, seed).read_text())
+    record = json.loads(select.record_path(out, strategy, step, seed).read_text())
     alpha = best(record, temperature=DEFAULT_TEMPERATURE)["overrides"]["alpha"]
     return select.main([*argv, *(a for g in temperature_stage(alpha) for a in ("--grid", g))])
 

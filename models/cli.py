@@ -122,7 +122,7 @@ def _global_only_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-only", action="store_true", help="a two-stage model's first stage alone (for comparisons)")
 
 
-def _local_stage(spec: str | None, *, last_relu: bool = True) -> RefineConfig | None:
+def _local_stage(spec: str | None, *, last_relu: bool) -> RefineConfig | None:
     if spec is None:
         return None
     try:
@@ -209,7 +209,8 @@ def _train(args: argparse.Namespace) -> int:
     from .trainer import Progress, train_step
 
     config = _train_config(args)
-    refine = _local_stage(args.local_stage, last_relu=not args.features_before_last_relu)
+    last_relu = not args.features_before_last_relu
+    refine = _local_stage(args.local_stage, last_relu=last_relu)
     data = _load_data(args, training=True)
     previous = Checkpoint.load(args.previous) if args.previous else None
     try:
@@ -219,7 +220,7 @@ def _train(args: argparse.Namespace) -> int:
     backbone = BackboneConfig(
         name=args.backbone,
         pretrained=str(args.pretrained) if args.pretrained else None,
-        last_relu=not args.features_before_last_relu,
+        last_relu=last_relu,
     )
     codec = CodecConfig(input_size=(w, h), sigma=args.sigma)
     bars: dict[str, tqdm] = {}

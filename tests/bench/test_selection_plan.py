@@ -38,7 +38,7 @@ def test_the_plan_takes_the_first_stages_alpha_into_the_second(tmp_path: Path, m
         calls.append(argv)
         strategy = argv[argv.index("--strategy") + 1]
         grid = select.parse_grid([argv[i + 1] for i, a in enumerate(argv) if a == "--grid"])
-        path = selection_plan.record_path(tmp_path / "cld38-5step-smoke", strategy, 1, 0)
+        path = select.record_path(tmp_path / "cld38-5step-smoke", strategy, 1, 0)
         record = json.loads(path.read_text()) if path.is_file() else {"candidates": []}
         for o in select.candidates(grid):
             if o not in [c["overrides"] for c in record["candidates"]]:
@@ -48,7 +48,7 @@ def test_the_plan_takes_the_first_stages_alpha_into_the_second(tmp_path: Path, m
 
     # The strategy's record already holds another grid's candidate, better scored: not this plan's, not chosen.
     other = {"overrides": {"refine.alpha": 30}, "score": 0.1, "new_mre": 0.1, "old_drift": 0.1}
-    path = selection_plan.record_path(tmp_path / "cld38-5step-smoke", "lwf", 1, 0)
+    path = select.record_path(tmp_path / "cld38-5step-smoke", "lwf", 1, 0)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"candidates": [other]}))
     monkeypatch.setattr(select, "main", fake_select)
