@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -223,6 +224,8 @@ class Runner:
                     start = self.resume_point(arm.name, seed, steps)
                     bar.update(start - 1)  # steps already evaluated
                     if start == 1:  # the chain starts from step 0 (with --max-steps 1, step 0 is all it has)
+                        if step0 is None:
+                            self.adopt_step0(seed)
                         step0 = step0 or self.run_one(STEP0, seed, 0, None, bar)
                     if start >= steps:
                         continue  # every step of this chain is evaluated: nothing to train
@@ -231,6 +234,29 @@ class Runner:
                         previous = self.run_one(arm, seed, t, previous, bar)
                 if step0 is None:
                     bar.update(1)  # step 0 was not needed by any chain
+
+    def adopt_step0(self, seed: int) -> bool:
+        """Copy seed's step-0 model and evaluation from the folder of the profile whose step 0 this one's is
+        (Profile.step0_of) when this folder has neither and that one has both; whether it did. Refuses (SystemExit)
+        a folder whose runs are of other step-0 settings."""
+        own = self.ckpt_path(STEP0.name, seed, 0), self.eval_path(STEP0.name, seed, 0)
+        if self.profile.step0_of is None or any(p.is_file() for p in own):
+            return False
+        base = self.out.parent / f"{self.protocol.name}-{self.profile.step0_of}"
+        theirs = [base / p.relative_to(self.out) for p in own]
+        if not all(p.is_file() for p in theirs):
+            return False
+        stored = stored_profile(base) or {}
+        stored = {**LATER_FIELDS, **stored}
+        mine = json.loads((self.out / "profile.json").read_text())
+        differ = sorted(k for k in mine if k not in STEP0_FREE and stored.get(k) != mine[k])
+        if differ:
+            raise SystemExit(f"{base} holds step 0 of other settings ({', '.join(differ)}): cannot take it")
+        for src, dst in zip(theirs, own, strict=True):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        tqdm.write(f"step 0 of seed {seed}: taken from {base}")
+        return True
 
     def resume_point(self, strategy: str, seed: int, steps: int) -> int:
         """The first step of the chain still to run: after the last step that is evaluated and, unless the
@@ -318,6 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     results = write_report(out, protocol, settings)
     print(f"wrote {out}/results.json, table.md and plots ({len(results['strategies'])} strategies)")
     return 0
+
+
+#: Profile fields that do not change step 0: a profile differing from another only in these shares its step 0.
+STEP0_FREE = frozenset(
+    {
+        "name",
+        "step0_of",
+        "max_incremental_images",
+        "train",
+        "step_iterations",
+        "kanet_iterations",
+        "local_step_iterations",
+    }
+)
 
 
 def checked_profile(profile: Profile, device: str) -> dict[str, Any]:

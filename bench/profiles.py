@@ -37,6 +37,9 @@ class Profile:
     local_step_iterations: int = 500
     #: BackboneConfig.last_relu of both stages (the local stage's unless its overrides name it).
     last_relu: bool = True
+    #: The profile whose step 0 this one's is (the two differ only after step 0): bench/ikl.py takes each seed's
+    #: step-0 model and evaluation from that profile's folder where they exist instead of training it again.
+    step0_of: str | None = None
 
     def backbone_config(self) -> BackboneConfig:
         return BackboneConfig(name=self.backbone, last_relu=self.last_relu)
@@ -55,6 +58,7 @@ LATER_FIELDS: dict[str, Any] = {
     "local_step_iterations": 500,
     "max_incremental_images": None,
     "last_relu": True,
+    "step0_of": None,
 }
 
 
@@ -118,10 +122,13 @@ PROFILES: dict[str, Profile] = {
 
 
 # Low-shot IKL as in the KAMP paper: each incremental step learns its landmarks from 1, 5, 10 or 50 images (step 0
-# keeps all of its own), on the cpu-local model.
+# keeps all of its own), on the network new projects train (cpu-local-preact), whose step-0 models they share.
 for _shots in (1, 5, 10, 50):
     PROFILES[f"lowshot-{_shots}"] = replace(
-        PROFILES["cpu-local"], name=f"lowshot-{_shots}", max_incremental_images=_shots
+        PROFILES["cpu-local-preact"],
+        name=f"lowshot-{_shots}",
+        max_incremental_images=_shots,
+        step0_of="cpu-local-preact",
     )
 
 

@@ -149,3 +149,42 @@ def test_resume_point_continues_from_the_last_kept_checkpoint(data_root: Path, t
     for t in (3, 4):
         touch(runner.eval_path("kamp", 0, t))
     assert runner.resume_point("kamp", 0, 5) == 5  # complete: nothing to train, no checkpoint needed
+
+
+def test_a_profile_takes_the_step_0_it_shares_and_refuses_another(data_root: Path, tmp_path: Path) -> None:
+    from models.datasets import load_protocol
+
+    protocol = load_protocol(data_root, "cld38-5step")
+    base = tmp_path / "cld38-5step-smoke"
+    ikl.Runner(protocol, PROFILES["smoke"], data_root, base, "cpu")  # writes the base folder's profile.json
+    files = {"checkpoints/seed0/shared/step0.safetensors": b"model", "evals/step0-seed0-step0.json": b"{}"}
+    for rel, content in files.items():
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_bytes(content)
+    few = replace(PROFILES["smoke"], name="few", max_incremental_images=1, step_iterations=3, step0_of="smoke")
+    runner = ikl.Runner(protocol, few, data_root, tmp_path / "cld38-5step-few", "cpu")
+    assert not runner.adopt_step0(1)  # the base folder has no step 0 of seed 1: train it
+    assert runner.adopt_step0(0)
+    for rel, content in files.items():
+        assert (runner.out / rel).read_bytes() == content
+    assert not runner.adopt_step0(0)  # its own now: nothing to take
+
+    other = replace(few, name="other", step0_iterations=5)
+    runner = ikl.Runner(protocol, other, data_root, tmp_path / "cld38-5step-other", "cpu")
+    with pytest.raises(SystemExit, match="step0_iterations"):
+        runner.adopt_step0(0)
+    assert not runner.ckpt_path("step0", 0, 0).exists()
+
+
+def test_low_shot_profiles_share_the_default_networks_step_0() -> None:
+    base = asdict_profile("cpu-local-preact")
+    for shots in (1, 5, 10, 50):
+        low = asdict_profile(f"lowshot-{shots}")
+        assert low["max_incremental_images"] == shots and low["step0_of"] == "cpu-local-preact"
+        assert {k: v for k, v in low.items() if k not in ikl.STEP0_FREE} == {
+            k: v for k, v in base.items() if k not in ikl.STEP0_FREE
+        }
+
+
+def asdict_profile(name: str) -> dict[str, object]:
+    return ikl.checked_profile(PROFILES[name], "cpu")
