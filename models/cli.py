@@ -23,7 +23,8 @@ from .config import (
     local_stage_config,
     to_dict,
 )
-from .registry import STRATEGIES
+from .registry import DEFAULT_STRATEGY, STRATEGIES
+from .registry import strategy as strategy_spec
 from .step_data import StepData
 
 
@@ -50,7 +51,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     t = sub.add_parser("train-step", help="train the model of the next incremental step")
     _data_args(t)
     t.add_argument("--previous", type=Path, help="checkpoint of the previous step (omit for step 0)")
-    t.add_argument("--strategy", default="kamp", choices=STRATEGIES)
+    t.add_argument(
+        "--strategy",
+        default=DEFAULT_STRATEGY,
+        choices=STRATEGIES,
+        help="trained at its validated settings (models/registry.py) under --config and --set "
+        f"(default: {DEFAULT_STRATEGY})",
+    )
     t.add_argument("--out", type=Path, required=True, help="where to write the new checkpoint")
     t.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
     t.add_argument(
@@ -185,7 +192,8 @@ def _id_list(spec: str) -> list[str]:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    data: dict[str, Any] = json.loads(args.config.read_text()) if args.config else {}
+    data: dict[str, Any] = dict(strategy_spec(args.strategy).validated)
+    data |= json.loads(args.config.read_text()) if args.config else {}
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:

@@ -7,7 +7,8 @@ Plain data: no torch here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 #: The old landmarks' term: LwF's soft targets, CPR's (LwF plus the regulariser), KSD's spatial distillation.
@@ -27,6 +28,9 @@ class StrategySpec:
     data: StepData = "step"
     #: For a strategy whose data a service cannot give: what it needs.
     needs: str = ""
+    #: TrainConfig overrides the benchmark chose for it on a step's own held-out images (bench/selection_plan.py,
+    #: docs/benchmarks.md "Fair baselines"): a new project of this strategy stores them unless it sets its own.
+    validated: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def teacher(self) -> bool:
@@ -45,8 +49,16 @@ REGISTRY: dict[str, StrategySpec] = {
         StrategySpec("finetune", "the new landmarks' labels only; the old ones are forgotten (lower bound)"),
         StrategySpec("lwf", "Learning without Forgetting on the old landmarks' heatmaps", distil="lwf"),
         StrategySpec("cpr", "LwF plus the classifier-projection regulariser", distil="cpr"),
-        StrategySpec("kamp", "KAMP: spatial distillation (l_KSD) and knowledge association (l_KA)", "ksd", "chosen"),
-        StrategySpec("kamp_ksd_only", "KAMP without KA-Net: spatial distillation alone", distil="ksd"),
+        StrategySpec(
+            "kamp",
+            "KAMP: spatial distillation (l_KSD) and knowledge association (l_KA)",
+            "ksd",
+            "chosen",
+            validated={"alpha": 10.0},
+        ),
+        StrategySpec(
+            "kamp_ksd_only", "KAMP without KA-Net: spatial distillation alone", distil="ksd", validated={"alpha": 10.0}
+        ),
         StrategySpec("kamp_random", "KAMP with KA-Net's triplets drawn at random (ablation)", "ksd", "random"),
         StrategySpec(
             "joint",
@@ -63,6 +75,9 @@ REGISTRY: dict[str, StrategySpec] = {
     )
 }
 STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
+#: What a new project trains unless it names a strategy: the one the benchmark's model choice scores best on
+#: held-out images of the steps' own (docs/method.md, "Which strategy a project trains").
+DEFAULT_STRATEGY = "kamp_ksd_only"
 SERVED: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.served)
 #: Baselines whose meaning lies in the data the caller passes (the trainer trains them like finetune).
 BASELINES: dict[str, str] = {n: s.needs for n, s in REGISTRY.items() if not s.served}

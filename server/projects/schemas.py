@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.json_schema import JsonDict, JsonValue
 
 from models.backbones import available_backbones
-from models.registry import BASELINES, SERVED, STRATEGIES
+from models.registry import BASELINES, DEFAULT_STRATEGY, SERVED, STRATEGIES
+from models.registry import strategy as strategy_spec
 
 from ..bodies import RequestBody, UtcDatetime
 
@@ -86,8 +87,18 @@ class ProjectIn(RequestBody):
         "backbone's features after its last ReLU (true) or before it (false: a landmark added where no earlier "
         "one was still learns; docs/method.md, Network)",
     )
-    strategy: str = Field(default="kamp", examples=["kamp"], json_schema_extra=SERVED_STRATEGIES)
-    training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
+    strategy: str = Field(
+        default=DEFAULT_STRATEGY,
+        examples=[DEFAULT_STRATEGY, "kamp"],
+        description="the incremental strategy of every step after the first (default: the one the benchmark's model "
+        "choice scores best, docs/method.md)",
+        json_schema_extra=SERVED_STRATEGIES,
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TrainConfig overrides; stored with the strategy's validated settings (e.g. its distillation "
+        "weight alpha, chosen on held-out images by the benchmark) where it does not set them",
+    )
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
     dicomweb: DicomwebIn = Field(default_factory=DicomwebIn, description="DICOMweb settings")
     analysis_landmarks: dict[str, str] = Field(
@@ -147,6 +158,13 @@ class ProjectIn(RequestBody):
 
         if self.local_stage is not None:
             self.local_stage = to_dict(local_stage_config(self.local_stage, last_relu=self.backbone_last_relu))
+        return self
+
+    @model_validator(mode="after")
+    def _validated_training(self) -> ProjectIn:
+        """The strategy's validated settings stored with the project (a later choice of the benchmark leaves
+        the project as it was), under any the request sets itself."""
+        self.training = {**strategy_spec(self.strategy).validated, **self.training}
         return self
 
     @field_validator("training")

@@ -85,3 +85,20 @@ def test_analyse_measures_a_checkpoints_landmarks(data_root: Path, capsys: pytes
     assert "no analysis 'nope'" in capsys.readouterr().err
     assert main([*args, "--spacing", "0,1"]) == 2
     assert "positive" in capsys.readouterr().err
+
+
+def test_a_step_trains_its_strategys_validated_settings_under_the_callers(tmp_path: Path) -> None:
+    from models.cli import _train_config, build_parser
+    from models.config import TrainConfig
+    from models.registry import DEFAULT_STRATEGY, strategy
+
+    parser, _ = build_parser()
+    base = ["train-step", "--protocol", "cld38-5step", "--step", "1", "--out", str(tmp_path / "v.safetensors")]
+    args = parser.parse_args(base)
+    assert args.strategy == DEFAULT_STRATEGY
+    assert _train_config(args).alpha == strategy(DEFAULT_STRATEGY).validated["alpha"] != TrainConfig().alpha
+    config = tmp_path / "c.json"
+    config.write_text('{"alpha": 2.0}')
+    assert _train_config(parser.parse_args([*base, "--config", str(config)])).alpha == 2.0
+    assert _train_config(parser.parse_args([*base, "--config", str(config), "--set", "alpha=4"])).alpha == 4.0
+    assert _train_config(parser.parse_args([*base, "--strategy", "finetune"])).alpha == TrainConfig().alpha

@@ -31,3 +31,16 @@ def test_the_openapi_enum_is_the_registry_s_served_strategies() -> None:
     from server.projects.schemas import SERVED_STRATEGIES
 
     assert {"enum": list(SERVED)} == SERVED_STRATEGIES
+
+
+def test_the_default_and_the_validated_settings_are_ones_the_service_can_train() -> None:
+    from dataclasses import fields
+
+    from models.config import TrainConfig
+    from models.registry import DEFAULT_STRATEGY
+
+    assert DEFAULT_STRATEGY in SERVED
+    names = {f.name for f in fields(TrainConfig)}
+    for spec in REGISTRY.values():
+        assert set(spec.validated) <= names, spec.name
+    assert strategy(DEFAULT_STRATEGY).validated  # the default is trained at the values it was chosen with

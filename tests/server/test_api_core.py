@@ -231,6 +231,28 @@ def test_a_project_stores_its_local_stage_resolved(api: Api, given: dict, stored
     assert again["backbone_last_relu"] is given.get("backbone_last_relu", LAST_RELU)
 
 
+@pytest.mark.parametrize(
+    ("given", "strategy", "training"),
+    [
+        ({}, "kamp_ksd_only", {"alpha": 10.0}),
+        ({"strategy": "kamp"}, "kamp", {"alpha": 10.0}),
+        ({"training": {"alpha": 3, "temperature": 0.2}}, "kamp_ksd_only", {"alpha": 3, "temperature": 0.2}),
+        ({"strategy": "finetune"}, "finetune", {}),
+    ],
+)
+def test_a_project_stores_its_strategys_validated_settings(
+    api: Api, given: dict, strategy: str, training: dict
+) -> None:
+    """Without a strategy a project trains the registry's default; its training settings are stored with the
+    strategy's validated ones (bench/selection_plan.py) under those the request sets itself."""
+    _, admin = api.clinic()
+    body = {k: v for k, v in CEPH.items() if k != "strategy"} | given
+    r = api.client.post("/v1/projects", json=body, headers=api.headers(admin))
+    assert r.status_code == 201, r.text
+    again = api.client.get(f"/v1/projects/{r.json()['id']}", headers=api.headers(admin)).json()
+    assert (again["strategy"], again["training"]) == (strategy, training)
+
+
 def test_a_projects_gate_is_set_and_read_through_the_api(api: Api) -> None:
     _, admin = api.clinic()
     h = api.headers(admin)
