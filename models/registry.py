@@ -47,7 +47,12 @@ REGISTRY: dict[str, StrategySpec] = {
     s.name: s
     for s in (
         StrategySpec("finetune", "the new landmarks' labels only; the old ones are forgotten (lower bound)"),
-        StrategySpec("lwf", "Learning without Forgetting on the old landmarks' heatmaps", distil="lwf"),
+        StrategySpec(
+            "lwf",
+            "Learning without Forgetting on the old landmarks' heatmaps",
+            distil="lwf",
+            validated={"alpha": 100.0, "temperature": 0.05},
+        ),
         StrategySpec("cpr", "LwF plus the classifier-projection regulariser", distil="cpr"),
         StrategySpec(
             "kamp",

@@ -63,3 +63,23 @@ def test_the_plan_takes_the_first_stages_alpha_into_the_second(tmp_path: Path, m
 def test_an_unknown_strategy_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert selection_plan.main(["--protocol", "cld38-5step", "--strategies", "joint"]) == 2
     assert "not a distilling strategy: joint" in capsys.readouterr().err
+
+
+def test_the_services_validated_settings_are_the_committed_plans_choice() -> None:
+    """models.registry's validated settings are what the plan chose (bench/results, cld38-5step step 1, the
+    network new projects train), written as the fields that differ from TrainConfig's defaults."""
+    from models.config import TrainConfig
+    from models.registry import DEFAULT_STRATEGY, strategy
+
+    out = selection_plan.RESULTS / "cld38-5step-cpu-local-preact"
+    complete = []
+    for name in selection_plan.STRATEGIES:
+        path = select.record_path(out, name, 1, 0)
+        record = json.loads(path.read_text()) if path.is_file() else {"candidates": []}
+        if len(selection_plan.planned(record)) < selection_plan.budget():
+            continue  # the plan has not finished this strategy: nothing validated yet
+        chosen = selection_plan.best(record)["overrides"]
+        differ = {k: v for k, v in chosen.items() if v != getattr(TrainConfig(), k)}
+        assert dict(strategy(name).validated) == differ, name
+        complete.append(name)
+    assert DEFAULT_STRATEGY in complete
