@@ -53,7 +53,12 @@ REGISTRY: dict[str, StrategySpec] = {
             distil="lwf",
             validated={"alpha": 100.0, "temperature": 0.05},
         ),
-        StrategySpec("cpr", "LwF plus the classifier-projection regulariser", distil="cpr"),
+        StrategySpec(
+            "cpr",
+            "LwF plus the classifier-projection regulariser",
+            distil="cpr",
+            validated={"alpha": 10.0, "temperature": 0.05},
+        ),
         StrategySpec(
             "kamp",
             "KAMP: spatial distillation (l_KSD) and knowledge association (l_KA)",

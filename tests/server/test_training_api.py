@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
+from models.registry import strategy
 from server.db.entities import JobStatus, ModelVersion, TrainingJob, VersionStatus
 from server.storage import LocalBlobStore
 
@@ -140,7 +141,9 @@ def test_submit_queues_in_step_order_and_enqueues_after_commit(api: Api) -> None
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] == "queued" and job["step"] == 0 and job["attempt"] == 1 and job["strategy"] == "lwf"
-    assert job["config"] == {"iterations": 5, "kanet": {"iterations": 3, "lr": 0.01}, "batch_size": 4}
+    # The project stored LwF's validated settings (models.registry) beside its own.
+    lwf = dict(strategy("lwf").validated)
+    assert job["config"] == {**lwf, "iterations": 5, "kanet": {"iterations": 3, "lr": 0.01}, "batch_size": 4}
     assert job["created_by"] == key_id(api, clinic, admin, "admin") and "first cut" in job["log"]
     assert queue.calls == [uuid.UUID(job["id"])]
     fetched = api.client.get(f"/v1/jobs/{job['id']}", headers=api.headers(admin)).json()
@@ -151,7 +154,7 @@ def test_submit_queues_in_step_order_and_enqueues_after_commit(api: Api) -> None
     assert (
         r1.status_code == 202
         and r1.json()["step"] == 1
-        and r1.json()["config"] == {"iterations": 5, "kanet": {"iterations": 3}}
+        and r1.json()["config"] == {**lwf, "iterations": 5, "kanet": {"iterations": 3}}
     )
     assert len(queue.calls) == 2
     annotator = api.key(clinic, admin, "annotator")
