@@ -38,7 +38,7 @@ from models.step_data import StepData
 from models.trainer import Progress, resolve_device, train_step
 
 from .arms import Arm, parse_arm
-from .profiles import LATER_FIELDS, PROFILES, Profile, add_precision_argument, step_cap, with_precision
+from .profiles import LATER_FIELDS, PROFILES, STEP0_FREE, Profile, add_precision_argument, step_cap, with_precision
 from .report import eval_name, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -77,16 +77,19 @@ def train_config(
     config.precision = profile.precision
     config.kanet.iterations = profile.kanet_iterations
     config.refine.iterations = profile.local_step0_iterations if t == 0 else profile.local_step_iterations
-    if t and overrides:
-        fields = to_dict(config)
-        for name, value in overrides.items():  # "refine.alpha" sets one field of a nested config
-            *parents, leaf = name.split(".")
-            node = fields
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        config = from_dict(TrainConfig, fields)
-    return config
+    return apply_overrides(config, overrides) if t and overrides else config
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """`config` with TrainConfig overrides set ("refine.alpha" sets one field of a nested config), checked."""
+    fields = to_dict(config)
+    for name, value in overrides.items():
+        *parents, leaf = name.split(".")
+        node = fields
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return from_dict(TrainConfig, fields)
 
 
 def joint_budget(config: TrainConfig, profile: Profile, budget: str | None, t: int, sizes: list[int]) -> bool:
@@ -107,7 +110,9 @@ def joint_budget(config: TrainConfig, profile: Profile, budget: str | None, t: i
 class Runner:
     def __init__(self, protocol: Protocol, profile: Profile, data_root: Path, out: Path, device: str) -> None:
         """Raises SystemExit where `out` holds results of other profile settings (precision included)."""
-        _check_profile(out, checked_profile(profile, device))
+        #: The settings as profile.json holds them (JSON: lists, not tuples).
+        self.settings = json.loads(json.dumps(checked_profile(profile, device)))
+        _check_profile(out, self.settings)
         self.protocol, self.profile, self.out, self.device = protocol, profile, out, device
         self.ds = protocol.load_dataset(data_root)
         test_ids = protocol.test_images[: profile.max_test_images]
@@ -246,10 +251,8 @@ class Runner:
         theirs = [base / p.relative_to(self.out) for p in own]
         if not all(p.is_file() for p in theirs):
             return False
-        stored = stored_profile(base) or {}
-        stored = {**LATER_FIELDS, **stored}
-        mine = json.loads((self.out / "profile.json").read_text())
-        differ = sorted(k for k in mine if k not in STEP0_FREE and stored.get(k) != mine[k])
+        stored = {**LATER_FIELDS, **(stored_profile(base) or {})}
+        differ = sorted(k for k, v in self.settings.items() if k not in STEP0_FREE and stored.get(k) != v)
         if differ:
             raise SystemExit(f"{base} holds step 0 of other settings ({', '.join(differ)}): cannot take it")
         for src, dst in zip(theirs, own, strict=True):
@@ -344,20 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     results = write_report(out, protocol, settings)
     print(f"wrote {out}/results.json, table.md and plots ({len(results['strategies'])} strategies)")
     return 0
-
-
-#: Profile fields that do not change step 0: a profile differing from another only in these shares its step 0.
-STEP0_FREE = frozenset(
-    {
-        "name",
-        "step0_of",
-        "max_incremental_images",
-        "train",
-        "step_iterations",
-        "kanet_iterations",
-        "local_step_iterations",
-    }
-)
 
 
 def checked_profile(profile: Profile, device: str) -> dict[str, Any]:

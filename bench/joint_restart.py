@@ -27,7 +27,7 @@ from models.predictor import Predictor
 from models.trainer import train_step
 
 from .arms import parse_arm, parse_value
-from .ikl import RESULTS, Runner, joint_budget, step_data, train_config
+from .ikl import RESULTS, Runner, apply_overrides, joint_budget, step_data, train_config
 from .profiles import PROFILES
 
 
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     arm = parse_arm(args.arm)
-    if arm.strategy != "joint" or args.step < 1:
-        p.error("--arm must be a joint arm and --step at least 1")
+    if arm.strategy != "joint" or arm.budget == "scratch" or args.step < 1:
+        p.error("--arm must be a joint arm grown from its previous model (not budget=scratch), --step at least 1")
     from models.datasets import default_data_root, load_protocol
 
     profile = PROFILES[args.profile]
@@ -61,12 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = Checkpoint.load(runner.ckpt_path(arm.name, args.seed, args.step - 1))  # step 0: the shared one
     own = json.loads(runner.eval_path(arm.name, args.seed, args.step).read_text())
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    config = train_config(
-        profile, args.seed, args.step, "cpu", {k: v for k, v in arm.overrides.items() if k != "budget"}
-    )
-    joint_budget(config, profile, arm.overrides.get("budget"), args.step, runner.step_sizes(args.step))
-    for name, value in overrides.items():
-        setattr(config, name, value)
+    config = train_config(profile, args.seed, args.step, "cpu", arm.train_overrides)
+    joint_budget(config, profile, arm.budget, args.step, runner.step_sizes(args.step))
+    config = apply_overrides(config, overrides)  # last: an override of the budget's iterations holds too
     config.refine.iterations = 1
     data = step_data(protocol, runner.ds, "joint", args.step, profile)
     model, report = train_step(previous, data, "joint", config)

@@ -61,6 +61,20 @@ LATER_FIELDS: dict[str, Any] = {
     "step0_of": None,
 }
 
+#: Profile fields that do not change step 0: a profile differing from another only in these shares its step 0
+#: (Profile.step0_of).
+STEP0_FREE = frozenset(
+    {
+        "name",
+        "step0_of",
+        "max_incremental_images",
+        "train",
+        "step_iterations",
+        "kanet_iterations",
+        "local_step_iterations",
+    }
+)
+
 
 def step_cap(profile: Profile, s: int) -> int | None:
     """How many of step s's training images a profile trains on (None: all), the first ones of its list."""

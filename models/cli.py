@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -23,8 +22,7 @@ from .config import (
     local_stage_config,
     to_dict,
 )
-from .registry import DEFAULT_STRATEGY, STRATEGIES
-from .registry import strategy as strategy_spec
+from .registry import DEFAULT_STRATEGY, STRATEGIES, with_validated
 from .step_data import StepData
 
 
@@ -192,8 +190,7 @@ def _id_list(spec: str) -> list[str]:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    data: dict[str, Any] = dict(strategy_spec(args.strategy).validated)
-    data |= json.loads(args.config.read_text()) if args.config else {}
+    data = with_validated(args.strategy, json.loads(args.config.read_text()) if args.config else {})
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:

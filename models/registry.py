@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 #: The old landmarks' term: LwF's soft targets, CPR's (LwF plus the regulariser), KSD's spatial distillation.
 Distillation = Literal["lwf", "cpr", "ksd"]
@@ -101,3 +101,9 @@ def strategy(name: str) -> StrategySpec:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}") from None
+
+
+def with_validated(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainConfig overrides for training strategy `name`: its validated settings under the caller's `overrides`
+    (ValueError for an unknown strategy)."""
+    return {**strategy(name).validated, **overrides}

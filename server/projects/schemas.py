@@ -7,8 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.json_schema import JsonDict, JsonValue
 
 from models.backbones import available_backbones
-from models.registry import BASELINES, DEFAULT_STRATEGY, SERVED, STRATEGIES
-from models.registry import strategy as strategy_spec
+from models.registry import BASELINES, DEFAULT_STRATEGY, SERVED, STRATEGIES, with_validated
 
 from ..bodies import RequestBody, UtcDatetime
 
@@ -164,7 +163,7 @@ class ProjectIn(RequestBody):
     def _validated_training(self) -> ProjectIn:
         """The strategy's validated settings stored with the project (a later choice of the benchmark leaves
         the project as it was), under any the request sets itself."""
-        self.training = {**strategy_spec(self.strategy).validated, **self.training}
+        self.training = with_validated(self.strategy, self.training)
         return self
 
     @field_validator("training")

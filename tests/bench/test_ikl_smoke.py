@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench import ikl, ka_diagnostics
-from bench.profiles import PROFILES, with_precision
+from bench.profiles import PROFILES, STEP0_FREE, with_precision
 
 
 @pytest.mark.slow
@@ -181,8 +181,8 @@ def test_low_shot_profiles_share_the_default_networks_step_0() -> None:
     for shots in (1, 5, 10, 50):
         low = asdict_profile(f"lowshot-{shots}")
         assert low["max_incremental_images"] == shots and low["step0_of"] == "cpu-local-preact"
-        assert {k: v for k, v in low.items() if k not in ikl.STEP0_FREE} == {
-            k: v for k, v in base.items() if k not in ikl.STEP0_FREE
+        assert {k: v for k, v in low.items() if k not in STEP0_FREE} == {
+            k: v for k, v in base.items() if k not in STEP0_FREE
         }
 
 
