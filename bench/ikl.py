@@ -219,8 +219,13 @@ class Runner:
         bar.update(1)
         return checkpoint
 
-    def run(self, arms: list[Arm], seeds: list[int], max_steps: int | None) -> None:
+    def run(self, arms: list[Arm], seeds: list[int], max_steps: int | None, only: list[int] | None = None) -> None:
+        """Every arm's chain through its steps, per seed. `only`: these steps alone, for arms whose steps >= 1 each
+        train from nothing (`joint@budget=scratch`: none needs the one before); ValueError for another arm."""
         steps = min(self.protocol.num_steps, max_steps or self.protocol.num_steps)
+        if only is not None:
+            self.run_independent(arms, seeds, only)
+            return
         total = len(seeds) * (1 + len(arms) * (steps - 1))
         with tqdm(total=total, desc=f"{self.protocol.name} {self.profile.name}", unit="step") as bar:
             for seed in seeds:
@@ -239,6 +244,25 @@ class Runner:
                         previous = self.run_one(arm, seed, t, previous, bar)
                 if step0 is None:
                     bar.update(1)  # step 0 was not needed by any chain
+
+    def run_independent(self, arms: list[Arm], seeds: list[int], only: list[int]) -> None:
+        """Steps `only` (each >= 1) of from-scratch arms, each trained from nothing unless it is evaluated already:
+        the long steps of the oracle can run apart, in separate sessions. ValueError for another arm or step."""
+        dependent = [a.name for a in arms if a.budget != "scratch"]
+        if dependent:
+            raise ValueError(f"--steps needs arms whose steps train from scratch; {', '.join(dependent)} do not")
+        bad = [t for t in only if not 1 <= t < self.protocol.num_steps]
+        if bad:
+            last = self.protocol.num_steps - 1
+            raise ValueError(f"steps {bad} are not incremental steps of {self.protocol.name} (1..{last})")
+        with tqdm(total=len(seeds) * len(arms) * len(only), desc=f"{self.protocol.name} {self.profile.name}") as bar:
+            for seed in seeds:
+                for arm in arms:
+                    for t in only:
+                        if self.eval_path(arm.name, seed, t).is_file():
+                            bar.update(1)
+                            continue
+                        self.run_one(arm, seed, t, None, bar)
 
     def adopt_step0(self, seed: int) -> bool:
         """Copy seed's step-0 model and evaluation from the folder of the profile whose step 0 this one's is
@@ -313,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument(
+        "--steps",
+        help="comma-separated steps to run alone (arms trained from scratch only, e.g. joint@budget=scratch)",
+    )
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--out", type=Path, default=RESULTS, help="results root (default bench/results)")
     p.add_argument("--device", default="auto")
@@ -322,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         arms = [parse_arm(s) for s in args.strategies.split(",") if s]
         seeds = [int(s) for s in args.seeds.split(",")]
+        only = [int(t) for t in args.steps.split(",")] if args.steps else None
         data_root = args.data_root or default_data_root()
         protocol = load_protocol(data_root, args.protocol)
     except ValueError as exc:
@@ -332,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = stored_profile(out) or checked_profile(profile, args.device)
     else:
         t0 = time.perf_counter()
-        Runner(protocol, profile, data_root, out, args.device).run(arms, seeds, args.max_steps)
+        try:
+            Runner(protocol, profile, data_root, out, args.device).run(arms, seeds, args.max_steps, only)
+        except ValueError as exc:
+            p.error(str(exc))
         settings = checked_profile(profile, args.device)
         _append_wall(
             out,

@@ -59,15 +59,7 @@ def load_results(
     the evaluated one (step 0 retrained after its checkpoint was lost): their A-MRE_0 and AT refer to the
     evaluated step 0, not to their own."""
     regrown = [] if regrown is None else regrown
-    evals: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for path in sorted((out / "evals").glob("*.json")):
-        m = EVAL.fullmatch(path.name)
-        if m:
-            record = json.loads(path.read_text())
-            key = (m["name"], int(m["seed"]), int(m["step"]))
-            evals[key] = record
-            if "errors_global" in record:
-                evals[(key[0] + FIRST_STAGE, *key[1:])] = {**record, "errors": record["errors_global"]}
+    evals = read_evals(out)
     results: dict[str, dict[int, IncrementalResult]] = {}
     strategies = sorted({k[0] for k in evals if k[0] not in ("step0", "step0" + FIRST_STAGE)}, key=_order)
     seeds = sorted({k[1] for k in evals})
@@ -89,6 +81,39 @@ def load_results(
                 steps = {c: s for c, s in protocol.landmark_step.items() if s < len(errors)}
                 results.setdefault(strategy, {})[seed] = IncrementalResult(landmark_step=steps, errors=errors)
     return results
+
+
+def read_evals(out: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """(arm, seed, step) -> evaluation record under out/evals; a two-stage model's first stage as its own arm."""
+    evals: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for path in sorted((out / "evals").glob("*.json")):
+        m = EVAL.fullmatch(path.name)
+        if m:
+            record = json.loads(path.read_text())
+            key = (m["name"], int(m["seed"]), int(m["step"]))
+            evals[key] = record
+            if "errors_global" in record:
+                evals[(key[0] + FIRST_STAGE, *key[1:])] = {**record, "errors": record["errors_global"]}
+    return evals
+
+
+def lone_steps(
+    out: Path, results: dict[str, dict[int, IncrementalResult]]
+) -> dict[str, dict[int, dict[str, float | None]]]:
+    """arm -> step -> A-MRE (mean ± SD over seeds) of the steps evaluated outside a contiguous chain: steps of
+    a from-scratch oracle run alone (`bench.ikl --steps`). Each such model saw every landmark up to its step, so
+    its A-MRE is the pooled mean of its own record's errors."""
+    lone: dict[str, dict[int, list[float]]] = {}
+    for (name, seed, t), record in read_evals(out).items():
+        chain = results.get(name, {}).get(seed)
+        if t == 0 or name.removesuffix(FIRST_STAGE) == "step0" or (chain is not None and t < chain.num_steps):
+            continue
+        pooled = np.concatenate(list(record_errors(record).values()))
+        lone.setdefault(name, {}).setdefault(t, []).append(float(np.nanmean(pooled)))
+    return {
+        name: {t: _mean_sd(list(v)) for t, v in sorted(by_step.items())}
+        for name, by_step in sorted(lone.items(), key=lambda kv: _order(kv[0]))
+    }
 
 
 def record_errors(record: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -179,7 +204,9 @@ def table(
     unit: str,
     profile: dict[str, Any],
     regrown: list[tuple[str, int]] | None = None,
+    lone: dict[str, dict[int, dict[str, float | None]]] | None = None,
 ) -> str:
+    lone = lone or {}
     n = protocol.num_steps
     n_test = len(protocol.test_images[: profile.get("max_test_images")])
     lines = [
@@ -209,7 +236,20 @@ def table(
             + ", ".join(f"{s} seed {seed}" for s, seed in regrown)
             + ".",
         ]
-    lines += oracle_check(agg)
+    if lone:
+        lines += [
+            "",
+            "Steps run alone (`bench.ikl --steps`: each trained from nothing on every image and label so far, "
+            f"needing no step before it), A-MRE_t ({unit}; – not run):",
+            "",
+            "| strategy | seeds | " + " | ".join(f"A-MRE_{t}" for t in range(1, n)) + " |",
+            "|---|---|" + "---|" * (n - 1),
+        ]
+        for name, by_step in lone.items():
+            seeds = max(int(ms["n"] or 0) for ms in by_step.values())
+            cells = [_fmt(by_step[t]) if t in by_step else "–" for t in range(1, n)]
+            lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+    lines += oracle_check(agg, lone)
     if protocol.name in PAPER:
         title, ref = PAPER[protocol.name]
         lines += [
@@ -289,13 +329,20 @@ def plots(out: Path, protocol: Protocol, agg: dict[str, Any], unit: str) -> list
     return written
 
 
-def oracle_check(agg: dict[str, Any]) -> list[str]:
+def oracle_check(agg: dict[str, Any], lone: dict[str, dict[int, dict[str, float | None]]] | None = None) -> list[str]:
     """Lines saying, per oracle arm (`joint` and its arms: every image so far with every label), where an
     incremental strategy's mean A-MRE_t beats it (steps >= 1, steps both reached), or that none does: an oracle
     that loses is under-trained, not an upper bound. joint_partial, which sees only each image's own step's
-    labels, is neither. A first-stage row is compared with the oracle's first stage only."""
+    labels, is neither. A first-stage row is compared with the oracle's first stage only. An oracle's steps run
+    alone (`lone`, see lone_steps) count as its steps where its chains do not reach them."""
+    means: dict[str, dict[int, float | None]] = {}
+    for name, a in agg.items():
+        means[name] = {t: a["a_mre"][t]["mean"] for t in range(1, a["steps"])}
+    for name, by_step in (lone or {}).items():  # the steps its chains do not reach
+        reached = means.setdefault(name, {})
+        reached.update({t: ms["mean"] for t, ms in by_step.items() if t not in reached})
     lines: list[str] = []
-    for oracle, o in agg.items():
+    for oracle, o in means.items():
         if _strategy(oracle) != "joint":
             continue
         first_stage = oracle.endswith(FIRST_STAGE)
@@ -303,8 +350,10 @@ def oracle_check(agg: dict[str, Any]) -> list[str]:
         for name, a in agg.items():
             if _strategy(name) in ("joint", "joint_partial") or name.endswith(FIRST_STAGE) != first_stage:
                 continue
-            for t in range(1, min(o["steps"], a["steps"])):
-                mine, theirs = o["a_mre"][t]["mean"], a["a_mre"][t]["mean"]
+            for t in sorted(o):
+                if t >= a["steps"]:
+                    continue
+                mine, theirs = o[t], a["a_mre"][t]["mean"]
                 if mine is not None and theirs is not None and theirs < mine:
                     beaten.append(f"step {t}: {name} {theirs:.2f} < {mine:.2f}")
         verdict = "beaten at " + "; ".join(beaten) if beaten else "at least as good as every incremental strategy"
@@ -316,6 +365,7 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
     regrown: list[tuple[str, int]] = []
     results = load_results(out, protocol, regrown)
     agg = aggregate(results)
+    lone = lone_steps(out, results)
     units = {json.loads(p.read_text()).get("unit", "mm") for p in (out / "evals").glob("*.json")}
     unit = units.pop() if len(units) == 1 else "mm/px"
     runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
@@ -325,6 +375,7 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
         "unit": unit,
         "strategies": agg,
         "regrown_from_retrained_step0": [{"strategy": s, "seed": seed} for s, seed in regrown],
+        "steps_run_alone": {name: {str(t): ms for t, ms in by_step.items()} for name, by_step in lone.items()},
         "runs": runs,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -332,7 +383,7 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
     tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
     os.replace(tmp, out / "results.json")
     seconds = step_seconds(out / "evals")
-    (out / "table.md").write_text(table(protocol, agg, unit, profile, regrown) + "\n" + cost_table(seconds))
+    (out / "table.md").write_text(table(protocol, agg, unit, profile, regrown, lone) + "\n" + cost_table(seconds))
     if agg:
         plots(out, protocol, agg, unit)
         cost_plot(seconds, out / "cost.png", f"{protocol.name}: training time per step")

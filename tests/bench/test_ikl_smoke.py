@@ -188,3 +188,20 @@ def test_low_shot_profiles_share_the_default_networks_step_0() -> None:
 
 def asdict_profile(name: str) -> dict[str, object]:
     return ikl.checked_profile(PROFILES[name], "cpu")
+
+
+@pytest.mark.slow
+def test_a_from_scratch_step_runs_alone_and_only_for_scratch_arms(data_root: Path, tmp_path: Path) -> None:
+    common = ["--protocol", "cld38-5step", "--profile", "smoke", "--data-root", str(data_root), "--out", str(tmp_path)]
+    assert ikl.main([*common, "--strategies", "joint@budget=scratch", "--steps", "2"]) == 0
+    out = tmp_path / "cld38-5step-smoke"
+    assert sorted(p.name for p in (out / "evals").glob("*.json")) == ["joint@budget=scratch-seed0-step2.json"]
+    record = json.loads((out / "evals" / "joint@budget=scratch-seed0-step2.json").read_text())
+    assert record["parent_sha256"] is None  # trained from nothing
+    assert "| joint@budget=scratch | 1 | – |" in (out / "table.md").read_text()
+    mtime = (out / "evals" / "joint@budget=scratch-seed0-step2.json").stat().st_mtime_ns
+    assert ikl.main([*common, "--strategies", "joint@budget=scratch", "--steps", "2"]) == 0  # evaluated: skipped
+    assert (out / "evals" / "joint@budget=scratch-seed0-step2.json").stat().st_mtime_ns == mtime
+    for bad in (["joint@budget=grow", "2"], ["kamp", "1"], ["joint@budget=scratch", "5"]):
+        with pytest.raises(SystemExit):  # a chained arm, or no such incremental step: a usage error
+            ikl.main([*common, "--strategies", bad[0], "--steps", bad[1]])

@@ -1,0 +1,57 @@
+"""The report's merge of evaluations: steps of a from-scratch oracle evaluated alone, outside a chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from models.datasets import load_protocol
+
+
+def _write(out: Path, name: str, seed: int, t: int, codes: list[str], error: float, first: float | None = None) -> None:
+    record: dict[str, object] = {"checkpoint_sha256": f"{name}{t}", "parent_sha256": None, "unit": "mm"}
+    record["errors"] = {c: [error, error] for c in codes}
+    if first is not None:
+        record["errors_global"] = {c: [first, first] for c in codes}
+    path = out / "evals" / report.eval_name(name, seed, t)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root: Path, tmp_path: Path) -> None:
+    protocol = load_protocol(data_root, "cld38-5step")
+    upto = protocol.landmarks_up_to
+    _write(tmp_path, "step0", 0, 0, upto(0), 2.0, first=2.5)
+    for t, e in ((1, 1.5), (2, 1.2)):
+        _write(tmp_path, "kamp", 0, t, upto(t), e)
+    scratch = "joint@budget=scratch"
+    _write(tmp_path, scratch, 0, 2, upto(2), 1.0, first=3.0)  # step 2 alone: no step 1 before it
+    _write(tmp_path, scratch, 1, 2, upto(2), 1.1)  # a second seed whose step 0 was never evaluated
+    _write(tmp_path, "joint", 0, 3, upto(3), 9.0)  # a lone step of no scratch arm is reported as well
+
+    results = report.load_results(tmp_path, protocol)
+    assert set(results) == {"kamp"}  # no contiguous chain of the oracle
+    lone = report.lone_steps(tmp_path, results)
+    assert lone[scratch][2]["mean"] == pytest.approx(1.05) and lone[scratch][2]["n"] == 2
+    assert lone[scratch + report.FIRST_STAGE][2]["mean"] == pytest.approx(3.0)
+    assert set(lone[scratch]) == {2} and "kamp" not in lone  # kamp's steps are its chain's
+
+    agg = report.aggregate(results)
+    lines = report.oracle_check(agg, lone)
+    assert f"Oracle check, {scratch}: at least as good as every incremental strategy." in "\n".join(lines)
+    table = report.table(protocol, agg, "mm", {"name": "t"}, None, lone)
+    assert "Steps run alone" in table
+    assert f"| {scratch} | 2 | – | 1.05 ± 0.07 | – | – |" in table
+
+    # With its step 1 too, seed 0's oracle is a chain of its own; a step-1 oracle worse than kamp is caught.
+    _write(tmp_path, scratch, 0, 1, upto(1), 1.6)
+    results = report.load_results(tmp_path, protocol)
+    assert results[scratch][0].num_steps == 3
+    agg = report.aggregate(results)
+    lone = report.lone_steps(tmp_path, results)
+    assert set(lone[scratch]) == {2} and lone[scratch][2]["n"] == 1  # seed 1's step 2 alone
+    text = "\n".join(report.oracle_check(agg, lone))
+    assert f"Oracle check, {scratch}: beaten at step 1: kamp 1.50 < 1.60." in text
