@@ -222,10 +222,10 @@ class Runner:
     def run(self, arms: list[Arm], seeds: list[int], max_steps: int | None, only: list[int] | None = None) -> None:
         """Every arm's chain through its steps, per seed. `only`: these steps alone, for arms whose steps >= 1 each
         train from nothing (`joint@budget=scratch`: none needs the one before); ValueError for another arm."""
-        steps = min(self.protocol.num_steps, max_steps or self.protocol.num_steps)
         if only is not None:
             self.run_independent(arms, seeds, only)
             return
+        steps = min(self.protocol.num_steps, max_steps or self.protocol.num_steps)
         total = len(seeds) * (1 + len(arms) * (steps - 1))
         with tqdm(total=total, desc=f"{self.protocol.name} {self.profile.name}", unit="step") as bar:
             for seed in seeds:

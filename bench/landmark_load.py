@@ -50,7 +50,7 @@ def nearest_added(data: StepData, own: list[str], codec: HeatmapCodec) -> dict[s
     index = {c: j for j, c in enumerate(data.codes)}
     added = [c for c in data.codes if c not in own]
     sizes = [(im.shape[1], im.shape[0]) for im in data.images]
-    to_heatmap = np.array([codec.letterbox(wh).mean_scale / codec.config.stride for wh in sizes])  # (N,)
+    to_heatmap = np.array([codec.image_to_heatmap(codec.letterbox(wh)).mean_scale for wh in sizes])  # (N,)
     mm_per_px = np.nanmean(data.spacing_mm, axis=1)  # (N,)
     out: dict[str, dict[str, Any]] = {}
     for code in own:
@@ -73,7 +73,7 @@ def rank_bound(data: StepData, codec: HeatmapCodec, rank: int) -> float:
     scale = TrainConfig().gt_scale
     losses = []
     for image, keypoints in zip(data.images, data.keypoints, strict=True):
-        to_heatmap = codec.letterbox((image.shape[1], image.shape[0])).then(codec.input_to_heatmap)
+        to_heatmap = codec.image_to_heatmap(codec.letterbox((image.shape[1], image.shape[0])))
         targets = codec.encode(torch.from_numpy(to_heatmap.apply(keypoints))).flatten(1).double()  # (K, h*w)
         tail = torch.linalg.svdvals(targets)[rank:]
         losses.append(scale * float((tail**2).sum()) / targets.numel())
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_train:
         if not path.is_file():
             p.error(f"no record at {path}: run without --no-train first")
-        record = {**json.loads(path.read_text()), **analyses(runner, data, own, codec, profile)}
+        record = {**json.loads(path.read_text()), **analyses(data, own, codec, profile)}
         path.write_text(json.dumps(record, indent=1))
         print(f"wrote {path}")
         return 0
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         names=runner.names,
     )
     seconds = time.perf_counter() - t0
-    train = runner.ds.step_data(images, own, protocol.annotator)
+    train = data.select(own)
     test = runner.test.select(own)
     base = Checkpoint.load(base_path)
     precision = profile.precision
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": seconds,
         "loss_history": report.loss_history,
         "first_stage_step0_landmarks": rows,
-        **analyses(runner, data, own, codec, profile),
+        **analyses(data, own, codec, profile),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def analyses(runner: Runner, data: StepData, own: list[str], codec: HeatmapCodec, profile: Profile) -> dict[str, Any]:
+def analyses(data: StepData, own: list[str], codec: HeatmapCodec, profile: Profile) -> dict[str, Any]:
     """What needs no training: each step-0 landmark's nearest added one, and the rank bound of the head (its
     backbone's channels and a bias) on the targets of step 0's landmarks alone and of all `data`'s."""
     rank = build_backbone(profile.backbone_config()).out_channels + 1
@@ -165,7 +165,7 @@ def analyses(runner: Runner, data: StepData, own: list[str], codec: HeatmapCodec
         "nearest_added": nearest_added(data, own, codec),
         "rank": rank,
         "rank_bound_l_gt": {
-            "step0": rank_bound(runner.ds.step_data(data.ids, own, runner.protocol.annotator), codec, rank),
+            "step0": rank_bound(data.select(own), codec, rank),
             f"k{len(data.codes)}": rank_bound(data, codec, rank),
         },
     }

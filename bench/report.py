@@ -50,16 +50,19 @@ def eval_name(name: str, seed: int, t: int) -> str:
     return f"{'step0' if t == 0 else name}-seed{seed}-step{t}.json"
 
 
+#: (arm, seed, step) -> evaluation record (read_evals).
+Evals = dict[tuple[str, int, int], dict[str, Any]]
+
+
 def load_results(
-    out: Path, protocol: Protocol, regrown: list[tuple[str, int]] | None = None
+    evals: Evals, protocol: Protocol, regrown: list[tuple[str, int]] | None = None
 ) -> dict[str, dict[int, IncrementalResult]]:
-    """strategy -> seed -> IncrementalResult over the contiguous steps evaluated (step 0 shared).
+    """strategy -> seed -> IncrementalResult over the contiguous steps of `evals` (read_evals; step 0 shared).
 
     `regrown` (if given) receives the (strategy, seed) chains whose step 1 grew from another step-0 model than
     the evaluated one (step 0 retrained after its checkpoint was lost): their A-MRE_0 and AT refer to the
     evaluated step 0, not to their own."""
     regrown = [] if regrown is None else regrown
-    evals = read_evals(out)
     results: dict[str, dict[int, IncrementalResult]] = {}
     strategies = sorted({k[0] for k in evals if k[0] not in ("step0", "step0" + FIRST_STAGE)}, key=_order)
     seeds = sorted({k[1] for k in evals})
@@ -83,9 +86,9 @@ def load_results(
     return results
 
 
-def read_evals(out: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+def read_evals(out: Path) -> Evals:
     """(arm, seed, step) -> evaluation record under out/evals; a two-stage model's first stage as its own arm."""
-    evals: dict[tuple[str, int, int], dict[str, Any]] = {}
+    evals: Evals = {}
     for path in sorted((out / "evals").glob("*.json")):
         m = EVAL.fullmatch(path.name)
         if m:
@@ -98,13 +101,13 @@ def read_evals(out: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
 
 
 def lone_steps(
-    out: Path, results: dict[str, dict[int, IncrementalResult]]
+    evals: Evals, results: dict[str, dict[int, IncrementalResult]]
 ) -> dict[str, dict[int, dict[str, float | None]]]:
-    """arm -> step -> A-MRE (mean ± SD over seeds) of the steps evaluated outside a contiguous chain: steps of
-    a from-scratch oracle run alone (`bench.ikl --steps`). Each such model saw every landmark up to its step, so
-    its A-MRE is the pooled mean of its own record's errors."""
+    """arm -> step -> A-MRE (mean ± SD over seeds) of the steps in `evals` outside the contiguous chains of
+    `results` (load_results): steps of a from-scratch oracle run alone (`bench.ikl --steps`). Each such model saw
+    every landmark up to its step, so its A-MRE is the pooled mean of its own record's errors."""
     lone: dict[str, dict[int, list[float]]] = {}
-    for (name, seed, t), record in read_evals(out).items():
+    for (name, seed, t), record in evals.items():
         chain = results.get(name, {}).get(seed)
         if t == 0 or name.removesuffix(FIRST_STAGE) == "step0" or (chain is not None and t < chain.num_steps):
             continue
@@ -363,10 +366,11 @@ def oracle_check(agg: dict[str, Any], lone: dict[str, dict[int, dict[str, float 
 
 def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict[str, Any]:
     regrown: list[tuple[str, int]] = []
-    results = load_results(out, protocol, regrown)
+    evals = read_evals(out)
+    results = load_results(evals, protocol, regrown)
     agg = aggregate(results)
-    lone = lone_steps(out, results)
-    units = {json.loads(p.read_text()).get("unit", "mm") for p in (out / "evals").glob("*.json")}
+    lone = lone_steps(evals, results)
+    units = {record.get("unit", "mm") for record in evals.values()}
     unit = units.pop() if len(units) == 1 else "mm/px"
     runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
     data = {

@@ -32,9 +32,10 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
     _write(tmp_path, scratch, 1, 2, upto(2), 1.1)  # a second seed whose step 0 was never evaluated
     _write(tmp_path, "joint", 0, 3, upto(3), 9.0)  # a lone step of no scratch arm is reported as well
 
-    results = report.load_results(tmp_path, protocol)
+    evals = report.read_evals(tmp_path)
+    results = report.load_results(evals, protocol)
     assert set(results) == {"kamp"}  # no contiguous chain of the oracle
-    lone = report.lone_steps(tmp_path, results)
+    lone = report.lone_steps(evals, results)
     assert lone[scratch][2]["mean"] == pytest.approx(1.05) and lone[scratch][2]["n"] == 2
     assert lone[scratch + report.FIRST_STAGE][2]["mean"] == pytest.approx(3.0)
     assert set(lone[scratch]) == {2} and "kamp" not in lone  # kamp's steps are its chain's
@@ -48,10 +49,11 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
 
     # With its step 1 too, seed 0's oracle is a chain of its own; a step-1 oracle worse than kamp is caught.
     _write(tmp_path, scratch, 0, 1, upto(1), 1.6)
-    results = report.load_results(tmp_path, protocol)
+    evals = report.read_evals(tmp_path)
+    results = report.load_results(evals, protocol)
     assert results[scratch][0].num_steps == 3
     agg = report.aggregate(results)
-    lone = report.lone_steps(tmp_path, results)
+    lone = report.lone_steps(evals, results)
     assert set(lone[scratch]) == {2} and lone[scratch][2]["n"] == 1  # seed 1's step 2 alone
     text = "\n".join(report.oracle_check(agg, lone))
     assert f"Oracle check, {scratch}: beaten at step 1: kamp 1.50 < 1.60." in text
