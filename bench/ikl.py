@@ -19,7 +19,6 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,25 @@ from models.checkpoint import Checkpoint
 from models.config import CodecConfig, TrainConfig, from_dict, to_dict
 from models.datasets import DatasetInfo, Protocol, default_data_root, load_protocol
 from models.evaluate import evaluate
-from models.precision import resolve_precision
 from models.predictor import Predictor
 from models.registry import strategy as strategy_spec
 from models.step_data import StepData
-from models.trainer import Progress, resolve_device, train_step
+from models.trainer import Progress, train_step
 
 from .arms import Arm, parse_arm
-from .profiles import LATER_FIELDS, PROFILES, STEP0_FREE, Profile, add_precision_argument, step_cap, with_precision
-from .report import eval_name, write_report
+from .profiles import (
+    LATER_FIELDS,
+    PROFILES,
+    STEP0_FREE,
+    Profile,
+    add_precision_argument,
+    check_profile,
+    checked_profile,
+    step_cap,
+    stored_profile,
+    with_precision,
+)
+from .report import eval_name, write_json, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Step 0, shared by every arm of a seed: supervised training of the first landmark set.
@@ -112,7 +121,7 @@ class Runner:
         """Raises SystemExit where `out` holds results of other profile settings (precision included)."""
         #: The settings as profile.json holds them (JSON: lists, not tuples).
         self.settings = json.loads(json.dumps(checked_profile(profile, device)))
-        _check_profile(out, self.settings)
+        check_profile(out, self.settings)
         self.protocol, self.profile, self.out, self.device = protocol, profile, out, device
         self.ds = protocol.load_dataset(data_root)
         test_ids = protocol.test_images[: profile.max_test_images]
@@ -214,7 +223,7 @@ class Runner:
                     c: _nan_list(first_stage.errors[:, j]) for j, c in enumerate(first_stage.codes)
                 }
                 record["local_seconds"] = checkpoint.report.get("refine_seconds")
-            _write_json(epath, record)
+            write_json(epath, record)
             bar.set_postfix(last=f"{strategy} s{seed} t{t}: {result.overall.mre:.2f} {result.unit}")
         bar.update(1)
         return checkpoint
@@ -317,13 +326,6 @@ def _nan_list(a: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else round(float(v), 4) for v in a]
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.ikl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -358,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     profile = with_precision(PROFILES[args.profile], args.precision)
     out = args.out / f"{protocol.name}-{profile.name}"
     if args.report_only:  # the folder's own settings, whatever precision this machine would pick
-        settings = stored_profile(out) or checked_profile(profile, args.device)
+        stored = stored_profile(out)
+        # A folder written before a later field holds runs of its earlier value: the table says which.
+        later = {k: v for k, v in LATER_FIELDS.items() if k not in (stored or {})}
+        settings = {**stored, **later} if stored else checked_profile(profile, args.device)
     else:
         t0 = time.perf_counter()
         try:
@@ -381,47 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def checked_profile(profile: Profile, device: str) -> dict[str, Any]:
-    """The settings a results folder is bound to: the profile's, with its precision as it resolves on `device`."""
-    return {**asdict(profile), "precision": resolve_precision(profile.precision, resolve_device(device))}
-
-
-def stored_profile(out: Path) -> dict[str, Any] | None:
-    """The settings a results folder holds runs of (profile.json), or None for a new folder."""
-    path = out / "profile.json"
-    if not path.is_file():
-        return None
-    stored = json.loads(path.read_text())
-    # Folders written before the precision setting hold runs that trained in float32 on the CPU.
-    stored.setdefault("precision", "fp32")
-    return stored
-
-
-def _check_profile(out: Path, profile: dict[str, Any]) -> None:
-    """Results of one folder must come from one profile: refuse to mix in runs of changed settings."""
-    path = out / "profile.json"
-    current = json.loads(json.dumps(profile))
-    stored = stored_profile(out)
-    if stored is not None:
-        # Fields added to profiles since the folder was written: it holds runs of their earlier values.
-        stored = {**{k: v for k, v in LATER_FIELDS.items() if k in current}, **stored}
-        if stored != current:
-            was = stored["precision"]
-            same_but_precision = {**stored, "precision": current.get("precision")} == current
-            hint = f" (its runs are {was}: pass --precision {was})" if same_but_precision else ""
-            raise SystemExit(
-                f"{out} holds results of other profile settings ({path}){hint}; move that folder aside or "
-                f"restore the settings.\n stored:  {stored}\n current: {current}"
-            )
-    else:
-        _write_json(path, current)
-
-
 def _append_wall(out: Path, entry: dict[str, Any]) -> None:
     path = out / "runs.json"
     runs = json.loads(path.read_text()) if path.is_file() else []
     runs.append(entry)
-    _write_json(path, runs)
+    write_json(path, runs)
 
 
 if __name__ == "__main__":

@@ -158,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def analyses(data: StepData, own: list[str], codec: HeatmapCodec, profile: Profile) -> dict[str, Any]:
-    """What needs no training: each step-0 landmark's nearest added one, and the rank bound of the head (its
-    backbone's channels and a bias) on the targets of step 0's landmarks alone and of all `data`'s."""
-    rank = build_backbone(profile.backbone_config()).out_channels + 1
+    """What needs no training: each step-0 landmark's nearest added one, and the rank bound of the head (the
+    channels its 1x1 convs read and a bias) on the targets of step 0's landmarks alone and of all `data`'s."""
+    config = profile.backbone_config()
+    rank = (config.head_channels or build_backbone(config).out_channels) + 1
     return {
         "nearest_added": nearest_added(data, own, codec),
         "rank": rank,

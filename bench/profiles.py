@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, cast
 
 from models.config import PRECISIONS, BackboneConfig, Precision, RefineConfig, local_stage_config
+from models.precision import resolve_precision
+from models.trainer import resolve_device
+
+from .report import write_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,12 +43,14 @@ class Profile:
     local_step_iterations: int = 500
     #: BackboneConfig.last_relu of both stages (the local stage's unless its overrides name it).
     last_relu: bool = True
+    #: BackboneConfig.head_channels of the first stage (0: its 1x1 convs read the backbone's features).
+    head_channels: int = 0
     #: The profile whose step 0 this one's is (the two differ only after step 0): bench/ikl.py takes each seed's
     #: step-0 model and evaluation from that profile's folder where they exist instead of training it again.
     step0_of: str | None = None
 
     def backbone_config(self) -> BackboneConfig:
-        return BackboneConfig(name=self.backbone, last_relu=self.last_relu)
+        return BackboneConfig(name=self.backbone, last_relu=self.last_relu, head_channels=self.head_channels)
 
     def refine_config(self) -> RefineConfig | None:
         if self.local_stage is None:
@@ -59,6 +67,7 @@ LATER_FIELDS: dict[str, Any] = {
     "max_incremental_images": None,
     "last_relu": True,
     "step0_of": None,
+    "head_channels": 0,
 }
 
 #: Profile fields that do not change step 0: a profile differing from another only in these shares its step 0
@@ -121,6 +130,9 @@ PROFILES: dict[str, Profile] = {
     # cpu-local with both stages' heads reading the backbone's features before its last ReLU: a landmark added
     # where earlier steps drove those features to zero still gets a gradient (docs/method.md, Network).
     "cpu-local-preact": replace(CPU_LOCAL, name="cpu-local-preact", last_relu=False),
+    # cpu-local-preact with a hidden layer of 128 channels in the first stage's head: heatmaps no longer confined
+    # to rank 19, which caps any model that trains more than 19 landmarks at once (docs/benchmarks.md, the oracle).
+    "cpu-local-preact-head": replace(CPU_LOCAL, name="cpu-local-preact-head", last_relu=False, head_channels=128),
     # Paper scale: HRNet-W32 at 512x640, ~100 epochs of a 40-image step at batch 8 = 500 iterations.
     "gpu": Profile(
         name="gpu",
@@ -158,3 +170,42 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
 def with_precision(profile: Profile, precision: str | None) -> Profile:
     """`profile`, in `precision` where one is given."""
     return replace(profile, precision=cast(Precision, precision)) if precision else profile
+
+
+# ---- the profile a results folder is bound to (profile.json) ----
+
+
+def checked_profile(profile: Profile, device: str) -> dict[str, Any]:
+    """The settings a results folder is bound to: the profile's, with its precision as it resolves on `device`."""
+    return {**asdict(profile), "precision": resolve_precision(profile.precision, resolve_device(device))}
+
+
+def stored_profile(out: Path) -> dict[str, Any] | None:
+    """The settings a results folder holds runs of (profile.json), or None for a new folder."""
+    path = out / "profile.json"
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    # Folders written before the precision setting hold runs that trained in float32 on the CPU.
+    stored.setdefault("precision", "fp32")
+    return stored
+
+
+def check_profile(out: Path, profile: dict[str, Any]) -> None:
+    """Results of one folder must come from one profile: refuse to mix in runs of changed settings."""
+    path = out / "profile.json"
+    current = json.loads(json.dumps(profile))
+    stored = stored_profile(out)
+    if stored is not None:
+        # Fields added to profiles since the folder was written: it holds runs of their earlier values.
+        stored = {**{k: v for k, v in LATER_FIELDS.items() if k in current}, **stored}
+        if stored != current:
+            was = stored["precision"]
+            same_but_precision = {**stored, "precision": current.get("precision")} == current
+            hint = f" (its runs are {was}: pass --precision {was})" if same_but_precision else ""
+            raise SystemExit(
+                f"{out} holds results of other profile settings ({path}){hint}; move that folder aside or "
+                f"restore the settings.\n stored:  {stored}\n current: {current}"
+            )
+    else:
+        write_json(path, current)

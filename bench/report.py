@@ -382,16 +382,22 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
         "steps_run_alone": {name: {str(t): ms for t, ms in by_step.items()} for name, by_step in lone.items()},
         "runs": runs,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
-    os.replace(tmp, out / "results.json")
+    write_json(out / "results.json", data)
     seconds = step_seconds(out / "evals")
     (out / "table.md").write_text(table(protocol, agg, unit, profile, regrown, lone) + "\n" + cost_table(seconds))
     if agg:
         plots(out, protocol, agg, unit)
         cost_plot(seconds, out / "cost.png", f"{protocol.name}: training time per step")
     return data
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON (numpy scalars and tuples as plain values), atomically: a reader sees the
+    old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
+    os.replace(tmp, path)
 
 
 def _jsonable(o: Any) -> Any:

@@ -36,6 +36,15 @@ class BackboneConfig:
     #: before it, so every position keeps a gradient for a landmark added later (docs/method.md, Network).
     #: True is what every checkpoint written before the option holds.
     last_relu: bool = True
+    #: Channels of a 3x3 conv-BN-ReLU layer that every step's 1x1 conv reads instead of the backbone's features
+    #: (0: none). Without it each image's K heatmaps lie in the span of the backbone's C channels and a constant
+    #: (rank C + 1), too few to fit more than C + 1 landmarks trained at once (docs/benchmarks.md, the oracle).
+    #: 0 is what every checkpoint written before the option holds.
+    head_channels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.head_channels < 0:
+            raise ValueError(f"head_channels must be >= 0, got {self.head_channels}")
 
 
 @dataclass(kw_only=True)

@@ -20,15 +20,25 @@ INPUT_STD = 0.226
 
 
 class LandmarkHead(nn.Module):
-    """One 1x1 conv per step, outputs concatenated in step order.
+    """One 1x1 conv per step, outputs concatenated in step order, optionally after a shared hidden layer.
 
     Separate convs (rather than one conv widened in place) keep every old landmark's output computed by the
-    very same weights after growth, so growth cannot perturb them, not even by rounding.
+    very same weights after growth, so growth cannot perturb them, not even by rounding. With `hidden_channels`
+    the convs read a 3x3 conv-BN-ReLU of the features (shared by every step, trained like the backbone), so the
+    heatmaps are not confined to the span of the backbone's channels.
     """
 
-    def __init__(self, *, in_channels: int, step_sizes: Sequence[int] = ()) -> None:
+    def __init__(self, *, in_channels: int, step_sizes: Sequence[int] = (), hidden_channels: int = 0) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.hidden: nn.Module = nn.Identity()
+        if hidden_channels:
+            self.hidden = nn.Sequential(
+                nn.Conv2d(in_channels, hidden_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(hidden_channels),
+                nn.ReLU(inplace=True),
+            )
+        self.conv_channels = hidden_channels or in_channels
         self.convs = nn.ModuleList()
         for n in step_sizes:
             self.grow(n)
@@ -45,7 +55,7 @@ class LandmarkHead(nn.Module):
         """Append a conv for `num_new` landmarks (initialised as mmpose does: N(0, 0.001), zero bias)."""
         if num_new < 1:
             raise ValueError(f"a step must add at least one landmark, got {num_new}")
-        conv = nn.Conv2d(self.in_channels, num_new, kernel_size=1)
+        conv = nn.Conv2d(self.conv_channels, num_new, kernel_size=1)
         nn.init.normal_(conv.weight, std=0.001)
         assert conv.bias is not None  # a Conv2d made with bias=True, the default
         nn.init.zeros_(conv.bias)
@@ -58,7 +68,8 @@ class LandmarkHead(nn.Module):
         """(B, C, h, w) features -> (B, K, h, w) heatmaps, K = num_landmarks."""
         if not len(self.convs):
             raise RuntimeError("the head has no landmarks yet: grow() it first")
-        return torch.cat([conv(features) for conv in self.convs], dim=1)
+        hidden = self.hidden(features)
+        return torch.cat([conv(hidden) for conv in self.convs], dim=1)
 
 
 class LandmarkNet(nn.Module):
@@ -68,7 +79,9 @@ class LandmarkNet(nn.Module):
         super().__init__()
         self.backbone_config = backbone
         self.backbone: BackboneModule = build_backbone(backbone)
-        self.head = LandmarkHead(in_channels=self.backbone.out_channels, step_sizes=step_sizes)
+        self.head = LandmarkHead(
+            in_channels=self.backbone.out_channels, step_sizes=step_sizes, hidden_channels=backbone.head_channels
+        )
 
     @property
     def stride(self) -> int:
@@ -88,8 +101,8 @@ class LandmarkNet(nn.Module):
 
     def frozen(self) -> LandmarkNet:
         """This network, in place, for a model that no longer trains (prediction, a teacher): eval mode, no
-        gradients, and the backbone's batch norms folded into its convolutions (the same outputs up to float
-        rounding, without a pass over every feature map per batch norm)."""
+        gradients, and the batch norms folded into their convolutions (the same outputs up to float rounding,
+        without a pass over every feature map per batch norm)."""
         self.eval().requires_grad_(False)
-        fold_batch_norms(self.backbone)
+        fold_batch_norms(self)
         return self

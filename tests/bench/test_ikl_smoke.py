@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench import ikl, ka_diagnostics
-from bench.profiles import PROFILES, STEP0_FREE, with_precision
+from bench.profiles import PROFILES
 
 
 @pytest.mark.slow
@@ -77,32 +77,6 @@ def test_smoke_profile_runs_reports_and_resumes(data_root: Path, tmp_path: Path)
     for bad in ("lwf", "kamp@alpha", "kamp@nope=1"):  # no KA-Net, misspelt arms: usage errors
         with pytest.raises(SystemExit):
             ka_diagnostics.main([*common, "--strategy", bad])
-
-
-def test_changed_profile_settings_are_refused(tmp_path: Path) -> None:
-    out = tmp_path / "p"
-    ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "bf16"})
-    ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "bf16"})
-    with pytest.raises(SystemExit, match="other profile settings"):
-        ikl._check_profile(out, {"name": "x", "iterations": 2, "precision": "bf16"})
-    with pytest.raises(SystemExit, match="other profile settings"):
-        ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "fp32"})
-
-
-def test_a_folder_from_before_the_precision_setting_holds_fp32_runs(tmp_path: Path) -> None:
-    out = tmp_path / "p"
-    out.mkdir()
-    (out / "profile.json").write_text(json.dumps({"name": "x", "iterations": 1}))
-    ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "fp32"})
-    with pytest.raises(SystemExit, match="its runs are fp32: pass --precision fp32"):
-        ikl._check_profile(out, {"name": "x", "iterations": 1, "precision": "bf16"})
-
-
-def test_checked_profile_binds_the_resolved_precision() -> None:
-    fp32 = ikl.checked_profile(with_precision(PROFILES["smoke"], "fp32"), "cpu")
-    bf16 = ikl.checked_profile(with_precision(PROFILES["smoke"], "bf16"), "cpu")
-    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
-    assert ikl.checked_profile(PROFILES["smoke"], "cpu")["precision"] in ("fp32", "bf16")
 
 
 def test_joint_data_holds_every_label_and_partial_only_its_own(data_root: Path) -> None:
@@ -174,20 +148,6 @@ def test_a_profile_takes_the_step_0_it_shares_and_refuses_another(data_root: Pat
     with pytest.raises(SystemExit, match="step0_iterations"):
         runner.adopt_step0(0)
     assert not runner.ckpt_path("step0", 0, 0).exists()
-
-
-def test_low_shot_profiles_share_the_default_networks_step_0() -> None:
-    base = asdict_profile("cpu-local-preact")
-    for shots in (1, 5, 10, 50):
-        low = asdict_profile(f"lowshot-{shots}")
-        assert low["max_incremental_images"] == shots and low["step0_of"] == "cpu-local-preact"
-        assert {k: v for k, v in low.items() if k not in STEP0_FREE} == {
-            k: v for k, v in base.items() if k not in STEP0_FREE
-        }
-
-
-def asdict_profile(name: str) -> dict[str, object]:
-    return ikl.checked_profile(PROFILES[name], "cpu")
 
 
 @pytest.mark.slow

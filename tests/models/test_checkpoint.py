@@ -142,7 +142,13 @@ def test_metadata_in_the_file(checkpoint: Checkpoint, tmp_path: Path) -> None:
     assert [lm["code"] for lm in meta["landmarks"]] == CODES
     assert [lm["step"] for lm in meta["landmarks"]] == STEPS
     assert meta["landmarks"][0]["name"] == "landmark S"
-    assert meta["backbone"] == {"name": "hrnet_w18_tiny", "in_channels": 1, "pretrained": None, "last_relu": True}
+    assert meta["backbone"] == {
+        "name": "hrnet_w18_tiny",
+        "in_channels": 1,
+        "pretrained": None,
+        "last_relu": True,
+        "head_channels": 0,
+    }
     assert meta["codec"] == {"input_size": [64, 96], "stride": 4, "sigma": 1.5}
     assert meta["strategy"] == "kamp" and meta["step"] == 1
     assert meta["parent_sha256"] == PARENT
@@ -218,9 +224,31 @@ def test_the_features_before_the_last_relu_survive_a_round_trip_and_older_files_
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
     meta = json.loads(header["__metadata__"]["kamp"])
-    del meta["backbone"]["last_relu"]
+    del meta["backbone"]["last_relu"], meta["backbone"]["head_channels"]
     header["__metadata__"]["kamp"] = json.dumps(meta)
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
     older = Checkpoint.from_bytes(len(encoded).to_bytes(8, "little") + encoded + data[8 + header_len :])
-    assert older.backbone.last_relu is True
+    assert older.backbone.last_relu is True and older.backbone.head_channels == 0
+
+
+def test_a_head_with_a_hidden_layer_survives_a_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    backbone = BackboneConfig(name="hrnet_w18_tiny", head_channels=8)
+    net = LandmarkNet(backbone=backbone, step_sizes=[2, 3])
+    with torch.no_grad():
+        net.train()(torch.rand(2, 1, 96, 64))  # head batch-norm statistics other than the defaults
+    landmarks = [LandmarkInfo(code=c, step=s) for c, s in zip(CODES, STEPS, strict=True)]
+    Checkpoint(
+        state_dict={k: v.detach().clone() for k, v in net.state_dict().items()},
+        landmarks=landmarks,
+        backbone=backbone,
+        codec=CodecConfig(input_size=(64, 96)),
+        step=1,
+        strategy="kamp",
+    ).save(tmp_path / "hidden.safetensors")
+    loaded = Checkpoint.load(tmp_path / "hidden.safetensors")
+    x = torch.rand(1, 1, 96, 64)
+    assert loaded.backbone.head_channels == 8
+    with torch.no_grad():
+        assert torch.equal(loaded.build_model()(x), net.eval()(x))

@@ -37,9 +37,11 @@ def test_landmark_net_shapes(net: LandmarkNet) -> None:
     assert torch.equal(heat, plain)
 
 
-def test_head_growth_keeps_old_outputs_bit_identical() -> None:
+@pytest.mark.parametrize("head_channels", [0, 8])
+def test_head_growth_keeps_old_outputs_bit_identical(head_channels: int) -> None:
     torch.manual_seed(1)
-    model = LandmarkNet(backbone=TINY, step_sizes=[3]).eval()
+    backbone = BackboneConfig(name="hrnet_w18_tiny", head_channels=head_channels)
+    model = LandmarkNet(backbone=backbone, step_sizes=[3]).eval()
     # Non-default old head weights, so that "identical" is not the trivial N(0, 0.001) init.
     with torch.no_grad():
         for p in model.head.parameters():
@@ -68,6 +70,28 @@ def test_step_sizes_and_growth_validation() -> None:
         head.grow(0)
     with pytest.raises(RuntimeError):
         LandmarkHead(in_channels=8)(torch.rand(1, 8, 2, 2))  # no landmark yet
+
+
+def _rank_per_image(head: LandmarkHead, features: torch.Tensor) -> int:
+    """Rank of the head's (K, h*w) output for one image of (1, C, h, w) features."""
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_()
+        return int(torch.linalg.matrix_rank(head.double().eval()(features.double())[0].flatten(1)))
+
+
+def test_a_hidden_layer_lifts_the_head_above_the_rank_of_its_features() -> None:
+    # 1x1 convs on C channels give K heatmaps in the span of C maps and a constant: rank <= C + 1 however many
+    # landmarks; a hidden conv-BN-ReLU of 8 channels lets 6 landmarks' maps be independent.
+    torch.manual_seed(4)
+    features = torch.rand(1, 2, 10, 10)
+    assert _rank_per_image(LandmarkHead(in_channels=2, step_sizes=[4, 2]), features) == 3
+    assert _rank_per_image(LandmarkHead(in_channels=2, step_sizes=[4, 2], hidden_channels=8), features) == 6
+
+
+def test_head_channels_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="head_channels"):
+        BackboneConfig(name="hrnet_w18_tiny", head_channels=-1)
 
 
 # ---- KA-Net -------------------------------------------------------------------------------------------
@@ -196,10 +220,12 @@ def test_a_batch_norm_folds_into_its_conv_by_hand() -> None:
         fold_batch_norms(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1)).train())
 
 
-@pytest.mark.parametrize("name", ["hrnet_w18_tiny", "hrnet_w18_small"])
-def test_a_frozen_network_computes_the_same_without_batch_norms(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "head_channels"), [("hrnet_w18_tiny", 0), ("hrnet_w18_small", 0), ("hrnet_w18_tiny", 8)]
+)
+def test_a_frozen_network_computes_the_same_without_batch_norms(name: str, head_channels: int) -> None:
     torch.manual_seed(0)
-    net = LandmarkNet(backbone=BackboneConfig(name=name), step_sizes=[3, 2])
+    net = LandmarkNet(backbone=BackboneConfig(name=name, head_channels=head_channels), step_sizes=[3, 2])
     with torch.no_grad():  # statistics far from the identity, so that a wrong fold shows
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
