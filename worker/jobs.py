@@ -226,7 +226,9 @@ def _fit(
         data,
         job.strategy,
         config,
-        backbone=BackboneConfig(name=project.backbone, last_relu=project.backbone_last_relu),
+        backbone=BackboneConfig(
+            name=project.backbone, last_relu=project.backbone_last_relu, head_channels=project.head_channels
+        ),
         codec=CodecConfig(input_size=(project.input_width, project.input_height)),
         refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
         names={lm.code: lm.name for lm in landmark_set.landmarks},

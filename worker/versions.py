@@ -76,6 +76,7 @@ def record_version(
             "train": job.config,
             "backbone": project.backbone,
             "backbone_last_relu": checkpoint.backbone.last_relu,  # what was trained, whatever the project says
+            "head_channels": checkpoint.backbone.head_channels,
             "input_size": [project.input_width, project.input_height],
             "local_stage": project.local_stage,
             "train_report": train_report,

@@ -58,6 +58,9 @@ class Project(IdMixin, Base):
     #: models.config.BackboneConfig.last_relu: whether the head reads the backbone's features after its last
     #: ReLU (every project made before the option) or before it. Fixed with the backbone.
     backbone_last_relu: Mapped[bool] = mapped_column(default=True, server_default=true())
+    #: models.config.BackboneConfig.head_channels: the hidden layer of the first stage's head (0: none, every
+    #: project made before the option). Fixed with the backbone.
+    head_channels: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     strategy: Mapped[str] = mapped_column(String(40))
     training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: The local stage's settings (models.config.RefineConfig as a dict, every field resolved); None: a

@@ -86,6 +86,14 @@ class ProjectIn(RequestBody):
         "backbone's features after its last ReLU (true) or before it (false: a landmark added where no earlier "
         "one was still learns; docs/method.md, Network)",
     )
+    head_channels: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="channels of a hidden layer (3x3 conv, batch norm, ReLU) that the first stage's per-step 1x1 "
+        "convs read; 0: they read the backbone's features, and no model fits more landmarks at once than the "
+        "backbone has channels plus one (docs/method.md, Network)",
+    )
     strategy: str = Field(
         default=DEFAULT_STRATEGY,
         examples=[DEFAULT_STRATEGY, "kamp"],
@@ -188,6 +196,7 @@ class ProjectOut(BaseModel):
     input_height: int
     backbone: str
     backbone_last_relu: bool
+    head_channels: int = 0
     strategy: str
     training: dict[str, Any]
     gate: dict[str, float] = Field(default_factory=dict, description="the project's gate overrides")

@@ -231,6 +231,19 @@ def test_a_project_stores_its_local_stage_resolved(api: Api, given: dict, stored
     assert again["backbone_last_relu"] is given.get("backbone_last_relu", LAST_RELU)
 
 
+def test_a_project_keeps_its_head_channels_and_refuses_bad_ones(api: Api) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    plain = api.client.post("/v1/projects", json=CEPH, headers=h).json()
+    assert plain["head_channels"] == ProjectIn.model_fields["head_channels"].default
+    r = api.client.post("/v1/projects", json={**CEPH, "name": "wide", "head_channels": 128}, headers=h)
+    assert r.status_code == 201, r.text
+    assert api.client.get(f"/v1/projects/{r.json()['id']}", headers=h).json()["head_channels"] == 128
+    for bad in (-1, 2048, "many", 1.5):
+        r = api.client.post("/v1/projects", json={**CEPH, "name": f"bad {bad}", "head_channels": bad}, headers=h)
+        assert_problem(r, 422, "invalid-request", "head_channels")
+
+
 @pytest.mark.parametrize(
     ("given", "strategy", "training"),
     [

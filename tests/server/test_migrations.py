@@ -22,8 +22,9 @@ def test_upgrade_downgrade_upgrade_and_no_drift(database_url: str) -> None:
     assert diff == [], f"the entities differ from the migrations: {diff}"
 
 
-def test_projects_made_before_0011_keep_the_features_after_the_last_relu(database_url: str) -> None:
-    """A project trained before the option has ReLU models: it must keep them, whatever new projects default to."""
+def test_projects_made_before_0011_keep_their_network(database_url: str) -> None:
+    """A project trained before the options has ReLU models without a hidden head layer: it must keep them,
+    whatever new projects default to."""
     import uuid
     from datetime import UTC, datetime
 
@@ -53,6 +54,6 @@ def test_projects_made_before_0011_keep_the_features_after_the_last_relu(databas
         )  # fmt: skip
     upgrade(database_url)
     with engine.connect() as conn:
-        kept = conn.execute(sa.text("SELECT backbone_last_relu FROM projects")).scalar_one()
+        kept, head = conn.execute(sa.text("SELECT backbone_last_relu, head_channels FROM projects")).one()
     engine.dispose()
-    assert kept is True or kept == 1
+    assert (kept is True or kept == 1) and head == 0

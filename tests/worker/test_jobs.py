@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    h, pid = tiny_project(api, backbone_last_relu=False)
+    h, pid = tiny_project(api, backbone_last_relu=False, head_channels=8)
     step0_studies = setup_step(api, h, pid, data_root, 0, 6)
 
     job0 = queue_job(api, pid, 0)
@@ -58,6 +58,9 @@ def test_two_steps_lineage_gate_and_ikl_data_access(api: Api, data_root: Path, m
         checkpoint = Checkpoint.from_bytes(blob_store(api.settings).get(versions[1].checkpoint_blob))
         assert checkpoint.backbone.last_relu is False
         assert checkpoint.refine is not None and checkpoint.refine.last_relu is False
+        # Its first stage's head reads a hidden layer, grown through step 1 like the rest.
+        assert checkpoint.backbone.head_channels == 8 and versions[1].hyperparameters["head_channels"] == 8
+        assert checkpoint.build_model().head.step_sizes == [4, 4]
         # The gate's promotion records what a manual one does: the replaced version's "archived" event.
         events = session.scalars(select(VersionEvent).where(VersionEvent.version_id == versions[0].id)).all()
         assert [(e.action, e.actor) for e in events] == [("promoted", "gate"), ("archived", "gate")]
