@@ -148,13 +148,13 @@ PROFILES: dict[str, Profile] = {
 
 
 # Low-shot IKL as in the KAMP paper: each incremental step learns its landmarks from 1, 5, 10 or 50 images (step 0
-# keeps all of its own), on the network new projects train (cpu-local-preact), whose step-0 models they share.
+# keeps all of its own), on the network new projects train (cpu-local-preact-head), whose step-0 models they share.
 for _shots in (1, 5, 10, 50):
     PROFILES[f"lowshot-{_shots}"] = replace(
-        PROFILES["cpu-local-preact"],
+        PROFILES["cpu-local-preact-head"],
         name=f"lowshot-{_shots}",
         max_incremental_images=_shots,
-        step0_of="cpu-local-preact",
+        step0_of="cpu-local-preact-head",
     )
 
 

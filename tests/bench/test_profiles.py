@@ -37,10 +37,10 @@ def test_checked_profile_binds_the_resolved_precision() -> None:
 
 
 def test_low_shot_profiles_share_the_default_networks_step_0() -> None:
-    base = asdict_profile("cpu-local-preact")
+    base = asdict_profile("cpu-local-preact-head")
     for shots in (1, 5, 10, 50):
         low = asdict_profile(f"lowshot-{shots}")
-        assert low["max_incremental_images"] == shots and low["step0_of"] == "cpu-local-preact"
+        assert low["max_incremental_images"] == shots and low["step0_of"] == "cpu-local-preact-head"
         assert {k: v for k, v in low.items() if k not in STEP0_FREE} == {
             k: v for k, v in base.items() if k not in STEP0_FREE
         }
