@@ -37,7 +37,6 @@ from models.trainer import Progress, train_step
 
 from .arms import Arm, parse_arm
 from .profiles import (
-    LATER_FIELDS,
     PROFILES,
     STEP0_FREE,
     Profile,
@@ -46,6 +45,7 @@ from .profiles import (
     checked_profile,
     step_cap,
     stored_profile,
+    with_later_fields,
     with_precision,
 )
 from .report import eval_name, write_json, write_report
@@ -284,7 +284,7 @@ class Runner:
         theirs = [base / p.relative_to(self.out) for p in own]
         if not all(p.is_file() for p in theirs):
             return False
-        stored = {**LATER_FIELDS, **(stored_profile(base) or {})}
+        stored = with_later_fields(stored_profile(base) or {})
         differ = sorted(k for k, v in self.settings.items() if k not in STEP0_FREE and stored.get(k) != v)
         if differ:
             raise SystemExit(f"{base} holds step 0 of other settings ({', '.join(differ)}): cannot take it")
@@ -361,9 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out / f"{protocol.name}-{profile.name}"
     if args.report_only:  # the folder's own settings, whatever precision this machine would pick
         stored = stored_profile(out)
-        # A folder written before a later field holds runs of its earlier value: the table says which.
-        later = {k: v for k, v in LATER_FIELDS.items() if k not in (stored or {})}
-        settings = {**stored, **later} if stored else checked_profile(profile, args.device)
+        settings = with_later_fields(stored) if stored else checked_profile(profile, args.device)
     else:
         t0 = time.perf_counter()
         try:

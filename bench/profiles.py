@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -191,14 +192,19 @@ def stored_profile(out: Path) -> dict[str, Any] | None:
     return stored
 
 
+def with_later_fields(stored: dict[str, Any], fields: Iterable[str] = LATER_FIELDS) -> dict[str, Any]:
+    """`stored` settings with each of `fields` added to profiles since it was written at its earlier value
+    (LATER_FIELDS): a folder written before a field holds runs of that value."""
+    return {**stored, **{k: LATER_FIELDS[k] for k in fields if k in LATER_FIELDS and k not in stored}}
+
+
 def check_profile(out: Path, profile: dict[str, Any]) -> None:
     """Results of one folder must come from one profile: refuse to mix in runs of changed settings."""
     path = out / "profile.json"
     current = json.loads(json.dumps(profile))
     stored = stored_profile(out)
     if stored is not None:
-        # Fields added to profiles since the folder was written: it holds runs of their earlier values.
-        stored = {**{k: v for k, v in LATER_FIELDS.items() if k in current}, **stored}
+        stored = with_later_fields(stored, current)
         if stored != current:
             was = stored["precision"]
             same_but_precision = {**stored, "precision": current.get("precision")} == current
