@@ -36,6 +36,7 @@ from models.step_data import StepData
 from models.trainer import Progress, train_step
 
 from .arms import Arm, parse_arm
+from .jsonio import write_json
 from .profiles import (
     PROFILES,
     STEP0_FREE,
@@ -48,7 +49,7 @@ from .profiles import (
     with_later_fields,
     with_precision,
 )
-from .report import eval_name, write_json, write_report
+from .report import eval_name, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Step 0, shared by every arm of a seed: supervised training of the first landmark set.

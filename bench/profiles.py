@@ -13,7 +13,7 @@ from models.config import PRECISIONS, BackboneConfig, Precision, RefineConfig, l
 from models.precision import resolve_precision
 from models.trainer import resolve_device
 
-from .report import write_json
+from .jsonio import write_json
 
 
 @dataclass(frozen=True, kw_only=True)

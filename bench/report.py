@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from models.metrics import (
 )
 
 from .cost import cost_plot, cost_table, step_seconds
+from .jsonio import write_json
 
 #: A-MRE at the last step in the KAMP paper (CVPR 2025), for the protocols we run an analogue of.
 PAPER = {
@@ -389,20 +389,3 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
         plots(out, protocol, agg, unit)
         cost_plot(seconds, out / "cost.png", f"{protocol.name}: training time per step")
     return data
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as indented JSON (numpy scalars and tuples as plain values), atomically: a reader sees the
-    old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
-    os.replace(tmp, path)
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(type(o))

@@ -1,0 +1,31 @@
+"""Atomic JSON files for benchmark results that two runs may rewrite side by side (results.json, runs.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON (numpy scalars and tuples as plain values), atomically: a reader sees the
+    old file or the new one, never half of it. The temporary file is the writer's own (named by its process), so
+    two runs writing one results folder at once cannot replace each other's half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON: {type(o).__name__}")
