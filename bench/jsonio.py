@@ -1,4 +1,5 @@
-"""Atomic JSON files for benchmark results that two runs may rewrite side by side (results.json, runs.json)."""
+"""Atomic JSON files for benchmark results that two runs may rewrite side by side (results.json, runs.json) or
+that a run killed at any moment must leave whole (a model choice's record of finished candidates)."""
 
 from __future__ import annotations
 

@@ -51,6 +51,7 @@ from models.trainer import train_step
 
 from .arms import is_override_name, parse_value
 from .ikl import RESULTS, Runner, step_data, train_config
+from .jsonio import write_json
 from .profiles import PROFILES, add_precision_argument, with_precision
 
 
@@ -217,8 +218,7 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
         scores = measure(model, vals, reference, precision)
         entry = {"overrides": overrides, "seconds": time.perf_counter() - t0, **scores}
         record["candidates"].append(entry)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1))
+        write_json(out, record)  # atomic: the record of every finished candidate survives a run killed here
         learned = "" if entry["learned_mre"] is None else f" learned {entry['learned_mre']:.3f}"
         print(
             f"{overrides}: score {entry['score']:.3f} new {entry['new_mre']:.3f}{learned} "
