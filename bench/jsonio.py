@@ -4,24 +4,19 @@ that a run killed at any moment must leave whole (a model choice's record of fin
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models.atomic_file import write_bytes_atomically
+
 
 def write_json(path: Path, data: Any) -> None:
     """Write `data` as indented JSON (numpy scalars and tuples as plain values), atomically: a reader sees the
-    old file or the new one, never half of it. The temporary file is the writer's own (named by its process), so
-    two runs writing one results folder at once cannot replace each other's half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    old file or the new one, never half of it. The temporary file is the writer's own, so two runs writing one
+    results folder at once cannot replace each other's half-written file."""
+    write_bytes_atomically(path, json.dumps(data, indent=1, default=_jsonable).encode())
 
 
 def _jsonable(o: Any) -> Any:

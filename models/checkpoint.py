@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .atomic_file import write_bytes_atomically
 from .config import BackboneConfig, CodecConfig, RefineConfig, from_dict, to_dict
 from .network import LandmarkNet
 from .precision import Resolved, prepare_frozen
@@ -124,18 +123,7 @@ class Checkpoint:
     def save(self, path: str | Path) -> str:
         """Write atomically (temporary file + rename); returns the sha256 of what was written."""
         data = self.to_bytes()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomically(Path(path), data)
         return hashlib.sha256(data).hexdigest()
 
     @staticmethod

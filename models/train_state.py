@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .atomic_file import write_atomically
 from .checkpoint import Checkpoint
 from .config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig, to_dict
 from .step_data import StepData
@@ -69,8 +69,4 @@ def load_state(path: str | Path | None, fingerprint: str) -> dict[str, Any] | No
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomically(Path(path), lambda f: torch.save(state, f))

@@ -8,15 +8,18 @@ answers the one the settings name.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from models.atomic_file import write_bytes_atomically
+
 if TYPE_CHECKING:
     from .settings import Settings
+
+#: Name prefix of a blob being written (a temporary file; one a dead writer left is swept, worker.sweep).
+INCOMING = ".incoming-"
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -69,17 +72,7 @@ class LocalBlobStore:
         target = self.path(key)
         if target.is_file():
             return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomically(target, data, prefix=INCOMING)
         return key
 
     def get(self, key: str) -> bytes:
@@ -96,7 +89,7 @@ class LocalBlobStore:
         return [p for p in self.root.glob("*/*") if p.is_file()] if self.root.is_dir() else []
 
     def listing(self) -> list[StoredFile]:
-        return [StoredFile(p.name, p.stat().st_mtime, p.name.startswith(".incoming-")) for p in self.files()]
+        return [StoredFile(p.name, p.stat().st_mtime, p.name.startswith(INCOMING)) for p in self.files()]
 
     def discard(self, stored: StoredFile) -> None:
         """Remove a listed file (a blob or a temporary one), if it is still there."""
