@@ -49,7 +49,7 @@ from .profiles import (
     with_later_fields,
     with_precision,
 )
-from .report import eval_name, write_report
+from .report import eval_name, record_errors, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Step 0, shared by every arm of a seed: supervised training of the first landmark set.
@@ -181,53 +181,66 @@ class Runner:
         return checkpoint, seconds
 
     def run_one(self, arm: Arm, seed: int, t: int, previous: Checkpoint | None, bar: tqdm) -> Checkpoint:
-        strategy = arm.name
-        path = self.ckpt_path(strategy, seed, t)
+        """Step t of arm's chain for seed: its kept checkpoint or a new one trained from `previous`, evaluated on
+        the test images unless its evaluation is already recorded."""
+        path = self.ckpt_path(arm.name, seed, t)
         if path.is_file():
             checkpoint, seconds = Checkpoint.load(path), None
         else:
             checkpoint, seconds = self.train(arm, seed, t, previous, path)
-        epath = self.eval_path(strategy, seed, t)
-        if t == 0 and seconds is not None and epath.is_file():
-            recorded = json.loads(epath.read_text()).get("checkpoint_sha256")
-            if recorded != checkpoint.sha256:
-                # Training is not bit-for-bit repeatable across machines and thread counts: a step 0 retrained
-                # after its checkpoint was lost differs from the one evaluated. Chains grown from it say so.
-                tqdm.write(
-                    f"warning: step 0 of seed {seed} was retrained ({checkpoint.sha256[:12]}) and differs from the "
-                    f"evaluated one ({str(recorded)[:12]}); its chains are marked in table.md"
-                )
-        if not epath.is_file():
-            test = self.test.select(self.protocol.landmarks_up_to(t))
-            predictor = Predictor(checkpoint, precision=self.profile.precision)
-            result = evaluate(predictor, test)
-            first_stage = None
-            if predictor.stages == 2:  # the same model's first stage alone, for the side-by-side tables
-                first_stage = evaluate(Predictor(checkpoint, precision=self.profile.precision, local=False), test)
-            record = {
-                "strategy": strategy,
-                **({"base_strategy": arm.strategy, "overrides": arm.overrides} if arm.overrides else {}),
-                "seed": seed,
-                "step": t,
-                "unit": result.unit,
-                "train_seconds": seconds,
-                "checkpoint_sha256": checkpoint.sha256,
-                "parent_sha256": checkpoint.parent_sha256,
-                "triplets": checkpoint.report.get("triplets", []),
-                "kanet_loss": checkpoint.report.get("kanet_loss"),
-                "seconds_per_image": checkpoint.report.get("seconds_per_image"),
-                "ids": result.ids,
-                "errors": {c: _nan_list(result.errors[:, j]) for j, c in enumerate(result.codes)},
-            }
-            if first_stage is not None:
-                record["errors_global"] = {
-                    c: _nan_list(first_stage.errors[:, j]) for j, c in enumerate(first_stage.codes)
-                }
-                record["local_seconds"] = checkpoint.report.get("refine_seconds")
+        epath = self.eval_path(arm.name, seed, t)
+        retrained = seconds is not None
+        if not epath.is_file() or (retrained and self.evaluated_another(epath, checkpoint, arm.name, seed, t)):
+            record = self.evaluation(arm, seed, t, checkpoint, seconds)
             write_json(epath, record)
-            bar.set_postfix(last=f"{strategy} s{seed} t{t}: {result.overall.mre:.2f} {result.unit}")
+            mre = np.nanmean(np.concatenate(list(record_errors(record).values())))
+            bar.set_postfix(last=f"{arm.name} s{seed} t{t}: {mre:.2f} {record['unit']}")
         bar.update(1)
         return checkpoint
+
+    def evaluated_another(self, epath: Path, checkpoint: Checkpoint, strategy: str, seed: int, t: int) -> bool:
+        """Whether step t, just retrained (its checkpoint was lost), must be evaluated again: its record names
+        another model (training is not bit-for-bit repeatable across machines and thread counts). A step >= 1 is,
+        so that its chain stays one line of models; step 0 is kept, shared by the chains grown from the old one,
+        which table.md marks."""
+        recorded = json.loads(epath.read_text()).get("checkpoint_sha256")
+        if recorded == checkpoint.sha256:
+            return False
+        if t == 0:
+            tqdm.write(
+                f"warning: step 0 of seed {seed} was retrained ({checkpoint.sha256[:12]}) and differs from the "
+                f"evaluated one ({str(recorded)[:12]}); its chains are marked in table.md"
+            )
+            return False
+        tqdm.write(f"{strategy} seed {seed} step {t} was retrained: evaluating it again")
+        return True
+
+    def evaluation(self, arm: Arm, seed: int, t: int, checkpoint: Checkpoint, seconds: float | None) -> dict[str, Any]:
+        """The evaluation record of step t's model on the test images (every landmark learned up to t): per-image
+        radial errors of each landmark, and of the first stage alone for a two-stage model."""
+        test = self.test.select(self.protocol.landmarks_up_to(t))
+        predictor = Predictor(checkpoint, precision=self.profile.precision)
+        result = evaluate(predictor, test)
+        record: dict[str, Any] = {
+            "strategy": arm.name,
+            **({"base_strategy": arm.strategy, "overrides": arm.overrides} if arm.overrides else {}),
+            "seed": seed,
+            "step": t,
+            "unit": result.unit,
+            "train_seconds": seconds,
+            "checkpoint_sha256": checkpoint.sha256,
+            "parent_sha256": checkpoint.parent_sha256,
+            "triplets": checkpoint.report.get("triplets", []),
+            "kanet_loss": checkpoint.report.get("kanet_loss"),
+            "seconds_per_image": checkpoint.report.get("seconds_per_image"),
+            "ids": result.ids,
+            "errors": {c: _nan_list(result.errors[:, j]) for j, c in enumerate(result.codes)},
+        }
+        if predictor.stages == 2:  # the same model's first stage alone, for the side-by-side tables
+            first = evaluate(Predictor(checkpoint, precision=self.profile.precision, local=False), test)
+            record["errors_global"] = {c: _nan_list(first.errors[:, j]) for j, c in enumerate(first.codes)}
+            record["local_seconds"] = checkpoint.report.get("refine_seconds")
+        return record
 
     def run(self, arms: list[Arm], seeds: list[int], max_steps: int | None, only: list[int] | None = None) -> None:
         """Every arm's chain through its steps, per seed. `only`: these steps alone, for arms whose steps >= 1 each

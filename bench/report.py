@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,33 @@ def eval_name(name: str, seed: int, t: int) -> str:
 Evals = dict[tuple[str, int, int], dict[str, Any]]
 
 
-def load_results(
-    evals: Evals, protocol: Protocol, regrown: list[tuple[str, int]] | None = None
-) -> dict[str, dict[int, IncrementalResult]]:
-    """strategy -> seed -> IncrementalResult over the contiguous steps of `evals` (read_evals; step 0 shared).
+@dataclass
+class ChainFlaws:
+    """Chains whose records do not all describe one line of models (training is not bit-for-bit repeatable, so
+    a model retrained after its checkpoint was lost differs from the one evaluated), named under table.md.
 
-    `regrown` (if given) receives the (strategy, seed) chains whose step 1 grew from another step-0 model than
-    the evaluated one (step 0 retrained after its checkpoint was lost): their A-MRE_0 and AT refer to the
-    evaluated step 0, not to their own."""
-    regrown = [] if regrown is None else regrown
+    regrown: (arm, seed) whose step 1 grew from another step-0 model than the evaluated one; kept in the table,
+    whose A-MRE_0 and AT then refer to the evaluated step 0.
+    broken: (arm, seed, step) whose step's model grew from another model than the one evaluated at the step
+    before; the chain ends before it (its later figures would compare two runs)."""
+
+    regrown: list[tuple[str, int]] = field(default_factory=list)
+    broken: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def grew_from(record: dict[str, Any], previous: dict[str, Any]) -> bool:
+    """Whether `record`'s model grew from `previous`'s, as far as the records tell: a model trained from nothing
+    (parent None) or a record without the hashes (older runs) counts as linked."""
+    parent, sha = record.get("parent_sha256"), previous.get("checkpoint_sha256")
+    return parent is None or sha is None or parent == sha
+
+
+def load_results(
+    evals: Evals, protocol: Protocol, flaws: ChainFlaws | None = None
+) -> dict[str, dict[int, IncrementalResult]]:
+    """strategy -> seed -> IncrementalResult over the contiguous, linked steps of `evals` (read_evals; step 0
+    shared). `flaws` (if given) receives the chains that did not grow from the evaluated models (ChainFlaws)."""
+    flaws = ChainFlaws() if flaws is None else flaws
     results: dict[str, dict[int, IncrementalResult]] = {}
     strategies = sorted({k[0] for k in evals if k[0] not in ("step0", "step0" + FIRST_STAGE)}, key=_order)
     seeds = sorted({k[1] for k in evals})
@@ -71,17 +90,18 @@ def load_results(
             base = evals.get(("step0" + (FIRST_STAGE if strategy.endswith(FIRST_STAGE) else ""), seed, 0))
             if base is None:
                 continue
-            errors = [record_errors(base)]
-            first = evals.get((strategy, seed, 1), {})
-            parent = first.get("parent_sha256", base["checkpoint_sha256"])
-            if parent is not None and parent != base["checkpoint_sha256"]:  # None: trained from nothing
-                regrown.append((strategy, seed))
-            t = 1
-            while (strategy, seed, t) in evals:
-                errors.append(record_errors(evals[(strategy, seed, t)]))
-                t += 1
-            if len(errors) > 1:
-                steps = {c: s for c, s in protocol.landmark_step.items() if s < len(errors)}
+            chain = [base]
+            while (strategy, seed, len(chain)) in evals:
+                record = evals[(strategy, seed, len(chain))]
+                if len(chain) > 1 and not grew_from(record, chain[-1]):
+                    flaws.broken.append((strategy, seed, len(chain)))
+                    break
+                chain.append(record)
+            if len(chain) > 1 and not grew_from(chain[1], base):
+                flaws.regrown.append((strategy, seed))
+            if len(chain) > 1:
+                steps = {c: s for c, s in protocol.landmark_step.items() if s < len(chain)}
+                errors = [record_errors(r) for r in chain]
                 results.setdefault(strategy, {})[seed] = IncrementalResult(landmark_step=steps, errors=errors)
     return results
 
@@ -104,13 +124,16 @@ def lone_steps(
     evals: Evals, results: dict[str, dict[int, IncrementalResult]]
 ) -> dict[str, dict[int, dict[str, float | None]]]:
     """arm -> step -> A-MRE (mean ± SD over seeds) of the steps in `evals` outside the contiguous chains of
-    `results` (load_results): steps of a from-scratch oracle run alone (`bench.ikl --steps`). Each such model saw
-    every landmark up to its step, so its A-MRE is the pooled mean of its own record's errors."""
+    `results` (load_results) whose model was trained from nothing: steps of a from-scratch oracle run alone
+    (`bench.ikl --steps`). Each such model saw every landmark up to its step, so its A-MRE is the pooled mean of
+    its own record's errors."""
     lone: dict[str, dict[int, list[float]]] = {}
     for (name, seed, t), record in evals.items():
         chain = results.get(name, {}).get(seed)
         if t == 0 or name.removesuffix(FIRST_STAGE) == "step0" or (chain is not None and t < chain.num_steps):
             continue
+        if record.get("parent_sha256") is not None:
+            continue  # grown from an earlier model, not trained alone: a step after a gap or a broken link
         pooled = np.concatenate(list(record_errors(record).values()))
         lone.setdefault(name, {}).setdefault(t, []).append(float(np.nanmean(pooled)))
     return {
@@ -154,8 +177,8 @@ def aggregate(results: dict[str, dict[int, IncrementalResult]]) -> dict[str, Any
                 "E": step_matrix(r),
                 "a_mre": [a_mre(r, t) for t in range(r.num_steps)],
                 "at_mt": [transfer(r, t) for t in range(r.num_steps)],
-                "final_per_landmark": per_landmark_mre(r, r.num_steps - 1),
-                "final_summary": summarize(r.pooled(r.num_steps - 1, r.landmarks_up_to(r.num_steps - 1))).to_dict(),
+                "final_per_landmark": per_landmark_mre(r, last),
+                "final_summary": summarize(r.pooled(last, r.landmarks_up_to(last))).to_dict(),
             }
         seeds = list(per_seed)
         e_stack = np.array(
@@ -206,17 +229,19 @@ def table(
     agg: dict[str, Any],
     unit: str,
     profile: dict[str, Any],
-    regrown: list[tuple[str, int]] | None = None,
+    flaws: ChainFlaws | None = None,
     lone: dict[str, dict[int, dict[str, float | None]]] | None = None,
 ) -> str:
     lone = lone or {}
+    flaws = flaws or ChainFlaws()
     n = protocol.num_steps
     n_test = len(protocol.test_images[: profile.get("max_test_images")])
     lines = [
         f"# {protocol.name}, profile `{profile['name']}`",
         "",
         f"A-MRE_t ({unit}) on {n_test} test images after each step t (mean ± SD over "
-        "seeds; n = seeds); AT/MT at the last step reached (positive: old landmarks improved).",
+        f"seeds; n = seeds); AT, MT (positive: old landmarks improved) and SDR at step {n - 1}, or at the last step "
+        "of a row that stopped earlier, marked (step t).",
         "",
         "| strategy | seeds | " + " | ".join(f"A-MRE_{t}" for t in range(n)) + f" | AT | MT | SDR 2 {unit} |",
         "|---|---|" + "---|" * n + "---|---|---|",
@@ -226,18 +251,27 @@ def table(
         last = a["steps"] - 1
         sdr = a["final_sdr"].get("2.0") or a["final_sdr"].get(2.0)
         sdr_s = "–" if sdr is None or sdr["mean"] is None else f"{100 * sdr['mean']:.1f}%"
+        at_step = "" if last == n - 1 else f" (step {last})"
+        ends = [_fmt(a["at"][last]), _fmt(a["mt"][last]), sdr_s]
         lines.append(
             f"| {strategy} | {len(a['seeds'])} | "
-            + " | ".join(cells)
-            + f" | {_fmt(a['at'][last])} | {_fmt(a['mt'][last])} | {sdr_s} |"
+            + " | ".join(cells + [e if e == "–" else e + at_step for e in ends])
+            + " |"
         )
-    if regrown:
+    if flaws.regrown:
         lines += [
             "",
             "Grown from a retrained step-0 model of the same seed (training is not bit-for-bit repeatable; the "
             "table's A-MRE_0 and AT use the evaluated one): "
-            + ", ".join(f"{s} seed {seed}" for s, seed in regrown)
+            + ", ".join(f"{s} seed {seed}" for s, seed in flaws.regrown)
             + ".",
+        ]
+    if flaws.broken:
+        lines += [
+            "",
+            "Chains cut short: the model of the step named grew from another model than the one evaluated at the "
+            "step before (retrained after its checkpoint was lost, and not re-evaluated), so it and the steps after "
+            "it are left out: " + ", ".join(f"{s} seed {seed} from step {t}" for s, seed, t in flaws.broken) + ".",
         ]
     if lone:
         lines += [
@@ -365,9 +399,9 @@ def oracle_check(agg: dict[str, Any], lone: dict[str, dict[int, dict[str, float 
 
 
 def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict[str, Any]:
-    regrown: list[tuple[str, int]] = []
+    flaws = ChainFlaws()
     evals = read_evals(out)
-    results = load_results(evals, protocol, regrown)
+    results = load_results(evals, protocol, flaws)
     agg = aggregate(results)
     lone = lone_steps(evals, results)
     units = {record.get("unit", "mm") for record in evals.values()}
@@ -378,13 +412,14 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
         "profile": profile,
         "unit": unit,
         "strategies": agg,
-        "regrown_from_retrained_step0": [{"strategy": s, "seed": seed} for s, seed in regrown],
+        "regrown_from_retrained_step0": [{"strategy": s, "seed": seed} for s, seed in flaws.regrown],
+        "chains_cut_short": [{"strategy": s, "seed": seed, "step": t} for s, seed, t in flaws.broken],
         "steps_run_alone": {name: {str(t): ms for t, ms in by_step.items()} for name, by_step in lone.items()},
         "runs": runs,
     }
     write_json(out / "results.json", data)
     seconds = step_seconds(out / "evals")
-    (out / "table.md").write_text(table(protocol, agg, unit, profile, regrown, lone) + "\n" + cost_table(seconds))
+    (out / "table.md").write_text(table(protocol, agg, unit, profile, flaws, lone) + "\n" + cost_table(seconds))
     if agg:
         plots(out, protocol, agg, unit)
         cost_plot(seconds, out / "cost.png", f"{protocol.name}: training time per step")

@@ -11,6 +11,7 @@ import pytest
 
 from bench import ikl, ka_diagnostics
 from bench.profiles import PROFILES
+from models.checkpoint import Checkpoint
 
 
 @pytest.mark.slow
@@ -55,6 +56,19 @@ def test_smoke_profile_runs_reports_and_resumes(data_root: Path, tmp_path: Path)
     assert {p.name: p.read_text() for p in (out / "evals").glob("*.json")} == evals
     assert {p: p.stat().st_mtime_ns for p in (out / "checkpoints").rglob("*.safetensors")} == checkpoints
     assert len(json.loads((out / "runs.json").read_text())) == 2
+
+    # A step retrained because its checkpoint was lost (a fresh checkout keeps evaluations, not checkpoints) is
+    # evaluated again where its record names another model, as it would on another machine: training is not
+    # bit-for-bit repeatable there. The chain then stays one line of models.
+    (out / "checkpoints" / "seed0" / "lwf" / "step1.safetensors").unlink()
+    first = out / "evals" / "lwf-seed0-step1.json"
+    first.write_text(json.dumps({**json.loads(first.read_text()), "checkpoint_sha256": "0" * 64}))
+    longer = [*args[:5], "lwf", "--max-steps", "3", *args[8:]]
+    assert ikl.main(longer) == 0
+    kept = Checkpoint.load(out / "checkpoints" / "seed0" / "lwf" / "step1.safetensors").sha256
+    assert json.loads(first.read_text())["checkpoint_sha256"] == kept
+    assert json.loads((out / "evals" / "lwf-seed0-step2.json").read_text())["parent_sha256"] == kept
+    assert "Chains cut short" not in (out / "table.md").read_text()
 
     # The KA-Net diagnostic reads the same models: its teacher and student errors of each triplet's old landmark
     # are the step-0 and KAMP step-1 evaluations' errors of that landmark.

@@ -1,4 +1,5 @@
-"""The report's merge of evaluations: steps of a from-scratch oracle evaluated alone, outside a chain."""
+"""The report's merge of evaluations: steps of a from-scratch oracle evaluated alone, outside a chain; chains
+whose records do not describe one line of models; rows that stopped early."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ from bench import report
 from models.datasets import load_protocol
 
 
-def _write(out: Path, name: str, seed: int, t: int, codes: list[str], error: float, first: float | None = None) -> None:
-    record: dict[str, object] = {"checkpoint_sha256": f"{name}{t}", "parent_sha256": None, "unit": "mm"}
+def _write(
+    out: Path,
+    name: str,
+    seed: int,
+    t: int,
+    codes: list[str],
+    error: float,
+    first: float | None = None,
+    parent: str | None = None,
+) -> None:
+    record: dict[str, object] = {"checkpoint_sha256": f"{name}{seed}{t}", "parent_sha256": parent, "unit": "mm"}
     record["errors"] = {c: [error, error] for c in codes}
     if first is not None:
         record["errors_global"] = {c: [first, first] for c in codes}
@@ -57,3 +67,43 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
     assert set(lone[scratch]) == {2} and lone[scratch][2]["n"] == 1  # seed 1's step 2 alone
     text = "\n".join(report.oracle_check(agg, lone))
     assert f"Oracle check, {scratch}: beaten at step 1: kamp 1.50 < 1.60." in text
+
+
+def test_a_step_grown_from_another_model_than_the_evaluated_one_ends_its_chain(data_root: Path, tmp_path: Path) -> None:
+    protocol = load_protocol(data_root, "cld38-5step")
+    upto = protocol.landmarks_up_to
+    _write(tmp_path, "step0", 0, 0, upto(0), 2.0)
+    _write(tmp_path, "kamp", 0, 1, upto(1), 1.5, parent="step000")
+    _write(tmp_path, "kamp", 0, 2, upto(2), 1.6, parent="kamp01")
+    _write(tmp_path, "kamp", 0, 3, upto(3), 9.0, parent="a retrained kamp02")  # its figures would mix two runs
+    _write(tmp_path, "lwf", 0, 1, upto(1), 1.7, parent="a retrained step 0")
+
+    evals = report.read_evals(tmp_path)
+    flaws = report.ChainFlaws()
+    results = report.load_results(evals, protocol, flaws)
+    assert results["kamp"][0].num_steps == 3 and results["lwf"][0].num_steps == 2
+    assert flaws.broken == [("kamp", 0, 3)] and flaws.regrown == [("lwf", 0)]
+    assert report.lone_steps(evals, results) == {}  # grown from a model, so not a step trained alone
+    table = report.table(protocol, report.aggregate(results), "mm", {"name": "t"}, flaws)
+    assert "Chains cut short" in table and "kamp seed 0 from step 3." in table
+    assert "retrained step-0 model of the same seed" in table and "lwf seed 0." in table
+
+
+def test_a_row_that_stopped_early_gives_its_sdr_and_transfer_at_the_step_all_its_seeds_reached(
+    data_root: Path, tmp_path: Path
+) -> None:
+    protocol = load_protocol(data_root, "cld38-5step")
+    upto = protocol.landmarks_up_to
+    for seed in (0, 1):
+        _write(tmp_path, "step0", seed, 0, upto(0), 1.0)
+        _write(tmp_path, "kamp", seed, 1, upto(1), 1.5)
+    _write(tmp_path, "kamp", 0, 2, upto(2), 3.0)  # seed 0 went one step further, every error beyond 2 mm
+
+    agg = report.aggregate(report.load_results(report.read_evals(tmp_path), protocol))
+    assert agg["kamp"]["steps"] == 2
+    assert agg["kamp"]["final_sdr"]["2.0"]["mean"] == pytest.approx(1.0)  # both seeds at step 1, not 0.5
+    table = report.table(protocol, agg, "mm", {"name": "t"})
+    assert (
+        "| kamp | 2 | 1.00 ± 0.00 | 1.50 ± 0.00 | … | … | … | -0.50 ± 0.00 (step 1) | -0.50 ± 0.00 (step 1) "
+        "| 100.0% (step 1) |"
+    ) in table
