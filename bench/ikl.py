@@ -230,6 +230,7 @@ class Runner:
             "train_seconds": seconds,
             "checkpoint_sha256": checkpoint.sha256,
             "parent_sha256": checkpoint.parent_sha256,
+            "train_config": checkpoint.train_config,  # what trained it, should a default change between runs
             "triplets": checkpoint.report.get("triplets", []),
             "kanet_loss": checkpoint.report.get("kanet_loss"),
             "seconds_per_image": checkpoint.report.get("seconds_per_image"),

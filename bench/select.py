@@ -205,6 +205,10 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
     record = json.loads(out.read_text()) if out.is_file() else fresh
     if record["val_ids"] != fresh["val_ids"] or record.get("val_ids_by_step") != fresh.get("val_ids_by_step"):
         raise ValueError(f"{out} was made with other validation splits; move it away to start again")
+    # Candidates ranked in one table must grow from one model (retrained, it would differ: training is not
+    # bit-for-bit repeatable) and have their old landmarks' drift measured from it. Older records lack the hash.
+    if record.setdefault("previous_sha256", previous.sha256) != previous.sha256:
+        raise ValueError(f"{out} was made from another step-{args.step - 1} model; move it away to start again")
     record["candidates"] = [rescore(c, vals) for c in record["candidates"]]
     done = [c["overrides"] for c in record["candidates"]]
     for overrides in candidates(grid):

@@ -31,6 +31,12 @@ from .profiles import PROFILES
 from .report import eval_name, record_errors
 
 
+def recorded_unit(evals: Path) -> str:
+    """The unit the evaluations under `evals` give errors in (mm, or px for images without a pixel spacing)."""
+    units = {json.loads(f.read_text()).get("unit", "mm") for f in evals.glob("step0-*.json")}
+    return units.pop() if len(units) == 1 else "mm/px"
+
+
 def image_errors(record: dict[str, Any]) -> dict[str, float]:
     """image id -> the mean radial error of its labelled landmarks in one evaluation record."""
     errors = record_errors(record)  # code -> (images,) errors
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / "evals").is_dir():
         p.error(f"no evaluations in {out}/evals: run bench.ikl first")
     rows = significance(out / "evals", args.arms, step, [int(s) for s in args.seeds.split(",")])
-    unit = "px" if protocol.name.startswith("chest") else "mm"
+    unit = recorded_unit(out / "evals")
     text = markdown(rows, unit, step)
     (out / "significance.md").write_text(text)
     (out / "significance.json").write_text(json.dumps({"step": step, "unit": unit, "rows": rows}, indent=1))

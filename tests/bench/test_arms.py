@@ -66,7 +66,7 @@ def test_smoke_arm_is_trained_with_its_overrides_beside_the_plain_strategy(data_
     out = tmp_path / "cld38-5step-smoke"
     record = json.loads((out / "evals" / "lwf@alpha=0.25-seed0-step1.json").read_text())
     assert record["strategy"] == "lwf@alpha=0.25" and record["base_strategy"] == "lwf"
-    assert record["overrides"] == {"alpha": 0.25}
+    assert record["overrides"] == {"alpha": 0.25} and record["train_config"]["alpha"] == 0.25
     assert "overrides" not in json.loads((out / "evals" / "lwf-seed0-step1.json").read_text())
     arm = Checkpoint.load(out / "checkpoints" / "seed0" / "lwf@alpha=0.25" / "step1.safetensors")
     plain = Checkpoint.load(out / "checkpoints" / "seed0" / "lwf" / "step1.safetensors")

@@ -50,6 +50,11 @@ def test_smoke_selection_measures_new_error_and_old_drift(data_root: Path, tmp_p
     # A rerun finds every candidate done and trains nothing.
     assert select.main(args) == 0
     assert json.loads(out.read_text()) == record
+    # Its candidates grew from the evaluated step-0 model; a record of another one (retrained) is refused.
+    step0 = tmp_path / "cld38-5step-smoke" / "evals" / "step0-seed0-step0.json"
+    assert record["previous_sha256"] == json.loads(step0.read_text())["checkpoint_sha256"]
+    out.write_text(json.dumps({**record, "previous_sha256": "0" * 64}))
+    assert select.main(args) == 2
 
 
 @pytest.mark.slow
