@@ -11,7 +11,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.db.entities import ModelVersion, PredictionJob, Study
+from server.db.entities import DicomInstance, ModelVersion, PredictionJob, Study
 from server.db.session import session_factory
 from server.settings import Settings
 from server.storage import blob_store
@@ -20,12 +20,13 @@ log = logging.getLogger("kamp.worker")
 
 
 def referenced_blobs(session: Session) -> set[str]:
-    """Every blob key a row refers to: studies' source and pixels, versions' checkpoints, prediction jobs'
-    inputs and results."""
+    """Every blob key a row refers to: studies' source and pixels, versions' checkpoints, DICOM instances (a
+    structured report is stored as an instance alone), prediction jobs' inputs and results."""
     keys: set[str] = set()
     for source, pixels in session.execute(select(Study.source_blob, Study.pixels_blob)):
         keys.update((source, pixels))
     keys.update(session.scalars(select(ModelVersion.checkpoint_blob)))
+    keys.update(session.scalars(select(DicomInstance.blob)))
     for result, inputs in session.execute(select(PredictionJob.result_blob, PredictionJob.inputs)):
         keys.update([result] if result else [])
         keys.update(entry["blob"] for entry in inputs or [])

@@ -4,6 +4,8 @@ project's root gets a DICOM SR of the active version's landmarks in its study (a
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import pydicom
@@ -11,6 +13,8 @@ import pytest
 from requests import HTTPError
 
 from server.db.entities import VersionStatus
+from server.storage import LocalBlobStore
+from worker.sweep import sweep_orphan_blobs
 
 from ..test_api_core import CEPH
 from ..test_predict import _add_version, tiny_checkpoint
@@ -80,3 +84,11 @@ def test_a_stored_instance_gets_its_sr_in_the_study(dw: Dicomweb, data_root: Pat
     assert info.value.response.status_code == 404 and "no pixel data" in info.value.response.json()["detail"]
     _, other = api.clinic("Lakeside")
     assert api.client.get(f"/dicomweb/projects/{pid}/studies", headers=api.headers(other)).status_code == 404
+
+    # The reaper's sweep keeps the report, whose blob only its instance row refers to, however old it is.
+    store = LocalBlobStore(api.settings.resolved_blob_dir)
+    then = time.time() - 2 * api.settings.orphan_blob_after_s
+    for path in store.files():
+        os.utime(path, (then, then))
+    assert sweep_orphan_blobs(api.settings) == []
+    assert client.retrieve_instance(study_uid, sr_row["0020000E"]["Value"][0], sr_row["00080018"]["Value"][0])
