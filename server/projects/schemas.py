@@ -10,6 +10,7 @@ from models.backbones import available_backbones
 from models.registry import BASELINES, DEFAULT_STRATEGY, SERVED, STRATEGIES, with_validated
 
 from ..bodies import RequestBody, UtcDatetime
+from ..training.config import validate_training
 
 if TYPE_CHECKING:
     from ..db.entities import Project
@@ -180,13 +181,7 @@ class ProjectIn(RequestBody):
     @field_validator("training")
     @classmethod
     def _valid_training(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from models.config import TrainConfig, from_dict
-
-        try:
-            from_dict(TrainConfig, v)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(str(exc)) from exc
-        return v
+        return validate_training(v)  # the rule a submission's overrides follow, so every stored default trains
 
 
 class ProjectOut(BaseModel):

@@ -1,80 +1,17 @@
 from __future__ import annotations
 
-import math
 import uuid
-from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
-
-from models.config import TrainConfig, from_dict, to_dict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..bodies import RequestBody, UtcDatetime
 from ..jobs.schemas import JobOutBase
 from ..projects.schemas import SERVED_STRATEGIES, check_strategy
+from .config import validate_training
 
 #: Lines of a job's log in its answer (the newest ones).
 LOG_TAIL_LINES = 200
-
-
-@lru_cache
-def _train_config_adapter() -> TypeAdapter[TrainConfig]:
-    return TypeAdapter(TrainConfig)
-
-
-def _only_given(full: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """The normalised values of the keys that were given (nested configs keep only their given keys)."""
-    out = {}
-    for key, value in given.items():
-        if isinstance(value, dict) and isinstance(full[key], dict):
-            out[key] = _only_given(full[key], value)
-        else:
-            out[key] = full[key]
-    return out
-
-
-def _non_finite(value: Any, where: str = "") -> str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return where
-    if isinstance(value, dict):
-        return next(
-            (w for k, v in value.items() if (w := _non_finite(v, f"{where}.{k}".lstrip("."))) is not None), None
-        )
-    if isinstance(value, list | tuple):
-        return next((w for i, v in enumerate(value) if (w := _non_finite(v, f"{where}[{i}]")) is not None), None)
-    return None
-
-
-def validate_training(overrides: dict[str, Any]) -> dict[str, Any]:
-    """TrainConfig overrides checked for unknown fields and wrong types, with their values normalised
-    ("5" -> 5, lists -> tuples where the config wants them), so the worker can build the config as it is.
-    Raises ValueError with a message naming the field."""
-    try:
-        from_dict(TrainConfig, overrides)  # unknown fields, at the top and in augment / kanet
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(str(exc)) from exc
-    try:
-        config = _train_config_adapter().validate_python(overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"TrainConfig field {where}: {first['msg']}") from exc
-    normalised = _only_given(to_dict(config), overrides)
-    bad = _non_finite(normalised)
-    if bad is not None:
-        raise ValueError(f"TrainConfig field {bad}: must be a finite number")
-    return normalised
-
-
-def merge_training(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The project's defaults with the request's overrides on top; nested configs (augment, kanet) merge by key."""
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
 
 
 class SubmitIn(RequestBody):

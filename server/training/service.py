@@ -16,7 +16,8 @@ from ..projects import repository as projects
 from ..settings import Settings
 from . import repository as repo
 from .bounds import check_bounds
-from .schemas import SubmitIn, merge_training, validate_training
+from .config import merge_training, validate_training
+from .schemas import SubmitIn
 
 
 def submit_job(

@@ -190,6 +190,12 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
         ({"local_stage": "yes"}, "local_stage"),
         ({"traning": {"iterations": 5}}, "traning"),
         ({"training": {"iterations": 10**9}}, "iterations"),
+        # Wrong types are refused as a submission's would be, never stored to fail every submission later.
+        ({"training": {"iterations": "many"}}, "iterations"),
+        ({"training": {"lr": "x"}}, "lr"),
+        ({"training": {"kanet": 5}}, "kanet"),
+        ({"training": {"gt_scale": "x"}}, "gt_scale"),
+        ({"training": {"seed": 1.5}}, "seed"),
         ({"gate": {"max_new_mre": 0}}, "max_new_mre"),
         ({"gate": {"max_new_mre": 2, "slack": 1}}, "slack"),
     ],
