@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -29,8 +30,8 @@ def parse_coco(data: bytes, codes: Sequence[str]) -> dict[str, Points]:
     """{file_name: points}; the category's keypoint names must all be landmark codes of the set."""
     try:
         doc = json.loads(data)
-        images = {img["id"]: img["file_name"] for img in doc["images"]}
-        categories = {c["id"]: list(c["keypoints"]) for c in doc["categories"]}
+        images = {img["id"]: _file_name(n, img["file_name"]) for n, img in enumerate(doc["images"])}
+        categories = {c["id"]: _keypoint_names(n, c["keypoints"]) for n, c in enumerate(doc["categories"])}
         annotations: list[Mapping[str, Any]] = doc["annotations"]
     except RecursionError as exc:  # a document nested deeper than the parser's stack
         raise _bad("not a COCO keypoints document: nested too deeply") from exc
@@ -60,6 +61,18 @@ def parse_coco(data: bytes, codes: Sequence[str]) -> dict[str, Points]:
             raise _bad(f"image {name!r} has more than one annotation")
         out[name] = points
     return out
+
+
+def _file_name(n: int, name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise _bad(f"image {n}: file_name must be a non-empty string, got {reprlib.repr(name)}")
+    return name
+
+
+def _keypoint_names(n: int, names: Any) -> list[str]:
+    if not isinstance(names, list) or not all(isinstance(k, str) for k in names):
+        raise _bad(f"category {n}: keypoints must be a list of landmark codes, got {reprlib.repr(names)}")
+    return names
 
 
 def parse_isbi_text(files: Mapping[str, bytes], codes: Sequence[str]) -> dict[str, Points]:

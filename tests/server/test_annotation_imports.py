@@ -67,6 +67,18 @@ def _coco_with(annotations: object) -> bytes:
     return json.dumps({**doc, "annotations": annotations}).encode()
 
 
+def _coco_doc(file_name: object = "001.jpg", keypoints: object = ("S",)) -> bytes:
+    """A COCO document with one annotation of landmark S on one image, with its image name and category's
+    keypoint names as given."""
+    keypoints = list(keypoints) if isinstance(keypoints, tuple) else keypoints
+    doc = {
+        "images": [{"id": 1, "file_name": file_name}],
+        "categories": [{"id": 1, "keypoints": keypoints}],
+        "annotations": [{"image_id": 1, "category_id": 1, "keypoints": [1, 1, 2]}],
+    }
+    return json.dumps(doc).encode()
+
+
 @pytest.mark.parametrize(
     ("fmt", "files", "contains"),
     [
@@ -107,6 +119,11 @@ def _coco_with(annotations: object) -> bytes:
         ("coco", [("a.json", _coco_with(None))], "must be a list"),
         ("coco", [("a.json", b"[" * 100_000 + b"]" * 100_000)], "nested too deeply"),
         ("coco", [("a.json", _coco_with([{"image_id": 1, "category_id": 1, "keypoints": [1, 2, 0]}]))], "labels no"),
+        ("coco", [("a.json", _coco_doc(file_name=7))], "file_name must be a non-empty string"),
+        ("coco", [("a.json", _coco_doc(file_name=None))], "file_name must be a non-empty string"),
+        ("coco", [("a.json", _coco_doc(file_name=["001.jpg"]))], "file_name must be a non-empty string"),
+        ("coco", [("a.json", _coco_doc(keypoints=[["S"]]))], "keypoints must be a list of landmark codes"),
+        ("coco", [("a.json", _coco_doc(keypoints="S"))], "keypoints must be a list of landmark codes"),
         ("isbi", [("001.txt", b"1,2\n")], "lines"),
         ("isbi", [("001.txt", b"1,2\nfoo,bar\n")], "x,y"),
         ("isbi", [("001.txt", b"1,2\n5000,1\n")], "outside"),
