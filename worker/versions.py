@@ -20,6 +20,7 @@ from server.db.entities import (
     VersionEvent,
     VersionStatus,
 )
+from server.db.locks import hold_project
 from server.jobs.repository import Lease, ended, log_line
 from server.training import repository as versions
 
@@ -59,7 +60,7 @@ def record_version(
 ) -> None:
     """The version, its gate decision and the job's success, in one transaction (so with the row lock on the
     project, promotions never leave zero or two active versions); nothing if this worker lost the job."""
-    session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    hold_project(session, project.id)
     lease.lock(session)
     number = (
         session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0

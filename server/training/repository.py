@@ -17,17 +17,18 @@ from ..db.entities import (
     VersionEvent,
     VersionStatus,
 )
+from ..db.locks import hold_project
 from ..jobs.repository import UNFINISHED
 from ..problems import not_found
 
 
 def lock_project(session: Session, clinic_id: uuid.UUID, project_id: uuid.UUID) -> Project:
-    """The clinic's project, its row locked until the transaction ends (SELECT ... FOR UPDATE on PostgreSQL;
-    SQLite has one writer anyway). Serialises submissions and promotions within a project."""
+    """The clinic's project, its row held until the transaction ends (server.db.locks.hold_project), read
+    afresh. Serialises submissions and promotions within a project."""
+    hold_project(session, project_id, clinic_id)
     project = session.scalar(
         select(Project)
         .where(Project.id == project_id, Project.clinic_id == clinic_id)
-        .with_for_update()
         .execution_options(populate_existing=True)
     )
     if project is None:
