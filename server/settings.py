@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     #: Largest body of a request with several files (a batch, a prediction job, an import), bytes; a single-file
     #: upload's limit is max_upload_bytes (server.body_guard).
     max_request_bytes: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
+    #: Largest annotation import, bytes: its files together (413 above), held in memory while they are parsed.
+    max_import_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     #: Largest accepted image, pixels (413 above); checked from the header before decoding.
     max_image_pixels: int = Field(default=60_000_000, gt=0)
     #: Largest array a decoder may make of one image, bytes (413 above): pixels x samples x bytes per sample,

@@ -19,7 +19,6 @@ from ..projects import repository as projects
 from ..projects.params import StepPath
 from ..settings import Settings
 from ..studies import names
-from ..studies.routes import read_capped
 from ..studies.service import get_study
 from . import importers, service
 from .schemas import AnnotationIn, AnnotationOut, ImportOut, PointIn, PointOut
@@ -118,10 +117,29 @@ async def import_annotations(
     """Bulk-load annotations of already uploaded studies, matched by file name (COCO images[].file_name, or the
     text file's stem against the uploaded image's name without extension). All or nothing: one bad item
     refuses the whole import and stores nothing."""
-    contents = {f.filename or f"file{i}": await read_capped(f, settings.max_upload_bytes) for i, f in enumerate(files)}
+    contents = await run_in_threadpool(_read_import, files, settings.max_import_bytes)
     # Parsing and every database read and write block: off the event loop.
     request = _Import(project_id, step, contents, format, annotator)
     return await run_in_threadpool(_import, session, settings, principal, request)
+
+
+def _read_import(files: list[UploadFile], limit: int) -> dict[str, bytes]:
+    """{file name: bytes} of an import's files, read until together they pass `limit` (413); two files of one
+    name (422) would hide one of them."""
+    contents: dict[str, bytes] = {}
+    left = limit
+    for i, upload in enumerate(files):
+        name = upload.filename or f"file{i}"
+        if name in contents:
+            raise Problem(422, f"two files are named {name!r}", slug="bad-import")
+        upload.file.seek(0)
+        contents[name] = upload.file.read(left + 1)
+        left -= len(contents[name])
+        if left < 0:
+            raise Problem(
+                413, f"the import's files are larger than the limit of {limit} bytes together", slug="upload-too-large"
+            )
+    return contents
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from httpx import Response
 
-from .conftest import Api
+from .conftest import Api, make_api
 from .test_api_core import assert_problem
 from .test_studies_annotations import _project_with_set, upload
 
@@ -137,3 +138,24 @@ def test_bad_imports_store_nothing(api: Api, data_root: Path, fmt: str, files: l
     r = api.client.post(f"{url}/import?format={fmt}", files=[("files", f) for f in files], headers=api.headers(admin))
     assert_problem(r, 422, None, contains)
     assert api.client.get(url, headers=api.headers(admin)).json() == []
+
+
+def test_an_import_over_its_limit_or_with_two_files_of_one_name_is_refused(
+    database_url: str, tmp_path: Path, data_root: Path
+) -> None:
+    api = make_api(database_url, tmp_path, max_import_bytes=20)
+    with api.client:
+        _, admin = api.clinic()
+        pid = _project_with_set(api, admin)
+        upload(api, admin, (data_root / "isbi2015" / "images" / "001.jpg").read_bytes(), "001.jpg")
+        url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+
+        def send(files: list[tuple[str, bytes]]) -> Response:
+            parts = [("files", f) for f in files]
+            return api.client.post(f"{url}/import?format=isbi", files=parts, headers=api.headers(admin))
+
+        assert_problem(send([("001.txt", b"1,2\n" * 3), ("002.txt", b"3,4\n" * 3)]), 413, "upload-too-large", "20")
+        assert_problem(send([("001.txt", b"1,2\n"), ("001.txt", b"3,4\n")]), 422, "bad-import", "two files")
+        assert api.client.get(url, headers=api.headers(admin)).json() == []
+        r = send([("001.txt", b"1,2\n3,4\n")])
+        assert r.status_code == 201, r.text  # within the limit
