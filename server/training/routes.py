@@ -185,9 +185,11 @@ def cancel_job(job_id: uuid.UUID, response: Response, session: SessionDep, princ
 
 
 @router.post("/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut, tags=["jobs"], responses=_QUEUE_DOWN)
-def retry_job(request: Request, job_id: uuid.UUID, session: SessionDep, principal: AdminDep) -> JobOut:
+def retry_job(
+    request: Request, job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: AdminDep
+) -> JobOut:
     """A failed or cancelled job again, as a new job (attempt + 1) with the same strategy and configuration."""
-    job = service.retry_job(session, principal.clinic(), job_id, principal.key_id)
+    job = service.retry_job(session, settings, principal.clinic(), job_id, principal.key_id)
     _dispatch(request, session, job)
     return _job_out(job)
 

@@ -55,9 +55,12 @@ def submit_job(
     return job
 
 
-def retry_job(session: Session, clinic_id: uuid.UUID, job_id: uuid.UUID, created_by: uuid.UUID) -> TrainingJob:
+def retry_job(
+    session: Session, settings: Settings, clinic_id: uuid.UUID, job_id: uuid.UUID, created_by: uuid.UUID
+) -> TrainingJob:
     """A failed or cancelled job again, as a new queued job (attempt + 1, same strategy and configuration;
-    added, not committed). Its training state lets it resume."""
+    added, not committed). Its training state lets it resume. 422 if the service's bounds, tightened since,
+    no longer allow its configuration."""
     old = jobs.get_job(session, TrainingJob, job_id, clinic_id=clinic_id)
     project = repo.lock_project(session, clinic_id, old.project_id)
     session.refresh(old)
@@ -66,6 +69,11 @@ def retry_job(session: Session, clinic_id: uuid.UUID, job_id: uuid.UUID, created
             409, f"only a failed or cancelled job can be retried; this one is {old.status.value}", slug="not-retryable"
         )
     refuse_second_job(session, old.set_id, old.step)
+    try:
+        check_bounds(old.config, settings.training_bounds)
+    except ValueError as exc:
+        raise Problem(422, f"training: {exc} (the bounds changed since the job was submitted)", slug="invalid-request",
+                      title="Invalid request") from exc  # fmt: skip
     job = new_job(
         project, old.set_id, old.step, old.strategy, dict(old.config),
         attempt=old.attempt + 1, log=f"retry of job {old.id} (attempt {old.attempt})\n", created_by=created_by,

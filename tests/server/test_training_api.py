@@ -228,6 +228,10 @@ def test_cancel_queued_running_and_finished_jobs(api: Api) -> None:
     r = api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=h)
     assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["finished_at"]
     assert_problem(api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=h), 409, "job-finished")
+    limit, api.settings.max_train_iterations = api.settings.max_train_iterations, 1  # tightened since
+    retry = api.client.post(f"/v1/jobs/{job['id']}/retry", headers=h)
+    assert_problem(retry, 422, "invalid-request", "bounds changed since the job was submitted")
+    api.settings.max_train_iterations = limit
     again = api.client.post(f"/v1/jobs/{job['id']}/retry", headers=h).json()
     assert again["attempt"] == 2 and len(queue.calls) == 2
     set_job(api, again["id"], status=JobStatus.running)
