@@ -13,6 +13,7 @@ from ..db.entities import Association, Landmark, LandmarkSet, Project
 from ..deps import SessionDep, SettingsDep
 from ..problems import Problem
 from ..training.bounds import check_bounds
+from ..training.config import invalid_training
 from . import repository as repo
 from .params import StepPath
 from .schemas import (
@@ -47,7 +48,7 @@ def create_project(body: ProjectIn, session: SessionDep, settings: SettingsDep, 
     try:
         check_bounds(body.training, settings.training_bounds)
     except ValueError as exc:
-        raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
+        raise invalid_training(exc) from exc
     mapping = check_mapping(body.analysis_landmarks)
     # The gate keeps only the fields the clinic set: the others follow the service's settings.
     fields = body.model_dump() | {"gate": body.gate.model_dump(exclude_none=True), "analysis_landmarks": mapping}

@@ -11,6 +11,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from models.config import TrainConfig, from_dict, to_dict
 
+from ..problems import Problem
+
 
 @lru_cache
 def _train_config_adapter() -> TypeAdapter[TrainConfig]:
@@ -70,3 +72,8 @@ def merge_training(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[
         else:
             merged[key] = value
     return merged
+
+
+def invalid_training(exc: ValueError, why: str = "") -> Problem:
+    """The 422 answer to training settings that validate_training or the service's bounds refused."""
+    return Problem(422, f"training: {exc}{why}", slug="invalid-request", title="Invalid request")

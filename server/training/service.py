@@ -16,7 +16,7 @@ from ..projects import repository as projects
 from ..settings import Settings
 from . import repository as repo
 from .bounds import check_bounds
-from .config import merge_training, validate_training
+from .config import invalid_training, merge_training, validate_training
 from .schemas import SubmitIn
 
 
@@ -32,7 +32,7 @@ def submit_job(
         config = validate_training(merge_training(project.training or {}, body.training or {}))
         check_bounds(config, settings.training_bounds)
     except ValueError as exc:
-        raise Problem(422, f"training: {exc}", slug="invalid-request", title="Invalid request") from exc
+        raise invalid_training(exc) from exc
     refuse_second_job(session, landmark_set.id, step)
     if not repo.has_annotated_train_study(session, landmark_set.id):
         raise Problem(
@@ -72,8 +72,7 @@ def retry_job(
     try:
         check_bounds(old.config, settings.training_bounds)
     except ValueError as exc:
-        raise Problem(422, f"training: {exc} (the bounds changed since the job was submitted)", slug="invalid-request",
-                      title="Invalid request") from exc  # fmt: skip
+        raise invalid_training(exc, " (the bounds changed since the job was submitted)") from exc
     job = new_job(
         project, old.set_id, old.step, old.strategy, dict(old.config),
         attempt=old.attempt + 1, log=f"retry of job {old.id} (attempt {old.attempt})\n", created_by=created_by,
