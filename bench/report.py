@@ -97,9 +97,9 @@ def load_results(
                     flaws.broken.append((strategy, seed, len(chain)))
                     break
                 chain.append(record)
-            if len(chain) > 1 and not grew_from(chain[1], base):
-                flaws.regrown.append((strategy, seed))
             if len(chain) > 1:
+                if not grew_from(chain[1], base):
+                    flaws.regrown.append((strategy, seed))
                 steps = {c: s for c, s in protocol.landmark_step.items() if s < len(chain)}
                 errors = [record_errors(r) for r in chain]
                 results.setdefault(strategy, {})[seed] = IncrementalResult(landmark_step=steps, errors=errors)
