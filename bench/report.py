@@ -22,6 +22,7 @@ from models.metrics import (
 
 from .cost import cost_plot, cost_table, step_seconds
 from .jsonio import write_json
+from .report_plots import plots
 
 #: A-MRE at the last step in the KAMP paper (CVPR 2025), for the protocols we run an analogue of.
 PAPER = {
@@ -120,14 +121,16 @@ def read_evals(out: Path) -> Evals:
     return evals
 
 
-def lone_steps(
-    evals: Evals, results: dict[str, dict[int, IncrementalResult]]
-) -> dict[str, dict[int, dict[str, float | None]]]:
-    """arm -> step -> A-MRE (mean ± SD over seeds) of the steps in `evals` outside the contiguous chains of
-    `results` (load_results) whose model was trained from nothing: steps of a from-scratch oracle run alone
+#: arm -> step -> A-MRE over seeds ("mean", "sd", "n") and per seed ("seeds": seed -> A-MRE), of lone_steps.
+LoneSteps = dict[str, dict[int, dict[str, Any]]]
+
+
+def lone_steps(evals: Evals, results: dict[str, dict[int, IncrementalResult]]) -> LoneSteps:
+    """arm -> step -> A-MRE (mean ± SD over seeds, and each seed's) of the steps in `evals` outside the contiguous
+    chains of `results` (load_results) whose model was trained from nothing: steps of a from-scratch oracle run alone
     (`bench.ikl --steps`). Each such model saw every landmark up to its step, so its A-MRE is the pooled mean of
     its own record's errors."""
-    lone: dict[str, dict[int, list[float]]] = {}
+    lone: dict[str, dict[int, dict[int, float]]] = {}
     for (name, seed, t), record in evals.items():
         chain = results.get(name, {}).get(seed)
         if t == 0 or name.removesuffix(FIRST_STAGE) == "step0" or (chain is not None and t < chain.num_steps):
@@ -135,9 +138,9 @@ def lone_steps(
         if record.get("parent_sha256") is not None:
             continue  # grown from an earlier model, not trained alone: a step after a gap or a broken link
         pooled = np.concatenate(list(record_errors(record).values()))
-        lone.setdefault(name, {}).setdefault(t, []).append(float(np.nanmean(pooled)))
+        lone.setdefault(name, {}).setdefault(t, {})[seed] = float(np.nanmean(pooled))
     return {
-        name: {t: _mean_sd(list(v)) for t, v in sorted(by_step.items())}
+        name: {t: {**_mean_sd(list(v.values())), "seeds": dict(sorted(v.items()))} for t, v in sorted(by_step.items())}
         for name, by_step in sorted(lone.items(), key=lambda kv: _order(kv[0]))
     }
 
@@ -230,7 +233,7 @@ def table(
     unit: str,
     profile: dict[str, Any],
     flaws: ChainFlaws | None = None,
-    lone: dict[str, dict[int, dict[str, float | None]]] | None = None,
+    lone: LoneSteps | None = None,
 ) -> str:
     lone = lone or {}
     flaws = flaws or ChainFlaws()
@@ -299,101 +302,62 @@ def table(
     return "\n".join(lines) + "\n"
 
 
-def plots(out: Path, protocol: Protocol, agg: dict[str, Any], unit: str) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    written = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for strategy, a in agg.items():
-        m = [x["mean"] for x in a["a_mre"]]
-        sd = [x["sd"] or 0 for x in a["a_mre"]]
-        ax.errorbar(range(len(m)), m, yerr=sd, marker="o", capsize=3, label=strategy)
-    ax.set_xlabel("step t")
-    ax.set_ylabel(f"A-MRE_t ({unit})")
-    ax.set_yscale("log")
-    ax.set_title(f"{protocol.name}: average MRE after each step")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "a_mre.png", dpi=120)
-    written.append("a_mre.png")
-    plt.close(fig)
-
-    k = len(agg)
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.2), squeeze=False)
-    for ax, (strategy, a) in zip(axes[0], agg.items(), strict=True):
-        e = np.array([[np.nan if v is None else v for v in row] for row in a["E_mean"]], dtype=float)
-        im = ax.imshow(e, cmap="viridis_r")
-        for (i, j), v in np.ndenumerate(e):
-            if np.isfinite(v):
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.1f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="k",
-                    bbox={"facecolor": "w", "alpha": 0.6, "linewidth": 0, "pad": 1},
-                )
-        ax.set_xticks(range(e.shape[1]))
-        ax.set_yticks(range(e.shape[0]))
-        ax.set_title(strategy, fontsize=9)
-        ax.set_xlabel("landmarks of step s")
-        ax.set_ylabel("after step t")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(out / "e_matrix.png", dpi=120)
-    written.append("e_matrix.png")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(protocol.landmarks)), 4))
-    for strategy, a in agg.items():
-        codes = list(a["final_per_landmark"])
-        ax.plot(codes, [a["final_per_landmark"][c]["mean"] for c in codes], marker=".", label=strategy)
-    ax.set_ylabel(f"MRE ({unit}) after the last step")
-    ax.set_yscale("log")
-    ax.tick_params(axis="x", rotation=90, labelsize=7)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "per_landmark.png", dpi=120)
-    written.append("per_landmark.png")
-    plt.close(fig)
-    return written
-
-
-def oracle_check(agg: dict[str, Any], lone: dict[str, dict[int, dict[str, float | None]]] | None = None) -> list[str]:
-    """Lines saying, per oracle arm (`joint` and its arms: every image so far with every label), where an
-    incremental strategy's mean A-MRE_t beats it (steps >= 1, steps both reached), or that none does: an oracle
-    that loses is under-trained, not an upper bound. joint_partial, which sees only each image's own step's
-    labels, is neither. A first-stage row is compared with the oracle's first stage only. An oracle's steps run
-    alone (`lone`, see lone_steps) count as its steps where its chains do not reach them."""
-    means: dict[str, dict[int, float | None]] = {}
+def _seed_a_mre(agg: dict[str, Any], lone: LoneSteps | None) -> dict[str, dict[int, dict[int, float]]]:
+    """arm -> step >= 1 -> seed -> A-MRE_t: its chains' steps, and its steps run alone (`lone`) for the seeds
+    whose chains do not reach them."""
+    values: dict[str, dict[int, dict[int, float]]] = {}
     for name, a in agg.items():
-        means[name] = {t: a["a_mre"][t]["mean"] for t in range(1, a["steps"])}
-    for name, by_step in (lone or {}).items():  # the steps its chains do not reach
-        reached = means.setdefault(name, {})
-        reached.update({t: ms["mean"] for t, ms in by_step.items() if t not in reached})
+        values[name] = {
+            t: {int(s): v["a_mre"][t] for s, v in a["per_seed"].items() if v["a_mre"][t] is not None}
+            for t in range(1, a["steps"])
+        }
+    for name, by_step in (lone or {}).items():
+        for t, ms in by_step.items():
+            reached = values.setdefault(name, {}).setdefault(t, {})
+            reached.update({s: v for s, v in ms["seeds"].items() if s not in reached})
+    return values
+
+
+def _like_for_like(oracle: dict[int, float], other: dict[int, float]) -> tuple[float, float, str] | None:
+    """Mean A-MRE of the oracle and of another arm at one step over the seeds both ran (a seed's model is
+    compared with the model of the same step-0 model and split), with a note naming those seeds where either arm
+    ran others; over all their seeds, so noted, where they share none. None where either has no value."""
+    if not oracle or not other:
+        return None
+    shared = sorted(set(oracle) & set(other))
+    if not shared:
+        return float(np.mean(list(oracle.values()))), float(np.mean(list(other.values()))), " (no seed in common)"
+    note = "" if set(oracle) == set(other) else " (seeds " + ", ".join(map(str, shared)) + ")"
+    return float(np.mean([oracle[s] for s in shared])), float(np.mean([other[s] for s in shared])), note
+
+
+def oracle_check(agg: dict[str, Any], lone: LoneSteps | None = None) -> list[str]:
+    """Lines saying, per oracle arm (`joint` and its arms: every image so far with every label), where an
+    incremental strategy's mean A-MRE_t beats it (steps >= 1, steps both reached, over the seeds both ran), or
+    that none does: an oracle that loses is under-trained, not an upper bound. joint_partial, which sees only each
+    image's own step's labels, is neither. A first-stage row is compared with the oracle's first stage only. An
+    oracle's steps run alone (`lone`, see lone_steps) count as its steps where its chains do not reach them."""
+    values = _seed_a_mre(agg, lone)
     lines: list[str] = []
-    for oracle, o in means.items():
+    for oracle, o in values.items():
         if _strategy(oracle) != "joint":
             continue
         first_stage = oracle.endswith(FIRST_STAGE)
-        beaten = []
-        for name, a in agg.items():
+        beaten, narrowed = [], set()
+        for name, by_step in values.items():
             if _strategy(name) in ("joint", "joint_partial") or name.endswith(FIRST_STAGE) != first_stage:
                 continue
-            for t in sorted(o):
-                if t >= a["steps"]:
+            for t in sorted(set(o) & set(by_step)):
+                pair = _like_for_like(o[t], by_step[t])
+                if pair is None:
                     continue
-                mine, theirs = o[t], a["a_mre"][t]["mean"]
-                if mine is not None and theirs is not None and theirs < mine:
-                    beaten.append(f"step {t}: {name} {theirs:.2f} < {mine:.2f}")
+                mine, theirs, note = pair
+                narrowed |= {note} - {""}
+                if theirs < mine:
+                    beaten.append(f"step {t}: {name} {theirs:.2f} < {mine:.2f}{note}")
         verdict = "beaten at " + "; ".join(beaten) if beaten else "at least as good as every incremental strategy"
+        if narrowed and not beaten:
+            verdict += ", compared over the seeds both ran" + "".join(sorted(narrowed))
         lines += ["", f"Oracle check, {oracle}: {verdict}."]
     return lines
 

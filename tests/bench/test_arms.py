@@ -116,7 +116,8 @@ def test_a_joint_budget_is_a_bench_setting_not_a_train_field() -> None:
 
 
 def _arm(a_mre: list[float]) -> dict:
-    return {"steps": len(a_mre), "a_mre": [{"mean": v, "sd": 0.0, "n": 3} for v in a_mre]}
+    per_seed = {str(seed): {"a_mre": a_mre} for seed in range(3)}
+    return {"steps": len(a_mre), "a_mre": [{"mean": v, "sd": 0.0, "n": 3} for v in a_mre], "per_seed": per_seed}
 
 
 def test_the_oracle_check_names_each_step_an_incremental_strategy_beats_joint() -> None:

@@ -52,7 +52,8 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
 
     agg = report.aggregate(results)
     lines = report.oracle_check(agg, lone)
-    assert f"Oracle check, {scratch}: at least as good as every incremental strategy." in "\n".join(lines)
+    narrowed = "at least as good as every incremental strategy, compared over the seeds both ran (seeds 0)."
+    assert f"Oracle check, {scratch}: {narrowed}" in "\n".join(lines)  # kamp ran seed 0 alone
     table = report.table(protocol, agg, "mm", {"name": "t"}, None, lone)
     assert "Steps run alone" in table
     assert f"| {scratch} | 2 | – | 1.05 ± 0.07 | – | – |" in table
@@ -67,6 +68,33 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
     assert set(lone[scratch]) == {2} and lone[scratch][2]["n"] == 1  # seed 1's step 2 alone
     text = "\n".join(report.oracle_check(agg, lone))
     assert f"Oracle check, {scratch}: beaten at step 1: kamp 1.50 < 1.60." in text
+
+
+def test_the_oracle_check_compares_the_seeds_both_arms_ran(data_root: Path, tmp_path: Path) -> None:
+    protocol = load_protocol(data_root, "cld38-5step")
+    upto = protocol.landmarks_up_to
+    for seed, e in ((0, 1.5), (1, 1.9), (2, 1.9)):  # mean 1.77, over the oracle's 1.6; seed 0 alone under it
+        _write(tmp_path, "step0", seed, 0, upto(0), 2.0)
+        _write(tmp_path, "kamp", seed, 1, upto(1), e)
+        _write(tmp_path, "lwf", seed, 1, upto(1), 1.8)
+    scratch = "joint@budget=scratch"
+    _write(tmp_path, scratch, 0, 1, upto(1), 1.6)
+    _write(tmp_path, scratch, 1, 2, upto(2), 1.0)  # seed 1 ran step 2 alone: nothing to compare it with
+    _write(tmp_path, scratch, 2, 2, upto(2), 1.1)
+
+    evals = report.read_evals(tmp_path)
+    results = report.load_results(evals, protocol)
+    lone = report.lone_steps(evals, results)
+    assert lone[scratch][2]["seeds"] == {1: pytest.approx(1.0), 2: pytest.approx(1.1)}
+    text = "\n".join(report.oracle_check(report.aggregate(results), lone))
+    assert f"Oracle check, {scratch}: beaten at step 1: kamp 1.50 < 1.60 (seeds 0)." in text
+
+    _write(tmp_path, "kamp", 0, 1, upto(1), 1.7)
+    evals = report.read_evals(tmp_path)
+    results = report.load_results(evals, protocol)
+    text = "\n".join(report.oracle_check(report.aggregate(results), report.lone_steps(evals, results)))
+    expected = "at least as good as every incremental strategy, compared over the seeds both ran (seeds 0)."
+    assert f"Oracle check, {scratch}: {expected}" in text
 
 
 def test_a_step_grown_from_another_model_than_the_evaluated_one_ends_its_chain(data_root: Path, tmp_path: Path) -> None:

@@ -58,6 +58,11 @@ def test_the_plan_takes_the_first_stages_alpha_into_the_second(tmp_path: Path, m
     table = (tmp_path / "cld38-5step-smoke" / "selection" / "plan-step1-seed0.md").read_text()
     assert "| lwf | 10.0 | 0.05 | 1.200 | 2.200 | 0.200 | 2.000 | 6 |" in table
     assert "| kamp | not run |" not in table  # only the strategies asked for
+    assert "--precision" not in calls[0]  # the profile's own precision where none is asked for
+
+    calls.clear()
+    assert selection_plan.main([*args, "--precision", "bf16"]) == 0
+    assert calls and all(c[c.index("--precision") + 1] == "bf16" for c in calls)  # a folder's runs keep one
 
 
 def test_an_unknown_strategy_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
