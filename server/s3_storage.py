@@ -32,10 +32,27 @@ class S3BlobStore:
         return self.prefix + check_key(key)
 
     def put(self, data: bytes) -> str:
+        """Stores `data` under its key. An object stored already is copied onto itself instead (on the server, no
+        upload), which makes its LastModified new: the sweep must not take the blob of an upload on its way to its
+        commit for an old orphan (server.storage.LocalBlobStore.put)."""
         key = hashlib.sha256(data).hexdigest()
-        if not self.exists(key):
-            self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)
+        if self.exists(key):
+            try:
+                self._refresh(key)
+                return key
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)
         return key
+
+    def _refresh(self, key: str) -> None:
+        """A new LastModified for an object, by copying it onto itself (S3 refuses a self-copy that changes
+        nothing, so its metadata is replaced, with the same, empty, metadata)."""
+        name = self._name(key)
+        self.client.copy_object(
+            Bucket=self.bucket, Key=name, CopySource={"Bucket": self.bucket, "Key": name}, MetadataDirective="REPLACE"
+        )
 
     def get(self, key: str) -> bytes:
         try:

@@ -8,6 +8,7 @@ answers the one the settings name.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,16 @@ class LocalBlobStore:
         return self.root / key[:2] / check_key(key)
 
     def put(self, data: bytes) -> str:
+        """Stores `data` under its key. Content stored already is not written again but made young again (its time
+        refreshed): an upload of the very bytes of an old orphan must not lose them to the sweep before its row
+        commits (worker.sweep deletes only unreferenced blobs older than its cut-off)."""
         key = hashlib.sha256(data).hexdigest()
         target = self.path(key)
-        if target.is_file():
+        try:
+            os.utime(target)
             return key
+        except FileNotFoundError:
+            pass
         write_bytes_atomically(target, data, prefix=INCOMING)
         return key
 
@@ -92,11 +99,16 @@ class LocalBlobStore:
         return [StoredFile(p.name, p.stat().st_mtime, p.name.startswith(INCOMING)) for p in self.files()]
 
     def discard(self, stored: StoredFile) -> None:
-        """Remove a listed file (a blob or a temporary one), if it is still there."""
+        """Remove a listed file (a blob or a temporary one), if it is still there and no younger than listed (a
+        blob put again since the listing belongs to an upload on its way)."""
         folder = stored.name[:2] if not stored.temporary else None
         candidates = [self.root / folder / stored.name] if folder else list(self.root.glob(f"*/{stored.name}"))
         for path in candidates:
-            path.unlink(missing_ok=True)
+            try:
+                if path.stat().st_mtime <= stored.modified:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
 
     def delete(self, key: str) -> None:
         """Remove a blob; a missing one is no error (deleting twice is harmless). Only for blobs that one owner

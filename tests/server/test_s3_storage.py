@@ -78,6 +78,15 @@ def test_a_store_is_content_addressed_and_forgets_nothing_half(store: BlobStore)
     assert store.listing() == []
 
 
+def test_content_put_again_is_young_again(store: BlobStore) -> None:
+    key = store.put(b"an orphan an upload of the same bytes still needs")
+    first = store.listing()[0].modified
+    time.sleep(1.1)  # S3 times have whole seconds
+    assert store.put(b"an orphan an upload of the same bytes still needs") == key
+    assert store.listing()[0].modified > first  # the sweep's cut-off counts from now
+    assert store.get(key) == b"an orphan an upload of the same bytes still needs"
+
+
 def test_the_url_names_a_bucket_and_a_prefix() -> None:
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         S3BlobStore.from_url("https://kamp-test/blobs")

@@ -35,3 +35,20 @@ def test_old_orphans_and_temporary_files_are_swept(tmp_path: Path, data_root: Pa
         assert sorted(sweep_orphan_blobs(api.settings)) == sorted([orphan.name, incoming.name])
         assert all(p.is_file() for p in [*study_blobs, young])
         assert api.client.get(f"/v1/studies/{r.json()['id']}/image", headers=api.headers(admin)).status_code == 200
+
+
+def test_an_upload_of_an_old_orphans_very_bytes_keeps_them(tmp_path: Path) -> None:
+    api = make_api(f"sqlite:///{tmp_path / 'kamp.db'}", tmp_path)
+    with api.client:
+        store = LocalBlobStore(api.settings.resolved_blob_dir)
+        content = b"an image uploaded twice, the first upload's row never committed"
+        orphan = store.path(store.put(content))
+        _age(orphan, 2 * api.settings.orphan_blob_after_s)
+        store.put(content)  # the second upload: its row is not committed yet
+        assert sweep_orphan_blobs(api.settings) == [] and orphan.is_file()
+
+        _age(orphan, 2 * api.settings.orphan_blob_after_s)
+        listed = store.listing()  # the sweep lists the blob old, then the upload comes before it deletes
+        store.put(content)
+        store.discard(listed[0])
+        assert orphan.is_file()
