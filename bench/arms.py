@@ -17,7 +17,7 @@ from models.registry import STRATEGIES
 #: The names an override may set: TrainConfig fields, and `refine.<field>` for the local stage's training.
 TRAIN_FIELDS = frozenset(to_dict(TrainConfig()))
 REFINE_FIELDS = frozenset(f"refine.{name}" for name in to_dict(RefineTrainConfig()))
-#: How the benchmark trains the `joint` oracle's steps >= 1 (bench.ikl.joint_budget), not a TrainConfig field:
+#: How the benchmark trains the `joint` oracle's steps >= 1 (bench.steps.joint_budget), not a TrainConfig field:
 #: `budget=scratch`, from nothing on every image so far with step 0's iterations per image (constant epochs);
 #: `budget=grow`, from the previous joint model with the step budget times images so far over the step's images.
 BUDGETS = ("scratch", "grow")

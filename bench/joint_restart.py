@@ -27,8 +27,9 @@ from models.predictor import Predictor
 from models.trainer import train_step
 
 from .arms import parse_arm, parse_value
-from .ikl import RESULTS, Runner, apply_overrides, joint_budget, step_data, train_config
+from .ikl import RESULTS, Runner
 from .profiles import PROFILES
+from .steps import apply_overrides, joint_budget, step_data, train_config
 
 
 def group_mre(errors: Mapping[str, Sequence[float | None]], groups: list[list[str]]) -> list[float]:

@@ -41,8 +41,9 @@ from models.strategies import ASSOCIATING
 from models.trainer import FittedKANet, fit_ka_net
 
 from .arms import Arm, parse_arm
-from .ikl import RESULTS, Runner, machine, step_data, train_config
+from .ikl import RESULTS, Runner, machine
 from .profiles import PROFILES, add_precision_argument, with_precision
+from .steps import step_data, train_config
 
 WAYS = ("teacher", "ka_teacher", "ka_student", "student", "ka_target_gap")
 

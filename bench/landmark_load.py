@@ -33,9 +33,10 @@ from models.predictor import Predictor
 from models.step_data import StepData
 from models.trainer import train_step
 
-from .ikl import RESULTS, Runner, train_config
+from .ikl import RESULTS, Runner
 from .joint_restart import group_mre
 from .profiles import PROFILES, Profile
+from .steps import train_config
 
 
 def step0_errors(checkpoint: Checkpoint, data: StepData, precision: Precision) -> dict[str, list[float]]:

@@ -41,9 +41,10 @@ from models.step_data import StepData
 from models.trainer import resolve_device, train_step
 
 from .arms import parse_value
-from .ikl import RESULTS, step_data, train_config
+from .ikl import RESULTS
 from .profiles import PROFILES, add_precision_argument, with_precision
 from .select import split
+from .steps import step_data, train_config
 
 #: Peak priors (RefineConfig.prior, crop pixels) each variant's network is also measured with, at prediction.
 PRIORS = (0.0, 8.0, 12.0, 16.0, 24.0)

@@ -50,9 +50,10 @@ from models.step_data import StepData
 from models.trainer import train_step
 
 from .arms import is_override_name, parse_value
-from .ikl import RESULTS, Runner, step_data, train_config
+from .ikl import RESULTS, Runner
 from .jsonio import write_json
 from .profiles import PROFILES, add_precision_argument, with_precision
+from .steps import step_data, train_config
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

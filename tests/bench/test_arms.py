@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ikl, report
+from bench import ikl, report, steps
 from bench.arms import Arm, parse_arm, parse_value
 from models.checkpoint import Checkpoint
 
@@ -53,9 +53,9 @@ def test_arm_overrides_apply_from_step_one_only() -> None:
     from bench.profiles import PROFILES
 
     profile = PROFILES["smoke"]
-    assert ikl.train_config(profile, 0, 0, "cpu", {"alpha": 0.25}).alpha == 1.0  # step 0 is shared
-    assert ikl.train_config(profile, 0, 1, "cpu", {"alpha": 0.25}).alpha == 0.25
-    tuned = ikl.train_config(profile, 0, 1, "cpu", {"lr": 1e-4, "iterations": 7})  # fields the profile sets
+    assert steps.train_config(profile, 0, 0, "cpu", {"alpha": 0.25}).alpha == 1.0  # step 0 is shared
+    assert steps.train_config(profile, 0, 1, "cpu", {"alpha": 0.25}).alpha == 0.25
+    tuned = steps.train_config(profile, 0, 1, "cpu", {"lr": 1e-4, "iterations": 7})  # fields the profile sets
     assert (tuned.lr, tuned.iterations) == (1e-4, 7) and tuned.batch_size == profile.batch_size
 
 
@@ -95,8 +95,8 @@ def test_smoke_arm_is_trained_with_its_overrides_beside_the_plain_strategy(data_
 
 
 def test_a_joint_budget_is_a_bench_setting_not_a_train_field() -> None:
-    from bench.ikl import joint_budget, train_config
     from bench.profiles import PROFILES
+    from bench.steps import joint_budget, train_config
 
     arm = parse_arm("joint@budget=scratch")
     assert arm.budget == "scratch" and arm.train_overrides == {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import ikl, ka_diagnostics
+from bench import ikl, ka_diagnostics, steps
 from bench.profiles import PROFILES
 from models.checkpoint import Checkpoint
 
@@ -99,15 +99,15 @@ def test_joint_data_holds_every_label_and_partial_only_its_own(data_root: Path) 
     protocol = load_protocol(data_root, "cld38-5step")
     ds = protocol.load_dataset(data_root)
     three = replace(PROFILES["smoke"], max_step_images=3)
-    joint = ikl.step_data(protocol, ds, "joint", 1, three)
-    partial = ikl.step_data(protocol, ds, "joint_partial", 1, three)
-    ikl_step = ikl.step_data(protocol, ds, "kamp", 1, three)
+    joint = steps.step_data(protocol, ds, "joint", 1, three)
+    partial = steps.step_data(protocol, ds, "joint_partial", 1, three)
+    ikl_step = steps.step_data(protocol, ds, "kamp", 1, three)
     assert len(joint) == len(partial) == 6 and len(ikl_step) == 3
     # A low-shot profile caps the incremental steps only; the oracle sees the same images.
     one = replace(PROFILES["lowshot-1"], max_step_images=3)
-    assert len(ikl.step_data(protocol, ds, "kamp", 1, one)) == 1
-    assert len(ikl.step_data(protocol, ds, "joint", 1, one)) == 4
-    assert len(ikl.step_data(protocol, ds, "finetune", 0, one)) == 3
+    assert len(steps.step_data(protocol, ds, "kamp", 1, one)) == 1
+    assert len(steps.step_data(protocol, ds, "joint", 1, one)) == 4
+    assert len(steps.step_data(protocol, ds, "finetune", 0, one)) == 3
     assert joint.codes == partial.codes == protocol.landmarks_up_to(1)
     assert joint.labelled.all()
     # joint_partial: step-0 images carry only step-0 labels, step-1 images only step-1 labels.
