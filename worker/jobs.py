@@ -28,12 +28,12 @@ from server.db.entities import (
     Project,
     Split,
     TrainingJob,
-    VersionStatus,
 )
 from server.db.session import session_factory
 from server.jobs.repository import UNFINISHED, Lease, LeaseLost, cancel, claim, log_line, reap
 from server.settings import Settings
 from server.storage import BlobStore, blob_store
+from server.training import repository as versions
 
 from . import validation
 from .data import set_data
@@ -75,7 +75,8 @@ def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
             return Outcome.skipped
         project = session.get(Project, job.project_id)
         assert project is not None
-        parent_version, wait = _parent(session, job)
+        active_at_start = versions.active_version(session, job.project_id)
+        parent_version, wait = _parent(session, job, active_at_start)
         if wait:
             _seen_waiting(session, job)
             return Outcome.waiting
@@ -88,7 +89,8 @@ def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
         try:
             if job.step > 0 and parent_version is None:
                 raise RuntimeError(f"step {job.step - 1} has no trained model version; train that step first")
-            return _train(session, settings, blobs, job, lease, project, parent_version)
+            started_from = active_at_start.id if active_at_start else None
+            return _train(session, settings, blobs, job, lease, project, parent_version, started_from)
         except JobCancelled:
             return _finish(session, lease, JobStatus.cancelled, "cancelled at the request of an admin")
         except LeaseLost:
@@ -106,17 +108,12 @@ def run_training_job(job_id: uuid.UUID, settings: Settings) -> Outcome:
             return _finish(session, lease, JobStatus.failed, detail, log_tail=traceback.format_exc(limit=5))
 
 
-def _parent(session: Session, job: TrainingJob) -> tuple[ModelVersion | None, bool]:
-    """(the version to continue from, whether to wait). The parent is the active version if it is of step k-1,
-    else the newest promoted-at-some-time (active or archived) version of step k-1."""
+def _parent(session: Session, job: TrainingJob, active: ModelVersion | None) -> tuple[ModelVersion | None, bool]:
+    """(the version to continue from, whether to wait). The parent is the `active` version (the project's) if it
+    is of step k-1, else the newest promoted-at-some-time (active or archived) version of step k-1."""
     if job.step == 0:
         return None, False
     prev = job.step - 1
-    active = session.scalar(
-        select(ModelVersion).where(
-            ModelVersion.project_id == job.project_id, ModelVersion.status == VersionStatus.active
-        )
-    )
     if active is not None and active.step == prev:
         return active, False
     candidate = promoted_version(session, job.project_id, prev)
@@ -162,7 +159,10 @@ def _train(
     lease: Lease,
     project: Project,
     parent_version: ModelVersion | None,
+    active_at_start: uuid.UUID | None,
 ) -> Outcome:
+    """Train, validate and record the step; `active_at_start`: the project's active version when the job began
+    (worker.versions.record_version promotes only if it is still the active one)."""
     landmark_set = session.get(LandmarkSet, job.set_id)
     assert landmark_set is not None
     # The service's precision unless the project's training settings or the submission name one.
@@ -192,7 +192,7 @@ def _train(
         report["triplet_source"] = triplet_source
     record_version(
         session, job, lease, project, parent_version, key, checkpoint, report,
-        validation.report(steps) | {"gate": gate}, passes, reason,
+        validation.report(steps) | {"gate": gate}, passes, reason, active_at_start=active_at_start,
     )  # fmt: skip
     remove_states(state_folder(settings.data_dir), job.set_id)
     return Outcome.succeeded

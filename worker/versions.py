@@ -4,6 +4,7 @@ transaction."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import func, select
@@ -57,11 +58,20 @@ def record_version(
     report: dict,
     passes: bool,
     reason: str,
+    *,
+    active_at_start: uuid.UUID | None,
 ) -> None:
     """The version, its gate decision and the job's success, in one transaction (so with the row lock on the
-    project, promotions never leave zero or two active versions); nothing if this worker lost the job."""
+    project, promotions never leave zero or two active versions); nothing if this worker lost the job.
+
+    A version that passes the gate is promoted only if the project's active version is still `active_at_start`
+    (the one when the job began): an admin's rollback or promotion made while the step trained stands, and the
+    version stays a candidate for an admin to promote."""
     hold_project(session, project.id)
     lease.lock(session)
+    moved = _active_moved(session, project.id, active_at_start)
+    if passes and moved:
+        reason = f"{reason}; not promoted: {moved}"
     number = (
         session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0
     ) + 1
@@ -88,11 +98,26 @@ def record_version(
     )
     session.add(version)
     session.flush()
-    if passes:  # the rule of a manual promotion: the replaced version's "archived" event too
+    if passes and not moved:  # the rule of a manual promotion: the replaced version's "archived" event too
         versions.activate(session, version, action="promoted", actor="gate", reason=reason)
-    else:
+    elif not passes:
         version.status = VersionStatus.rejected
         session.add(VersionEvent(version_id=version.id, action="rejected", actor="gate", reason=reason))
-    line = f"version {number} {'promoted' if passes else 'rejected'}: {reason}"
+    outcome = "rejected" if not passes else "kept as a candidate" if moved else "promoted"
+    line = f"version {number} {outcome}: {reason}"
     lease.update(session, **ended(JobStatus.succeeded, model_version_id=version.id, log=log_line(line)))
     session.commit()
+
+
+def _active_moved(session: Session, project_id: uuid.UUID, active_at_start: uuid.UUID | None) -> str | None:
+    """Why a passing version must not replace the active one: the active version changed since the job began
+    (None where it did not)."""
+    now = versions.active_version(session, project_id)
+    if (now.id if now else None) == active_at_start:
+        return None
+    before = f"v{versions.version_number(session, active_at_start)}" if active_at_start else "none"
+    after = f"v{now.number}" if now else "none"
+    return (
+        f"the active version changed from {before} to {after} while this step trained (a decision made meanwhile "
+        "stands); promote this version by hand to use it"
+    )

@@ -69,6 +69,12 @@ def list_versions(session: Session, project_id: uuid.UUID) -> list[ModelVersion]
     return list(session.scalars(q.execution_options(populate_existing=True)))
 
 
+def active_version(session: Session, project_id: uuid.UUID) -> ModelVersion | None:
+    """The project's active version (the one predict serves), if any; read afresh, not from the session's cache."""
+    q = select(ModelVersion).where(ModelVersion.project_id == project_id, ModelVersion.status == VersionStatus.active)
+    return session.scalar(q.execution_options(populate_existing=True))
+
+
 def version_number(session: Session, version_id: uuid.UUID | None) -> int | None:
     if version_id is None:
         return None

@@ -116,6 +116,43 @@ def test_failed_gate_rejects_and_keeps_the_active_version(api: Api, data_root: P
         assert "above the gate" in versions[1].reason
 
 
+def test_a_rollback_while_a_step_trains_stands(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An admin rolls back while a step trains from the version they roll back from: the new version, though it
+    passes the gate, stays a candidate and the rolled-back-to version stays active."""
+    import worker.jobs as jobs
+
+    h, pid = tiny_project(api)
+    setup_step(api, h, pid, data_root, 0, 4)
+    assert run_training_job(queue_job(api, pid, 0), api.settings) == Outcome.succeeded
+    with api.client.app.state.session_factory() as session:  # a second step-0 version, active: v1's model again
+        v1 = session.scalars(select(ModelVersion)).one()
+        v1.status = VersionStatus.archived
+        copy = {c: getattr(v1, c) for c in ("project_id", "step", "checkpoint_blob", "checkpoint_sha256", "strategy")}
+        session.add(ModelVersion(**copy, number=2, hyperparameters=v1.hyperparameters, status=VersionStatus.active))
+        session.commit()
+        v1_id = v1.id
+    setup_step(api, h, pid, data_root, 1, 4)
+    original = jobs.train_step
+
+    def rollback_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        r = api.client.post(f"/v1/versions/{v1_id}/rollback", json={"reason": "v2 misplaces Me"}, headers=h)
+        assert r.status_code == 200, r.text
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "train_step", rollback_meanwhile)
+    job = queue_job(api, pid, 1)
+    assert run_training_job(job, api.settings) == Outcome.succeeded
+    with api.client.app.state.session_factory() as session:
+        versions = list(session.scalars(select(ModelVersion).order_by(ModelVersion.number)))
+        statuses = [(v.number, v.status) for v in versions]
+        assert statuses == [(1, VersionStatus.active), (2, VersionStatus.archived), (3, VersionStatus.candidate)]
+        assert versions[2].parent_id == versions[1].id  # it grew from v2, as it began
+        assert "not promoted: the active version changed from v2 to v1 while this step trained" in versions[2].reason
+        assert "version 3 kept as a candidate" in session.get(TrainingJob, job).log
+    promoted = api.client.post(f"/v1/versions/{versions[2].id}/promote", json={"reason": "checked"}, headers=h)
+    assert promoted.status_code == 200, promoted.text  # the admin may still take it
+
+
 def test_a_sets_associations_are_kanet_s_triplets(api: Api, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The clinic's associations (old <- two new) reach KA-Net: the trainer gets them as its triplets, and the
     version's report and the job's log say which triplets were used and where they came from."""
