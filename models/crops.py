@@ -63,10 +63,12 @@ class CropSource:
     def from_image(
         image: np.ndarray, config: RefineConfig, spacing_mm: np.ndarray | None, device: torch.device | str = "cpu"
     ) -> CropSource:
-        """Pool the (H, W) image by the largest integer factor that keeps it at least as fine as the crops."""
+        """Pool the (H, W) image by the largest integer factor that keeps it at least as fine as the crops, and
+        leaves it at least one pixel a side (a caller's absurd spacing must not ask for a pooling wider than the
+        image)."""
         h, w = image.shape
         kx, ky = image_pixels_per_crop_pixel(config, spacing_mm)
-        factor = max(1, math.floor(min(kx, ky) + 1e-6))
+        factor = max(1, min(math.floor(min(kx, ky) + 1e-6), h, w))
         x = torch.from_numpy(image_to_unit_float(image))[None, None].to(device)
         if factor > 1:
             x = F.avg_pool2d(x, factor, ceil_mode=True, count_include_pad=False)

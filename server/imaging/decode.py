@@ -23,7 +23,7 @@ from server.imaging.detect import detect_reader
 from server.imaging.dicom import decode_dicom
 from server.imaging.errors import ImagingError
 from server.imaging.raster import decode_raster
-from server.imaging.types import DEFAULT_LIMITS, DecodedImage, ImageLimits
+from server.imaging.types import DEFAULT_LIMITS, DecodedImage, ImageLimits, plausible_spacing, spacing_rule
 from server.imaging.volume import decode_volume
 
 
@@ -81,11 +81,10 @@ def _check_user_spacing(spacing_mm: Sequence[float] | None) -> tuple[float, floa
         x, y = (float(value) for value in spacing_mm)
     except (TypeError, ValueError):
         x = y = math.nan
-    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+    if not plausible_spacing(x, y):
         raise ImagingError(
             "bad-spacing",
-            f"The pixel spacing {spacing_mm!r} is not valid: give two finite numbers greater than 0, "
-            "in millimetres per pixel (column spacing, row spacing), or leave it out if it is unknown.",
+            f"The pixel spacing {spacing_mm!r} is not valid: give {spacing_rule()}, or leave it out if it is unknown.",
         )
     return x, y
 

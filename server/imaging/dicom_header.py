@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 from pydicom.dataset import Dataset
 
-from server.imaging.types import SpacingSource
+from server.imaging.types import SpacingSource, plausible_spacing
 
 
 def dicom_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, SpacingSource]:
-    """(x, y) = (column, row) spacing in mm from PixelSpacing, else ImagerPixelSpacing; zero or absent = unknown.
+    """(x, y) = (column, row) spacing in mm from PixelSpacing, else ImagerPixelSpacing; absent or outside
+    SPACING_RANGE_MM (zero, say) = unknown: a header's mistake must not turn into mm figures.
 
     ImagerPixelSpacing is measured at the detector, so for projection radiographs it includes the geometric
     magnification; it is still the best the file offers when PixelSpacing is absent.
@@ -28,7 +27,7 @@ def _positive_pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
         values = [float(value) for value in ds.get(keyword) or ()]
     except (TypeError, ValueError):
         return None
-    if len(values) != 2 or not all(math.isfinite(value) and value > 0 for value in values):
+    if len(values) != 2 or not plausible_spacing(*values):
         return None
     return values[0], values[1]
 

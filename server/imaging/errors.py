@@ -15,6 +15,7 @@ ImagingErrorCode = Literal[
     "unsupported-transfer-syntax",
     "unsupported-photometric",
     "empty-image",
+    "image-too-small",
     "image-too-large",
     "multi-frame",
     "not-2d",

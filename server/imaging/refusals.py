@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from server.imaging.errors import ImagingError
-from server.imaging.types import ImageLimits
+from server.imaging.types import MIN_IMAGE_SIDE, ImageLimits
 
 
 def check_size(width: int, height: int, limits: ImageLimits, subject: str, bytes_per_pixel: int | None = None) -> None:
-    """Refuse an empty image, one of more than ``limits.pixels`` pixels and, where the decoder's bytes per
-    pixel are known from the header, one whose decoded array would exceed ``limits.decoded_bytes``."""
+    """Refuse an empty image, one under MIN_IMAGE_SIDE pixels a side, one of more than ``limits.pixels`` pixels
+    and, where the decoder's bytes per pixel are known from the header, one whose decoded array would exceed
+    ``limits.decoded_bytes``."""
     max_pixels = limits.pixels
     if width <= 0 or height <= 0:
         raise ImagingError(
             "empty-image", f"{subject} declares an empty image ({width} x {height} pixels). Upload a real image."
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImagingError(
+            "image-too-small",
+            f"{subject} is {width} x {height} pixels; an image needs at least {MIN_IMAGE_SIDE} pixels a side. "
+            "Upload the radiograph itself, not a thumbnail or a strip of it.",
         )
     if width * height > max_pixels:
         raise ImagingError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -17,6 +18,12 @@ SpacingSource = Literal["PixelSpacing", "ImagerPixelSpacing", "header", "user", 
 DEFAULT_MAX_PIXELS = 60_000_000
 #: A 60-megapixel 16-bit grey image (120 MB) fits; the same size as 16-bit RGB or 64-bit floats does not.
 DEFAULT_MAX_DECODED_BYTES = 256 * 2**20
+#: The fewest pixels along either side of an image worth ingesting: a model input is hundreds of pixels a side, and
+#: an image of a few pixels is no radiograph (predict would answer landmarks from its upscaled blur).
+MIN_IMAGE_SIDE = 16
+#: Pixel spacings a radiograph can have, mm per pixel (detectors 0.05-0.2, downsampled copies up to a few mm):
+#: outside it a stated spacing is a mistake, and an absurd one makes mm figures and the local stage's crops absurd.
+SPACING_RANGE_MM = (0.01, 5.0)
 ACCEPTED_FORMATS = "DICOM, PNG, JPEG, BMP, TIFF, MetaImage (.mha), NRRD (.nrrd) or NIfTI (.nii, .nii.gz)"
 
 
@@ -105,3 +112,15 @@ def finish(pixels: np.ndarray, size: tuple[int, int] | None = None, **fields: ob
     if size is not None:
         width, height = size
     return DecodedImage(pixels=pixels, width=width, height=height, **fields)  # type: ignore[arg-type]
+
+
+def plausible_spacing(x: float, y: float) -> bool:
+    """Whether (x, y) mm per pixel are finite and within SPACING_RANGE_MM."""
+    low, high = SPACING_RANGE_MM
+    return all(math.isfinite(v) and low <= v <= high for v in (x, y))
+
+
+def spacing_rule() -> str:
+    """The accepted spacings in words, for error messages."""
+    low, high = SPACING_RANGE_MM
+    return f"two finite numbers from {low} to {high} millimetres per pixel (column spacing, row spacing)"

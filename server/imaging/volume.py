@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import tempfile
 from pathlib import Path
@@ -15,7 +14,7 @@ from server.imaging.detect import nifti_header
 from server.imaging.errors import ImagingError
 from server.imaging.grey import luminance_stretched, stretch, value_range
 from server.imaging.refusals import check_size, truncated_image
-from server.imaging.types import DecodedImage, ImageLimits, finish
+from server.imaging.types import DecodedImage, ImageLimits, finish, plausible_spacing
 from server.imaging.volume_meta import without_volume_text
 
 _ITK_IO = {"mha": ("MetaImageIO", ".mha"), "nrrd": ("NrrdImageIO", ".nrrd"), "nifti": ("NiftiImageIO", ".nii")}
@@ -34,7 +33,7 @@ def decode_volume(data: bytes, kind: str, limits: ImageLimits, subject: str) -> 
         )
     pixels = stretch(values, *value_range(values)) if components == 1 else luminance_stretched(values)
     x, y = image.GetSpacing()[:2]
-    known = spacing_stated and all(math.isfinite(value) and value > 0 for value in (x, y))
+    known = spacing_stated and plausible_spacing(x, y)
     return finish(
         pixels,
         format=kind,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Annotated, BinaryIO
 
@@ -13,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ..auth import AnnotatorDep
 from ..db.entities import Study
 from ..deps import SessionDep, SettingsDep
+from ..imaging.types import plausible_spacing, spacing_rule
 from ..problems import Problem
 from ..storage import BlobStore, blob_store
 from . import names, service
@@ -59,8 +59,8 @@ def parse_spacing(x: float | None, y: float | None) -> tuple[float, float] | Non
         return None
     if x is None or y is None:
         raise Problem(422, "give both spacing_x_mm and spacing_y_mm, or neither", slug="bad-spacing")
-    if not (math.isfinite(x) and math.isfinite(y)) or x <= 0 or y <= 0:
-        raise Problem(422, f"pixel spacing must be positive and finite, got ({x}, {y}) mm", slug="bad-spacing")
+    if not plausible_spacing(x, y):
+        raise Problem(422, f"pixel spacing must be {spacing_rule()}; got ({x}, {y})", slug="bad-spacing")
     return (x, y)
 
 

@@ -73,3 +73,9 @@ def test_outside_the_image_is_zero_and_inside_says_so() -> None:
 def test_no_affines_give_an_empty_batch() -> None:
     source = CropSource.from_image(np.zeros((10, 10), dtype=np.uint8), CONFIG, None)
     assert source.crops([], 32).shape == (0, 1, 32, 32)
+
+
+def test_an_absurd_spacing_pools_no_wider_than_the_image() -> None:
+    """A spacing of 1e-300 mm would ask for a pooling factor past any integer (avg_pool2d overflowed)."""
+    source = CropSource.from_image(np.full((40, 30), 7, dtype=np.uint8), CONFIG, np.array([1e-300, 1e-300]))
+    assert source.factor == 30 and source.pixels.shape[-2:] == (2, 1)

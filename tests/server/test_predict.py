@@ -226,6 +226,9 @@ def test_store_keeps_the_image_as_a_study_when_asked(api: Api, project: tuple[st
         (b"not an image", {}, 422, "not-an-image"),
         ("image", {"spacing_x_mm": 0, "spacing_y_mm": 0}, 422, "bad-spacing"),
         ("image", {"spacing_x_mm": -0.1, "spacing_y_mm": 0.1}, 422, "bad-spacing"),
+        ("image", {"spacing_x_mm": 1e-4, "spacing_y_mm": 1e-4}, 422, "bad-spacing"),  # landmarks miles outside
+        ("image", {"spacing_x_mm": 1e-300, "spacing_y_mm": 1e-300}, 422, "bad-spacing"),  # was a 500
+        ("tiny", {}, 422, "image-too-small"),
         ("truncated", {}, 422, "truncated-dicom"),
     ],
 )
@@ -236,6 +239,10 @@ def test_bad_input(
     _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
     if data == "image":
         data = _image(data_root)
+    elif data == "tiny":
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((2, 3000), np.uint8)).save(buf, format="PNG")
+        data = buf.getvalue()
     elif data == "truncated":
         full = dicom_file("693_UNCR.dcm").read_bytes()
         data = full[: len(full) // 2]

@@ -70,6 +70,12 @@ def test_spacing_order_and_zero_fallback(read_bytes: Callable[[str], bytes]) -> 
     source.PixelSpacing = [0.3, 0.25]
     assert decode_image(to_bytes(source)).spacing_mm == (0.25, 0.3)
 
+    source.PixelSpacing = [1e-4, 1e-4]  # no radiograph has 0.1 micrometre pixels: a header's mistake, unknown
+    assert decode_image(to_bytes(source)).spacing_source == "ImagerPixelSpacing"
+    source.ImagerPixelSpacing = [0.1, 80.0]
+    image = decode_image(to_bytes(source))
+    assert image.spacing_mm is None and image.spacing_source == "none"
+
 
 # ------------------------------------------------------------------------------ DICOM: compressed twins
 

@@ -148,7 +148,10 @@ def test_simpleitk_single_slice_volume_is_2d(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize("spacing", [(0.0, 0.1), (0.1, -1.0), (math.nan, 0.1), (math.inf, 0.1), (0.1,)])
+@pytest.mark.parametrize(
+    "spacing",
+    [(0.0, 0.1), (0.1, -1.0), (math.nan, 0.1), (math.inf, 0.1), (0.1,), (1e-4, 1e-4), (1e-300, 0.1), (0.1, 50.0)],
+)
 def test_bad_user_spacing(spacing: tuple[float, ...]) -> None:
     png = _pillow_bytes(Image.fromarray(_gradient()), "PNG")
     assert_fails("bad-spacing", png, spacing_mm=spacing)
@@ -239,6 +242,15 @@ def test_empty_images(read_bytes: Callable[[str], bytes]) -> None:
     ds = dataset(read_bytes("693_UNCR.dcm"))
     ds.Rows = ds.Columns = 0
     assert_fails("empty-image", to_bytes(ds))
+
+
+def test_images_of_a_few_pixels_a_side_are_refused(read_bytes: Callable[[str], bytes]) -> None:
+    assert "at least 16 pixels a side" in assert_fails("image-too-small", _png_header(3000, 2)).message
+    assert_fails("image-too-small", _pillow_bytes(Image.fromarray(np.zeros((1, 1), np.uint8)), "PNG"))
+    ds = dataset(read_bytes("693_UNCR.dcm"))
+    ds.Rows = 8
+    assert_fails("image-too-small", to_bytes(ds))
+    assert decode_image(_pillow_bytes(Image.fromarray(np.zeros((16, 16), np.uint8)), "PNG")).width == 16
 
 
 def test_huge_declared_images_fail_without_allocating(read_bytes: Callable[[str], bytes]) -> None:
