@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..db.entities import Annotation, LandmarkSet, Split, Study
+from ..db.locks import hold_project
 from ..problems import Problem
 from ..studies import names
 from .schemas import PointIn
@@ -51,9 +52,25 @@ def next_role(joined: int, validation: int, validation_fraction: float) -> str:
 
 
 def split_of(session: Session, study: Study, landmark_set: LandmarkSet, validation_fraction: float) -> Split:
-    """The study's role in the set: decided once when it first joins (by the quota), frozen afterwards."""
+    """The study's role in the set: decided once when it first joins (by the quota), frozen afterwards. A study
+    joins one step of a project only (409 otherwise): each step's landmarks are annotated on new studies, and a
+    study in two steps could train one step's model on an image that validates another's."""
     row = session.scalar(select(Split).where(Split.study_id == study.id, Split.set_id == landmark_set.id))
     if row is None:
+        hold_project(session, landmark_set.project_id)  # two steps joining the study at once see each other
+        other = session.scalar(
+            select(LandmarkSet.step)
+            .join(Split, Split.set_id == LandmarkSet.id)
+            .where(Split.study_id == study.id, LandmarkSet.project_id == landmark_set.project_id)
+            .limit(1)
+        )
+        if other is not None:
+            raise Problem(
+                409,
+                f"study {study.id} is annotated in step {other} of this project already; each step's landmarks "
+                "are annotated on new studies (its validation images must not train another step)",
+                slug="study-in-another-step",
+            )
         roles = list(session.scalars(select(Split.role).where(Split.set_id == landmark_set.id)))
         row = Split(
             study_id=study.id,

@@ -161,6 +161,27 @@ def test_annotations_are_versioned_with_a_frozen_split(api: Api, ceph_jpeg: byte
     assert [a["version"] for a in history] == [1, 2] and history[0]["points"] == a1["points"]
 
 
+def test_a_study_joins_one_step_of_a_project(api: Api, ceph_jpeg: bytes) -> None:
+    """Each step's landmarks are annotated on new studies: a study of step 0 (maybe one of its validation
+    images) is refused in step 1, and nothing of the refusal is kept; another project may use it."""
+    _, admin = api.clinic()
+    pid = _project_with_set(api, admin)
+    h = api.headers(admin)
+    step1 = api.client.post(f"/v1/projects/{pid}/landmark-sets", json={"landmarks": [{"code": "Po"}]}, headers=h)
+    assert step1.status_code == 201, step1.text
+    sid = upload(api, admin, ceph_jpeg).json()["id"]
+    base = f"/v1/projects/{pid}/landmark-sets"
+    body = {"study_id": sid, "points": [{"code": "S", "x": 417.25, "y": 497.75}]}
+    assert api.client.post(f"{base}/0/annotations", json=body, headers=h).status_code == 201
+    again = {"study_id": sid, "points": [{"code": "Po", "x": 300.0, "y": 600.0}]}
+    assert_problem(api.client.post(f"{base}/1/annotations", json=again, headers=h), 409, "study-in-another-step")
+    assert api.client.get(f"{base}/1/annotations", headers=h).json() == []
+    other = api.client.post("/v1/projects", json={**CEPH, "name": "another line"}, headers=h).json()["id"]
+    assert api.client.post(f"/v1/projects/{other}/landmark-sets", json={"landmarks": [{"code": "S"}]}, headers=h)
+    r = api.client.post(f"/v1/projects/{other}/landmark-sets/0/annotations", json=body, headers=h)
+    assert r.status_code == 201, r.text  # another project may use the study
+
+
 def test_concurrent_annotations_of_one_study_answer_201_or_409_never_500(api: Api, ceph_jpeg: bytes) -> None:
     """8 annotations of one study at once: each is saved as the next version or refused with 409 (a concurrent
     writer took the version); the versions kept are 1..n without a gap."""
