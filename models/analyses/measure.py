@@ -2,9 +2,10 @@
 uncertainty.
 
 Landmarks come in image pixels (x right, y down, keyed by catalogue code) and are put in an analysis frame: times
-the pixel spacing (mm), and mirrored where the face looks left (nasion left of sella), so every construction
-reads the face looking right. Without a spacing, lengths are omitted (the reason is answered) and angles and
-ratios are taken on the pixels, which assumes square pixels.
+the pixel spacing (mm), and mirrored where the face looks left (nasion left of sella, or another pair of
+FACING_PAIRS), so every construction reads the face looking right. Without a spacing, lengths are omitted (the
+reason is answered) and angles and ratios are taken on the pixels, which assumes square pixels; where no pair
+tells the face's direction, signed measurements (anterior, clockwise) are omitted too.
 
 Uncertainty: each landmark is drawn `samples` times from an isotropic Gaussian whose radial error has the mean
 given for it (`landmark_error`, e.g. the model's validation MRE of that landmark: a per-axis SD of
@@ -104,8 +105,12 @@ def _one(catalogue: Catalogue, analysis: Analysis, m: Measurement, frame: _Frame
     if missing:
         reason = f"needs the landmarks {', '.join(missing)}"
         return Unmeasured(analysis=analysis.code, code=m.code, name=m.name, reason=reason, missing=missing)
-    if frame.spacing is None and _reads_lengths(analysis, m.construction):
+    if frame.spacing is None and _reads_kinds(analysis, m.construction, LENGTHS):
         reason = "a length: needs the image's pixel spacing"
+        return Unmeasured(analysis=analysis.code, code=m.code, name=m.name, reason=reason)
+    if not frame.facing_known and _reads_kinds(analysis, m.construction, SIGNED):
+        pairs = ", ".join(f"{a} and {b}" for a, b in FACING_PAIRS[:4])
+        reason = f"signed (anterior or a turn): needs the face's direction, from a pair such as {pairs}"
         return Unmeasured(analysis=analysis.code, code=m.code, name=m.name, reason=reason)
     draws = _evaluate(analysis, m.construction, frame)
     value = float(draws[0])
@@ -131,10 +136,12 @@ def _one(catalogue: Catalogue, analysis: Analysis, m: Measurement, frame: _Frame
     )
 
 
-def _reads_lengths(analysis: Analysis, construction: Mapping[str, Any]) -> bool:
+def _reads_kinds(analysis: Analysis, construction: Mapping[str, Any], kinds: Sequence[str]) -> bool:
+    """Whether the construction, or a measurement it sums, is of one of `kinds`."""
     if construction["kind"] == "sum":
-        return any(_reads_lengths(analysis, analysis.measurement(c).construction) for c, _ in construction["terms"])
-    return construction["kind"] in LENGTHS
+        terms = construction["terms"]
+        return any(_reads_kinds(analysis, analysis.measurement(c).construction, kinds) for c, _ in terms)
+    return construction["kind"] in kinds
 
 
 class _Frame:
@@ -151,7 +158,10 @@ class _Frame:
         self.spacing = spacing
         scale = np.asarray(spacing if spacing is not None else (1.0, 1.0), dtype=np.float64)
         placed = {c: np.asarray(p, dtype=np.float64)[:2] * scale for c, p in points.items()}
-        if _faces_left(placed):
+        faces_left = _faces_left(placed)
+        #: Whether the face's direction is known (else signed measurements are not taken: their sign would guess).
+        self.facing_known = faces_left is not None
+        if faces_left:
             placed = {c: p * np.array([-1.0, 1.0]) for c, p in placed.items()}
         self.points = {c: p for c, p in placed.items() if np.all(np.isfinite(p))}
         self.errors = {c: float(e) for c, e in (errors or {}).items() if e is not None and math.isfinite(e)}
@@ -172,12 +182,30 @@ class _Frame:
         return float(lo), float(hi)
 
 
-def _faces_left(points: Mapping[str, np.ndarray]) -> bool:
-    """Whether the face looks towards -x: nasion left of sella (else porion right of orbitale); right if unknown."""
-    for back, front in (("S", "N"), ("Po", "Or")):
-        if back in points and front in points:
+#: Pairs of landmarks (posterior, anterior) far apart along the face, most reliable first: the first pair placed
+#: tells which way the face looks.
+FACING_PAIRS = (
+    ("S", "N"),
+    ("Po", "Or"),
+    ("PNS", "ANS"),
+    ("Ba", "N"),
+    ("Ar", "Pog"),
+    ("Go", "Pog"),
+    ("Go", "Me"),
+    ("U6", "UIT"),
+    ("L6", "LIT"),
+)
+#: Constructions whose sign reads "anterior" or a turn as seen with the face looking right.
+SIGNED = ("signed_angle", "point_to_line", "projected_distance", "signed_distance")
+
+
+def _faces_left(points: Mapping[str, np.ndarray]) -> bool | None:
+    """Whether the face looks towards -x, by the first of FACING_PAIRS placed (its anterior landmark left of its
+    posterior one); None where no pair is placed."""
+    for back, front in FACING_PAIRS:
+        if back in points and front in points and np.all(np.isfinite([points[back], points[front]])):
             return bool(points[front][0] < points[back][0])
-    return False
+    return None
 
 
 def _evaluate(analysis: Analysis, c: Mapping[str, Any], frame: _Frame) -> np.ndarray:

@@ -44,7 +44,7 @@ def check_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
             slug="invalid-request",
             title="Invalid request",
         )
-    bad = sorted(v for v in mapping.values() if not _CODE.match(v))
+    bad = sorted(v for v in mapping.values() if not _CODE.fullmatch(v))  # "$" of re.match passes "S\n"
     if bad:
         raise Problem(422, f"analysis_landmarks: invalid landmark codes {bad}", slug="invalid-request")
     targets = [project_code(mapping, c) for c in known]

@@ -106,6 +106,21 @@ def test_a_left_facing_image_measures_as_its_mirror() -> None:
         assert a.value == pytest.approx(b.value, abs=1e-9), a.code
 
 
+def test_the_face_s_direction_comes_from_any_pair_that_tells_it() -> None:
+    """Without S, N, Po and Or (a project whose first step holds teeth only), the molars behind the incisors
+    tell the direction; with no such pair, signed measurements are omitted rather than given a guessed sign."""
+    teeth = {c: FACE[c] for c in ("UIT", "LIT", "A", "B", "Pog")} | {"U6": (450.0, 705.0), "L6": (450.0, 715.0)}
+    mirrored = {c: (2000.0 - x, y) for c, (x, y) in teeth.items()}
+    right, left = measure(teeth, (0.1, 0.1)), measure(mirrored, (0.1, 0.1))
+    assert value(right, "isbi2015", "MW") == pytest.approx(np.hypot(20, 10) * 0.1)  # upper incisor ahead: +
+    assert [(v.code, round(v.value, 9)) for v in right.values] == [(v.code, round(v.value, 9)) for v in left.values]
+
+    unknown = measure({c: teeth[c] for c in ("UIT", "LIT", "A", "B", "Pog")}, (0.1, 0.1))
+    omitted = {(o.analysis, o.code): o for o in unknown.omitted}
+    assert "face's direction" in omitted[("isbi2015", "MW")].reason  # signed: which incisor is ahead?
+    assert ("isbi2015", "MW") not in {(v.analysis, v.code) for v in unknown.values}
+
+
 def test_signs_follow_the_published_conventions() -> None:
     face = dict(FACE)
     face["UIT"] = (680.0, 700.0)  # upper incisor behind the lower: anterior cross bite

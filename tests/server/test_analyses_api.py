@@ -75,6 +75,8 @@ def test_a_projects_mapping_is_checked(api: Api) -> None:
     assert_problem(bad, 422, "invalid-request", "Sx")
     twice = api.client.put(url, json={"analysis_landmarks": {"S": "N"}}, headers=api.headers(admin))
     assert_problem(twice, 422, "invalid-request", "two catalogue landmarks")
+    newline = api.client.put(url, json={"analysis_landmarks": {"S": "sella\n"}}, headers=api.headers(admin))
+    assert_problem(newline, 422, "invalid-request", "invalid landmark codes")  # no landmark could be "sella\n"
     annotator = api.key(clinic, admin, "annotator")
     assert_problem(api.client.put(url, json={"analysis_landmarks": {}}, headers=api.headers(annotator)), 403)
     _, other_admin = api.clinic("Elsewhere")
