@@ -162,8 +162,15 @@ def test_later_steps_grow_and_train_the_local_stage(strategy: str) -> None:
     assert report.refine_seconds > 0 and report.refine_history[-1]["iteration"] == 3
     distils = strategy in ("lwf", "kamp")
     assert (("ksd" in report.refine_history[-1]) or ("lwf" in report.refine_history[-1])) == distils
-    [prediction] = Predictor(ckpt, device="cpu").predict([_synthetic(["c"], seed=4).images[0]], [0.2])
-    assert {lm.stage for lm in prediction.landmarks} == {"local"}
+    # Its crop network answers every landmark, the new one too. The estimates are given inside the image: those of
+    # a first stage trained two iterations on noise may lie anywhere, outside too (kept, not refined), which
+    # depends on the machine's arithmetic.
+    predictor = Predictor(ckpt, device="cpu")
+    assert predictor.refiner is not None
+    image = _synthetic(["c"], seed=4).images[0]
+    estimates = np.array([[[20.0, 30.0], [35.0, 45.0], [50.0, 60.0]]])
+    refined = predictor.refiner.refine([image], estimates, np.ones((1, 3)), np.full((1, 2), 0.2))
+    assert refined.local.all() and np.isfinite(refined.points).all()
 
 
 @pytest.mark.parametrize(("refine_alpha", "expected"), [(None, 2.0), (20.0, 20.0)])
