@@ -92,7 +92,7 @@ def _summary(report: object) -> VersionSummary:
     return VersionSummary(steps=[s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else [])
 
 
-def _version_fields(version: ModelVersion, parent_number: int | None) -> dict:
+def _version_fields(version: ModelVersion, parent_number: int | None, active: ModelVersion | None) -> dict:
     return {
         "id": version.id,
         "number": version.number,
@@ -105,12 +105,15 @@ def _version_fields(version: ModelVersion, parent_number: int | None) -> dict:
         "created_at": version.created_at,
         "reason": version.reason,
         "summary": _summary(version.report),
+        "decision": service.decision(version, active),
     }
 
 
 def _version_detail(session: Session, version: ModelVersion) -> VersionDetail:
     return VersionDetail(
-        **_version_fields(version, repo.version_number(session, version.parent_id)),
+        **_version_fields(
+            version, repo.version_number(session, version.parent_id), repo.active_version(session, version.project_id)
+        ),
         project_id=version.project_id,
         job_id=repo.version_job_id(session, version.id),
         hyperparameters=version.hyperparameters,
@@ -200,11 +203,12 @@ def version_history(project_id: uuid.UUID, session: SessionDep, principal: Reade
     project = projects.get_project(session, principal.clinic(), project_id)
     versions = repo.list_versions(session, project.id)
     numbers = {v.id: v.number for v in versions}
-    active = next((v.id for v in versions if v.status == VersionStatus.active), None)
+    active = next((v for v in versions if v.status == VersionStatus.active), None)
     return VersionHistory(
-        active_version_id=active,
+        active_version_id=active.id if active else None,
         versions=[
-            VersionOut(**_version_fields(v, numbers.get(v.parent_id) if v.parent_id else None)) for v in versions
+            VersionOut(**_version_fields(v, numbers.get(v.parent_id) if v.parent_id else None, active))
+            for v in versions
         ],
     )
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -119,6 +119,10 @@ class VersionOut(BaseModel):
     created_at: UtcDatetime
     reason: str
     summary: VersionSummary
+    decision: Literal["promote", "rollback"] | None = Field(
+        description="what an admin can do with it now: rollback (an archived version older than the active one), "
+        "promote (a candidate, a rejected version or a newer archived one), or null (the active version)"
+    )
 
 
 class VersionHistory(BaseModel):

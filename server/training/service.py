@@ -6,6 +6,7 @@ jobs: the job must be committed before it is enqueued) except where it says it c
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -123,18 +124,28 @@ def rollback_version(
             f"only an archived version can be rolled back to; v{version.number} is {version.status.value}",
             slug="not-archived",
         )
-    current = next(
-        (v for v in repo.list_versions(session, version.project_id) if v.status == VersionStatus.active), None
-    )
-    if current is not None and current.number < version.number:
+    current = repo.active_version(session, version.project_id)
+    if decision(version, current) != "rollback":
         raise Problem(
             409,
-            f"v{version.number} is newer than the active v{current.number}; promote it instead of rolling back",
+            f"v{version.number} is newer than the active v{current.number if current else '?'}; promote it instead "
+            "of rolling back",
             slug="not-earlier",
         )
     repo.activate(session, version, action="rolled_back", actor=actor, reason=reason)
     session.commit()
     return version
+
+
+def decision(version: ModelVersion, active: ModelVersion | None) -> Literal["promote", "rollback"] | None:
+    """What an admin can do with `version` while `active` is the project's active version: nothing for the active
+    one, roll back to an archived version older than the active one (or when none is active), else promote
+    (a candidate, a rejected version, or an archived one newer than the active)."""
+    if version.status == VersionStatus.active:
+        return None
+    if version.status == VersionStatus.archived and (active is None or version.number < active.number):
+        return "rollback"
+    return "promote"
 
 
 def locked_version(session: Session, clinic_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:

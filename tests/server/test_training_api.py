@@ -334,6 +334,11 @@ def test_version_history_promote_and_rollback(api: Api) -> None:
     assert_problem(promote(v4, "rollback"), 409, "not-archived")  # a candidate
     assert_problem(promote(v2, "rollback"), 409, "not-earlier")  # newer than the active v1: promote it instead
     assert active_versions(api, pid) == [1]
+    # Each version says which decision the API takes for it, so a client offers no refused one.
+    listed = api.client.get(f"/v1/projects/{pid}/versions", headers=h).json()["versions"]
+    assert [v["decision"] for v in listed] == [None, "promote", "promote", "promote"]
+    assert promote(v2).status_code == 200  # promoted, not rolled back to
+    assert api.client.get(f"/v1/versions/{v1}", headers=h).json()["decision"] == "rollback"  # older, archived
 
 
 def test_checkpoint_download(api: Api) -> None:

@@ -66,10 +66,10 @@ function landmarkTable(report) {
 }
 
 function decisionForm(version, reload) {
-  if (!can("admin") || version.status === "active") return null;
+  const action = version.decision;  // the server's rule: rollback, promote, or none for the active version
+  if (!can("admin") || !action) return null;
   const reason = h("input", { id: "decision-reason", required: true, placeholder: "why (required, kept in the audit)",
     size: 50 });
-  const action = version.status === "archived" ? "rollback" : "promote";
   const button = h("button", { type: "submit", id: `version-${action}` }, action === "rollback" ? "Roll back to this version" : "Promote");
   return h("form", { class: "card inline", onsubmit: (e) => {
     e.preventDefault();
