@@ -144,9 +144,9 @@ def test_a_wrong_key_shows_the_problem(page: Any, tmp_path: Path) -> None:
     shot(page, tmp_path, "signin-error")
 
 
-def create_clinic(page: Any, served: Served, folder: Path) -> str:
+def create_clinic(page: Any, served: Served, folder: Path, name: str = "Riverside") -> str:
     sign_in(page, served.system_key)
-    page.fill("#clinic-name", "Riverside")
+    page.fill("#clinic-name", name)
     page.click("text=Create clinic")
     wait(page, ".secret .key")
     shot(page, folder, "clinics")
@@ -302,7 +302,7 @@ def test_two_steps_in_the_browser(page: Any, served: Served, data_root: Path, tm
 
     page.goto(f"{served.url}/#/projects/{pid}/steps/1")
     page.wait_for_selector("text=Annotated in this step (6)")
-    train(page, tmp_path, "job-step1")
+    v2 = train(page, tmp_path, "job-step1")
     assert page.inner_text("#version-status") == "active"
     assert page.locator("#step-table tbody tr").count() == 2
     assert page.locator("svg.chart rect").count() == 4  # step 0's landmarks against version 1
@@ -319,6 +319,10 @@ def test_two_steps_in_the_browser(page: Any, served: Served, data_root: Path, tm
     page.wait_for_selector("#events >> text=rolled_back")
     assert page.inner_text("#version-status") == "active"
     assert "step 1 review pending" in page.inner_text("#events")
+    # v2, archived but newer than the active v1, is offered for promotion (a rollback to it would be refused).
+    page.goto(f"{served.url}/#/versions/{v2}")
+    page.wait_for_selector("#version-promote")
+    assert page.locator("#version-rollback").count() == 0 and page.inner_text("#version-status") == "archived"
     page.goto(f"{served.url}/#/projects/{pid}/versions")
     page.wait_for_selector("#version-tree >> text=v2")
     shot(page, tmp_path, "versions")
@@ -354,6 +358,29 @@ def predict_role_sees_only_the_playground(page: Any, served: Served, cases: Case
         page.wait_for_timeout(100)
     assert page.get_attribute("#predict-image", "src") != before  # redrawn with Steiner's lines
     shot(page, folder, "predict")
+
+
+def test_a_study_left_open_past_a_day_still_saves(page: Any, served: Served, data_root: Path, tmp_path: Path) -> None:
+    """The API records at most a day of annotation time: the editor sends none past it instead of a refused value."""
+    cases = Cases(data_root)
+    admin = create_clinic(page, served, tmp_path, "Lakeside")
+    page.clock.install()  # the page's Date and performance.now, moved on below
+    sign_in(page, admin)
+    pid = create_project(page, tmp_path)
+    add_step(page, 0, STEP0)
+    image_id = cases.images(0, 1)[0]
+    study = Api(served, admin).upload(cases.path(image_id))
+    page.goto(f"{served.url}/#/projects/{pid}/steps/0/studies/{study}")
+    open_editor(page)
+    click_image(page, *cases.truth(image_id, STEP0)["S"])
+    page.clock.fast_forward("25:00:00")  # the annotator went home with the study open
+    page.click("#save")
+    page.wait_for_selector("#editor-status >> text=saved as version 1")
+    r = httpx.get(
+        f"{served.url}/v1/projects/{pid}/landmark-sets/0/annotations/{study}",
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert r.status_code == 200 and r.json()[-1]["seconds"] is None, r.text
 
 
 def test_the_pages_labels_keep_apart_as_the_rendered_pngs_do(page: Any) -> None:

@@ -15,6 +15,7 @@ const KEYS_HELP = "Click: place · drag: move · wheel: zoom · drag the image: 
   "z: undo · s: save · ] / [: next / previous study · + / - / 0: zoom in / out / fit";
 
 const MARKER_PX = 5;
+const MAX_SECONDS = 86400; // the API's bound on an annotation's recorded time
 const FONT = "12px system-ui, sans-serif";
 
 function drawMarker(ctx, [sx, sy], colour, { current = false, hollow = false } = {}) {
@@ -231,13 +232,15 @@ class Editor {
       showProblem(new Error("place at least one landmark before saving"));
       return;
     }
-    const seconds = Math.round((performance.now() - this.opened) / 100) / 10;
+    const elapsed = Math.round((performance.now() - this.opened) / 100) / 10;
+    // A study left open past a day was not worked on all that time, and the API takes at most a day: unknown.
+    const seconds = elapsed <= MAX_SECONDS ? elapsed : null;
     const saved = await api(`/v1/projects/${this.project.id}/landmark-sets/${this.set.step}/annotations`, {
       method: "POST", json: { study_id: this.study.id, points: this.state.body(), seconds } });
     for (const p of Object.values(this.state.points)) p.source = "saved";
     this.state.dirty = false;
     this.opened = performance.now();
-    replace(this.status, `saved as version ${saved.version} (${saved.split}) in ${fmt.seconds(seconds)}`);
+    replace(this.status, `saved as version ${saved.version} (${saved.split}) in ${fmt.seconds(elapsed)}`);
     this.root.dataset.saved = String(saved.version);
     await this.showHistory();
   }
