@@ -37,6 +37,9 @@ router = APIRouter(prefix="/v1/projects/{project_id}", tags=["predict"])
 PredictDep = Annotated[Principal, Depends(require(Role.predict, Role.admin, Role.annotator))]
 #: Most images in one synchronous batch request.
 MAX_BATCH = 16
+#: A batch's decoded images, held together until the model has answered them all, may take this many times one
+#: image's decode limit (KAMP_MAX_DECODED_BYTES): 16 images at the limit would hold 4 GiB.
+BATCH_DECODED_FACTOR = 4
 
 
 def resolve_version(
@@ -304,12 +307,27 @@ async def predict_batch(
     spacing = parse_spacing(spacing_x_mm, spacing_y_mm)
     at_least = await run_in_threadpool(_wanted, request, version, store)  # a study keeps the whole image
     slots = request.app.state.decode_slots
-    images = [(await decode_named(f, settings, spacing, at_least, slots), f.filename) for f in files]
+    images: list[tuple[DecodedImage, str | None]] = []
+    for upload in files:
+        images.append((await decode_named(upload, settings, spacing, at_least, slots), upload.filename))
+        _check_batch_bytes([image for image, _ in images], settings)
     results = await _infer(request, version, images, analyses)
     if store:
         for result, (image, filename) in zip(results, images, strict=True):
             result.study_id = await _keep(request, session, principal, image, filename)
     return results
+
+
+def _check_batch_bytes(images: list[DecodedImage], settings: Settings) -> None:
+    """413 where the batch's decoded images so far hold more than BATCH_DECODED_FACTOR x the one-image limit."""
+    held, limit = sum(im.pixels.nbytes for im in images), BATCH_DECODED_FACTOR * settings.max_decoded_bytes
+    if held > limit:
+        raise Problem(
+            413,
+            f"the batch's first {len(images)} images decode to {held / 2**20:,.0f} MiB together; a batch may hold "
+            f"{limit / 2**20:,.0f} MiB: send fewer or smaller images per request",
+            slug="batch-too-large",
+        )
 
 
 async def _keep(

@@ -193,6 +193,24 @@ def test_batch_and_dicom(api: Api, project: tuple[str, str, str], data_root: Pat
     )
 
 
+def test_a_batch_holds_a_bounded_amount_of_decoded_images(
+    api: Api, project: tuple[str, str, str], data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All of a batch's images are held until the model answers: together at most a few times one image's limit
+    (16 images at the limit would hold 4 GiB)."""
+    import server.predict.routes as routes
+
+    pid, _, predict = project
+    _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
+    dicom = dicom_file("RG1_UNCR.dcm").read_bytes()  # 1841 x 1955: 7.2 MB of 16-bit pixels
+    files = [("files", (f"{i}.dcm", dicom)) for i in range(2)]
+    url = f"/v1/projects/{pid}/predict/batch"
+    assert api.client.post(url, files=files, headers=api.headers(predict)).status_code == 200
+    monkeypatch.setattr(routes, "BATCH_DECODED_FACTOR", 10e6 / api.settings.max_decoded_bytes)  # 10 MB a batch
+    too_much = api.client.post(url, files=files, headers=api.headers(predict))
+    assert_problem(too_much, 413, "batch-too-large", "first 2 images decode to 14 MiB together")
+
+
 def test_store_keeps_the_image_as_a_study_when_asked(api: Api, project: tuple[str, str, str], data_root: Path) -> None:
     pid, admin, predict = project
     _add_version(api, pid, tiny_checkpoint(data_root, 15), VersionStatus.active)
