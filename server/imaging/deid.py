@@ -19,6 +19,7 @@ import io
 from collections.abc import Iterable
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -215,7 +216,11 @@ def _lut_item(item: Dataset, kept: tuple[str, ...]) -> Dataset | None:
 
 
 def _numeric_or_binary(element: DataElement) -> bool:
-    """True for binary VRs, and for DS/IS strings whose every value is a number (no text hides in them)."""
+    """True for binary VRs, and for DS/IS strings whose every value is a number (no text hides in them); false
+    for any VR the data dictionary does not give the tag: an explicit-VR file declares its own VRs, and text
+    declared OB, OW, UN or SQ in a retained attribute must not pass as binary."""
+    if not _declared_as_defined(element):
+        return False
     if element.VR not in ("DS", "IS"):
         return element.VR not in ("AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT")
     value = element.value
@@ -226,6 +231,15 @@ def _numeric_or_binary(element: DataElement) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _declared_as_defined(element: DataElement) -> bool:
+    """Whether the element's VR is one the DICOM dictionary gives its tag ("US or SS" allows either)."""
+    try:
+        defined = dictionary_VR(element.tag)
+    except KeyError:
+        return False
+    return element.VR in {vr.strip() for vr in defined.split(" or ")}
 
 
 def _all_in(value: object, terms: frozenset[str]) -> bool:

@@ -335,3 +335,23 @@ def test_no_text_of_a_volume_header_survives_in_its_stored_copy(make: Callable[[
     again = decode_image(image.source_bytes_deidentified, filename=name)
     assert (again.width, again.height, again.pixel_sha256) == (image.width, image.height, image.pixel_sha256)
     assert again.spacing_mm == pytest.approx(image.spacing_mm)
+
+
+def test_text_declared_with_another_vr_in_a_kept_attribute_is_dropped() -> None:
+    """An explicit-VR file declares its own VRs: text in a kept geometry attribute declared OB, OW or SQ (a
+    sequence holding a patient's name) must not pass as binary into the stored file."""
+    from pydicom.dataelem import DataElement
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(io.BytesIO(read_source("693_UNCR.dcm")))
+    text = f"DOE^JOHN {MARK} 0012345 ".encode()
+    ds.add(DataElement(0x00181114, "OB", text))  # EstimatedRadiographicMagnificationFactor, a DS
+    ds.add(DataElement(0x00280034, "OW", text))  # PixelAspectRatio, an IS
+    nested = Dataset()
+    nested.PatientName = f"SEQ^{MARK}"
+    ds.add(DataElement(0x00182010, "SQ", Sequence([nested])))  # NominalScannedPixelSpacing, a DS
+    image = decode_image(to_bytes(ds))
+    assert_no_needle("the stored file", image.source_bytes_deidentified)
+    stored = pydicom.dcmread(io.BytesIO(image.source_bytes_deidentified))
+    kept = ("EstimatedRadiographicMagnificationFactor", "PixelAspectRatio", "NominalScannedPixelSpacing")
+    assert not any(k in stored for k in kept)
