@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
     #: Largest annotation import, bytes: its files together (413 above), held in memory while they are parsed.
     max_import_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    #: Most instances (multipart parts) one STOW-RS request may carry (413 above): each costs memory and an item
+    #: of the answer, however small the body.
+    max_stow_instances: int = Field(default=1000, gt=0)
     #: Largest accepted image, pixels (413 above); checked from the header before decoding.
     max_image_pixels: int = Field(default=60_000_000, gt=0)
     #: Largest array a decoder may make of one image, bytes (413 above): pixels x samples x bytes per sample,

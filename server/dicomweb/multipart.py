@@ -70,9 +70,19 @@ def boundary_of(content_type: str) -> bytes:
     return boundary.encode("ascii")
 
 
-def parts(body: bytes | mmap.mmap, boundary: bytes) -> list[Part]:
-    """Every part of `body`, located (not copied); MultipartError where the structure is broken anywhere."""
-    return list(_iter_parts(body, boundary))
+class TooManyParts(MultipartError):
+    """The body holds more parts than the caller takes."""
+
+
+def parts(body: bytes | mmap.mmap, boundary: bytes, max_parts: int | None = None) -> list[Part]:
+    """Every part of `body`, located (not copied); MultipartError where the structure is broken anywhere,
+    TooManyParts past `max_parts` (each part costs memory and an answer item, however small the body)."""
+    located: list[Part] = []
+    for part in _iter_parts(body, boundary):
+        if max_parts is not None and len(located) == max_parts:
+            raise TooManyParts(f"the body holds more than {max_parts} parts")
+        located.append(part)
+    return located
 
 
 def _iter_parts(body: bytes | mmap.mmap, boundary: bytes) -> Iterator[Part]:

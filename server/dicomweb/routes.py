@@ -125,6 +125,8 @@ def _install_stow(router: APIRouter, Scope: Any) -> None:
     ) -> Response:
         separator = boundary(request.headers.get("content-type", ""))  # 415 before any byte is read
         services = _services(request, project)
+        # The project's lookup began a transaction: its pooled connection goes back while a slow body arrives.
+        await run_in_threadpool(session.rollback)
         spool = BodySpool()
         try:
             await _spool(request, spool)

@@ -17,7 +17,7 @@ from ..storage import BlobStore
 from ..studies import names
 from ..studies.service import DecodeSlots
 from . import stow
-from .multipart import MultipartError, Part, boundary_of, media_type, parts
+from .multipart import MultipartError, Part, TooManyParts, boundary_of, media_type, parts
 from .results import Infer, Reporter, wants_reports
 
 DICOM = "application/dicom"
@@ -61,8 +61,13 @@ def store_all(
     separator: bytes,
     study_uid: str | None,
 ) -> stow.StoreResponse:
+    limit = services.settings.max_stow_instances
     try:
-        located = parts(body, separator)
+        located = parts(body, separator, limit)
+    except TooManyParts as exc:
+        raise Problem(
+            413, f"{exc}: store at most {limit} instances per request; nothing was stored", slug="too-many-instances"
+        ) from exc
     except MultipartError as exc:
         raise Problem(400, f"the multipart body is malformed: {exc}; nothing was stored", slug="bad-multipart") from exc
     if not located:

@@ -176,6 +176,9 @@ def test_refusals_are_problems(dw: Dicomweb) -> None:
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
     assert requests.post(url, data=body, headers={"Content-Type": content_type}).status_code == 401
     assert requests.get(f"{url}?StudyDate=2020", headers=auth).json()["type"] == "/problems/bad-query"
+    many, many_type = multipart([b""] * (dw.api.settings.max_stow_instances + 1))  # tiny body, many answer items
+    r = requests.post(url, data=many, headers={**auth, "Content-Type": many_type})
+    assert r.status_code == 413 and r.json()["type"] == "/problems/too-many-instances", r.text
     assert dw.client().search_for_studies() == []  # nothing of the refused requests was stored
 
 
