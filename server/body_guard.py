@@ -30,8 +30,10 @@ FORM_OVERHEAD = 64 * 1024
 
 
 def body_limit(settings: Settings, path: str, content_type: str) -> tuple[int, str]:
-    """(the most bytes a request body to `path` may hold, the problem slug of a body over it)."""
-    if content_type.split(";")[0].strip().lower() == "application/json":
+    """(the most bytes a request body to `path` may hold, the problem slug of a body over it). Only multipart
+    bodies (files) may be large: any other is parsed whole in memory (FastAPI reads application/*+json and a body
+    without a type as JSON), so it gets the JSON limit."""
+    if not content_type.split(";")[0].strip().lower().startswith("multipart/"):
         return settings.max_json_bytes, "body-too-large"
     if _SINGLE_UPLOAD.match(path):
         return settings.max_upload_bytes + FORM_OVERHEAD, "upload-too-large"

@@ -4,6 +4,7 @@ its route's limit, is refused before one byte of it is read; one that streams pa
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import tempfile
 import time
@@ -132,4 +133,10 @@ def test_limits_through_the_test_client(database_url: str, tmp_path: Path) -> No
         _, admin = api.clinic()
         big = {"name": "x" * 2000, "landmarks": []}
         assert_problem(api.client.post("/v1/projects", json=big, headers=api.headers(admin)), 413, "body-too-large")
+        # FastAPI parses any +json type, and a body without a type, as JSON: whole, in memory. The same limit.
+        raw = json.dumps(big).encode()
+        for kind in ("application/vnd.kamp+json", "application/problem+json", "text/plain", None):
+            headers = api.headers(admin) | ({"Content-Type": kind} if kind else {})
+            r = api.client.post("/v1/projects", content=raw, headers=headers)
+            assert_problem(r, 413, "body-too-large")
         assert_problem(api.client.post("/v1/projects", json={"name": "p"}), 401, "unauthorized")
