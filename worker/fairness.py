@@ -1,8 +1,9 @@
 """Fair turns between clinics on shared training workers. Before a worker claims a training job it asks whether
 the job's clinic should step aside: when it already runs `max_running_jobs_per_clinic` jobs, or when another
-clinic has a queued job that can start now (step 0, or its previous step's model exists) and was served less
-recently (its last job started earlier, or none ever did). A job that steps aside is delivered again a moment
-later, behind the other clinics' messages, so one clinic's ten queued steps interleave with another's one.
+clinic has a queued job that can start now (step 0 or its previous step's model exists, and that clinic runs fewer
+jobs than the limit) and was served less recently (its last job started earlier, or none ever did). A job that
+steps aside is delivered again a moment later, behind the other clinics' messages, so one clinic's ten queued
+steps interleave with another's one.
 
 The order "served less recently" is total (ties broken by clinic id), so two clinics never step aside for each
 other at once.
@@ -31,13 +32,7 @@ def clinic_of(session: Session, job: TrainingJob) -> uuid.UUID:
 def should_step_aside(session: Session, job: TrainingJob, max_running: int) -> bool:
     """Whether `job` (queued) should let another clinic's job go first; see the module's docstring."""
     clinic = clinic_of(session, job)
-    running = session.scalar(
-        select(func.count())
-        .select_from(TrainingJob)
-        .join(Project, Project.id == TrainingJob.project_id)
-        .where(Project.clinic_id == clinic, TrainingJob.status == JobStatus.running)
-    )
-    if (running or 0) >= max_running:
+    if _running(session, clinic) >= max_running:
         return True
     mine = _turn(session, clinic)
     others = session.execute(
@@ -47,8 +42,27 @@ def should_step_aside(session: Session, job: TrainingJob, max_running: int) -> b
             TrainingJob.status == JobStatus.queued, Project.clinic_id != clinic, TrainingJob.cancel_requested.is_(False)
         )
     ).all()
-    ahead = {other for other in {c for _, c in others} if _turn(session, other) < mine}  # each clinic's turn once
+    # Ahead: served less recently, and free to start a job now (a clinic at its limit would step aside too, and
+    # both would wait while a worker idles). Each clinic's turn once.
+    ahead = {
+        other
+        for other in {c for _, c in others}
+        if _turn(session, other) < mine and _running(session, other) < max_running
+    }
     return any(other in ahead and _ready(session, queued) for queued, other in others)
+
+
+def _running(session: Session, clinic: uuid.UUID) -> int:
+    """The clinic's training jobs running now."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(TrainingJob)
+            .join(Project, Project.id == TrainingJob.project_id)
+            .where(Project.clinic_id == clinic, TrainingJob.status == JobStatus.running)
+        )
+        or 0
+    )
 
 
 def _turn(session: Session, clinic: uuid.UUID) -> tuple[datetime, datetime, str]:
