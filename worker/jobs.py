@@ -233,7 +233,7 @@ def _fit(
         refine=None if project.local_stage is None else from_dict(RefineConfig, project.local_stage),
         names={lm.code: lm.name for lm in landmark_set.landmarks},
         progress=progress,
-        state_path=claimed_state(state_folder(settings.data_dir), job.set_id, lease.token),
+        state_path=claimed_state(state_folder(settings.data_dir), job.set_id, job.id, lease.token),
     )
 
 
