@@ -347,7 +347,8 @@ def _cancel_unstarted(session: Session, job: TrainingJob) -> None:
 
 
 def reap_stale_jobs(settings: Settings) -> list[uuid.UUID]:
-    """Mark running jobs whose worker stopped beating as failed, with the reason; their training state stays
-    on disk, so a retry resumes where they stopped. Returns the jobs reaped."""
+    """Mark running jobs whose worker stopped beating as failed, with the reason (cancelled, where an admin had
+    asked for it); their training state stays on disk, so a retry resumes where they stopped. Returns the jobs
+    reaped."""
     with session_factory(settings.resolved_database_url)() as session:
         return reap(session, TrainingJob, settings.job_stale_after_s, "retry to resume")

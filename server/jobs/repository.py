@@ -178,16 +178,22 @@ def fail_if_still_stale(
     that beat after the reaper looked keeps its job), the error ending with `advice` (and in a training job's
     log). Whether it was failed; the caller commits."""
     when = beat.isoformat(timespec="seconds") if beat else "never"
+    still_stale = (entity.id == job_id) & (entity.status == JobStatus.running) & (entity.heartbeat_at < stale)
+    if entity is TrainingJob:  # one an admin asked to cancel ends as they asked: no claim would ever resume it
+        note = f"cancelled at the request of an admin; its worker had stopped responding (last heartbeat {when})"
+        asked = still_stale & TrainingJob.cancel_requested.is_(True)
+        if _update(session, entity, asked, ended(JobStatus.cancelled, error=note, log=log_line(note))):
+            return True
     error = f"the worker stopped responding (last heartbeat {when}); {advice}"
     values = ended(JobStatus.failed, error=error)
     if entity is TrainingJob:
         values["log"] = log_line(f"failed: {error}")
-    result = session.execute(
-        update(entity)
-        .where(entity.id == job_id, entity.status == JobStatus.running, entity.heartbeat_at < stale)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    return _update(session, entity, still_stale, values)
+
+
+def _update(session: Session, entity: JobEntity, where: ColumnElement[bool], values: dict[str, object]) -> bool:
+    """A conditional UPDATE of job rows; whether it changed one."""
+    result = session.execute(update(entity).where(where).values(**values).execution_options(synchronize_session=False))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -133,6 +133,22 @@ def test_the_reaper_spares_a_job_whose_worker_beat_after_it_looked(api: Api) -> 
         assert job.status == JobStatus.failed and "stopped responding" in job.error and job.log.endswith("resume\n")
 
 
+def test_a_job_whose_cancel_was_asked_ends_cancelled_when_its_worker_died(api: Api) -> None:
+    """No claim resumes a job an admin asked to cancel, so the reaper ends it as asked, not as failed."""
+    h, pid = tiny_project(api)
+    api.client.post(f"/v1/projects/{pid}/landmark-sets", headers=h, json={"landmarks": [{"code": "S"}]})
+    job_id = queue_job(api, pid, 0)
+    with api.client.app.state.session_factory() as session:
+        job = session.get(TrainingJob, job_id)
+        job.status, job.heartbeat_at, job.cancel_requested = JobStatus.running, utcnow() - timedelta(hours=1), True
+        session.commit()
+    assert reap_stale_jobs(api.settings) == [job_id]
+    with api.client.app.state.session_factory() as session:
+        job = session.get(TrainingJob, job_id)
+        assert job.status == JobStatus.cancelled and job.finished_at is not None
+        assert "cancelled at the request of an admin" in job.error and "stopped responding" in job.log
+
+
 # ------------------------------------------------- lost queue messages (worker.requeue)
 
 
