@@ -88,9 +88,11 @@ def summary(out: Path, step: int, seed: int, strategies: tuple[str, ...] = STRAT
         defaults = [c for c in planned(record) if c["overrides"] == default]
         default_score = f"{defaults[0]['score']:.3f}" if defaults else "not run"
         o = chosen["overrides"]
+        ran = len(planned(record))
+        so_far = "" if ran >= budget() else " (best so far)"  # the plan stopped part-way: not a choice yet
         lines.append(
-            f"| {strategy} | {o.get('alpha')} | {o.get('temperature')} | {chosen['score']:.3f} | "
-            f"{chosen['new_mre']:.3f} | {chosen['old_drift']:.3f} | {default_score} | {len(planned(record))} |"
+            f"| {strategy} | {o.get('alpha')}{so_far} | {o.get('temperature')}{so_far} | {chosen['score']:.3f} | "
+            f"{chosen['new_mre']:.3f} | {chosen['old_drift']:.3f} | {default_score} | {ran} of {budget()} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -56,7 +56,12 @@ def test_the_plan_takes_the_first_stages_alpha_into_the_second(tmp_path: Path, m
     assert selection_plan.main(args) == 0
     assert calls[1][-4:] == ["--grid", "alpha=10.0", "--grid", "temperature=0.05,0.1,0.2"]
     table = (tmp_path / "cld38-5step-smoke" / "selection" / "plan-step1-seed0.md").read_text()
-    assert "| lwf | 10.0 | 0.05 | 1.200 | 2.200 | 0.200 | 2.000 | 6 |" in table
+    assert "| lwf | 10.0 | 0.05 | 1.200 | 2.200 | 0.200 | 2.000 | 6 of 6 |" in table
+    record = json.loads(path.read_text())
+    record["candidates"] = [c for c in record["candidates"] if c["overrides"].get("temperature") != 0.2]
+    path.write_text(json.dumps(record))  # the plan stopped before its last candidate
+    partial = selection_plan.summary(tmp_path / "cld38-5step-smoke", 1, 0, ("lwf",))
+    assert "| lwf | 10.0 (best so far) | 0.05 (best so far) | 1.200 |" in partial and "| 5 of 6 |" in partial
     assert "| kamp | not run |" not in table  # only the strategies asked for
     assert "--precision" not in calls[0]  # the profile's own precision where none is asked for
 
