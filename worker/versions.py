@@ -69,8 +69,8 @@ def record_version(
     version stays a candidate for an admin to promote."""
     hold_project(session, project.id)
     lease.lock(session)
-    moved = _active_moved(session, project.id, active_at_start)
-    if passes and moved:
+    moved = _active_moved(session, project.id, active_at_start) if passes else None
+    if moved:
         reason = f"{reason}; not promoted: {moved}"
     number = (
         session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project.id)) or 0
@@ -98,11 +98,11 @@ def record_version(
     )
     session.add(version)
     session.flush()
-    if passes and not moved:  # the rule of a manual promotion: the replaced version's "archived" event too
-        versions.activate(session, version, action="promoted", actor="gate", reason=reason)
-    elif not passes:
+    if not passes:
         version.status = VersionStatus.rejected
         session.add(VersionEvent(version_id=version.id, action="rejected", actor="gate", reason=reason))
+    elif not moved:  # the rule of a manual promotion: the replaced version's "archived" event too
+        versions.activate(session, version, action="promoted", actor="gate", reason=reason)
     outcome = "rejected" if not passes else "kept as a candidate" if moved else "promoted"
     line = f"version {number} {outcome}: {reason}"
     lease.update(session, **ended(JobStatus.succeeded, model_version_id=version.id, log=log_line(line)))

@@ -15,14 +15,14 @@ def dicom_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, SpacingSourc
     magnification; it is still the best the file offers when PixelSpacing is absent.
     """
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        pair = _positive_pair(ds, keyword)
+        pair = _plausible_pair(ds, keyword)
         if pair is not None:
             row_spacing, column_spacing = pair
             return (column_spacing, row_spacing), keyword  # type: ignore[return-value]
     return None, "none"
 
 
-def _positive_pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
+def _plausible_pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
     try:
         values = [float(value) for value in ds.get(keyword) or ()]
     except (TypeError, ValueError):

@@ -308,9 +308,12 @@ async def predict_batch(
     at_least = await run_in_threadpool(_wanted, request, version, store)  # a study keeps the whole image
     slots = request.app.state.decode_slots
     images: list[tuple[DecodedImage, str | None]] = []
+    held = 0
     for upload in files:
-        images.append((await decode_named(upload, settings, spacing, at_least, slots), upload.filename))
-        _check_batch_bytes([image for image, _ in images], settings)
+        image = await decode_named(upload, settings, spacing, at_least, slots)
+        images.append((image, upload.filename))
+        held += image.pixels.nbytes
+        _check_batch_bytes(held, len(images), settings)
     results = await _infer(request, version, images, analyses)
     if store:
         for result, (image, filename) in zip(results, images, strict=True):
@@ -318,13 +321,14 @@ async def predict_batch(
     return results
 
 
-def _check_batch_bytes(images: list[DecodedImage], settings: Settings) -> None:
-    """413 where the batch's decoded images so far hold more than BATCH_DECODED_FACTOR x the one-image limit."""
-    held, limit = sum(im.pixels.nbytes for im in images), BATCH_DECODED_FACTOR * settings.max_decoded_bytes
+def _check_batch_bytes(held: int, count: int, settings: Settings) -> None:
+    """413 where the batch's first `count` decoded images, `held` bytes together, exceed BATCH_DECODED_FACTOR x
+    the one-image limit."""
+    limit = BATCH_DECODED_FACTOR * settings.max_decoded_bytes
     if held > limit:
         raise Problem(
             413,
-            f"the batch's first {len(images)} images decode to {held / 2**20:,.0f} MiB together; a batch may hold "
+            f"the batch's first {count} images decode to {held / 2**20:,.0f} MiB together; a batch may hold "
             f"{limit / 2**20:,.0f} MiB: send fewer or smaller images per request",
             slug="batch-too-large",
         )

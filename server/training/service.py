@@ -126,10 +126,10 @@ def rollback_version(
         )
     current = repo.active_version(session, version.project_id)
     if decision(version, current) != "rollback":
+        assert current is not None  # with none active, an archived version is always one to roll back to
         raise Problem(
             409,
-            f"v{version.number} is newer than the active v{current.number if current else '?'}; promote it instead "
-            "of rolling back",
+            f"v{version.number} is newer than the active v{current.number}; promote it instead of rolling back",
             slug="not-earlier",
         )
     repo.activate(session, version, action="rolled_back", actor=actor, reason=reason)
