@@ -10,7 +10,7 @@ from __future__ import annotations
 import mmap
 import secrets
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -138,11 +138,23 @@ def _headers(body: bytes | mmap.mmap, pos: int) -> tuple[dict[str, str], int]:
 
 def encode(items: Sequence[tuple[str, bytes]], boundary: str) -> bytes:
     """A multipart body of (Content-Type, content) items, as WADO-RS answers."""
-    chunks: list[bytes] = []
-    for content_type, content in items:
-        chunks += [b"--", boundary.encode(), _CRLF, b"Content-Type: ", content_type.encode(), _CRLF * 2, content, _CRLF]
-    chunks += [b"--", boundary.encode(), b"--", _CRLF]
-    return b"".join(chunks)
+    return b"".join(stream(((kind, _given(content)) for kind, content in items), boundary))
+
+
+def _given(content: bytes) -> Callable[[], bytes]:
+    return lambda: content
+
+
+def stream(items: Iterable[tuple[str, Callable[[], bytes]]], boundary: str) -> Iterator[bytes]:
+    """The same body in pieces, each item's content loaded only when its part is due: an answer of many
+    instances holds one of them in memory at a time, not all."""
+    delimiter = b"--" + boundary.encode()
+    for content_type, load in items:
+        content = load()
+        yield b"".join([delimiter, _CRLF, b"Content-Type: ", content_type.encode(), _CRLF * 2])
+        yield content
+        yield _CRLF
+    yield delimiter + b"--" + _CRLF
 
 
 def new_boundary() -> str:

@@ -4,12 +4,14 @@ and retrievals answer the clinic's instances at both."""
 
 # No `from __future__ import annotations`: the routes are defined in a function, and FastAPI must see their
 # dependency annotations (which name that function's `scope`) evaluated, not as strings.
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from models.predictor import Prediction, Predictor
@@ -22,7 +24,7 @@ from ..predict.frames import model_inputs
 from ..projects import repository as projects
 from ..studies.routes import request_blobs
 from . import service
-from .multipart import BodySpool, encode, new_boundary
+from .multipart import BodySpool, new_boundary, stream
 from .params import Uid
 from .pixel_routes import install_pixels
 from .results import Infer
@@ -59,10 +61,15 @@ def _json(results: Any, warnings: Sequence[str] = ()) -> Response:
     return Response(json.dumps(results), media_type=DICOM_JSON, headers=headers)
 
 
-def _multipart(parts: list[tuple[str, bytes]]) -> Response:
+def _multipart(parts: list[tuple[str, Callable[[], bytes]]]) -> Response:
+    """The instances streamed one after the other. The first is read before the answer starts, so a lone
+    instance whose blob is missing still gets a problem answer; a later one's ends the stream short of its final
+    delimiter, which a multipart reader reports as a truncated body."""
     boundary = new_boundary()
     kind = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return Response(encode(parts, boundary), media_type=kind)
+    body = stream(parts, boundary)
+    head = next(body)
+    return StreamingResponse(itertools.chain([head], body), media_type=kind)
 
 
 def _base(request: Request, project: Project | None) -> str:

@@ -3,8 +3,10 @@ header allows, and the answers of QIDO-RS and WADO-RS (instances, metadata, rend
 
 from __future__ import annotations
 
+import functools
 import io
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pydicom
@@ -77,9 +79,10 @@ def check_accept_dicom(accept: str, rows: list[DicomInstance]) -> None:
     )
 
 
-def instance_parts(blobs: BlobStore, rows: list[DicomInstance]) -> list[tuple[str, bytes]]:
-    """The multipart items of the stored files, each typed with its transfer syntax."""
-    return [(f"{DICOM}; transfer-syntax={transfer_syntax(r)}", blobs.get(r.blob)) for r in rows]
+def instance_parts(blobs: BlobStore, rows: list[DicomInstance]) -> list[tuple[str, Callable[[], bytes]]]:
+    """The multipart items of the stored files, each typed with its transfer syntax and read from the blob store
+    only when called (server.dicomweb.multipart.stream)."""
+    return [(f"{DICOM}; transfer-syntax={transfer_syntax(r)}", functools.partial(blobs.get, r.blob)) for r in rows]
 
 
 def metadata_of(blobs: BlobStore, rows: list[DicomInstance]) -> list[DicomJson]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from server.dicomweb.multipart import BodySpool, MultipartError, boundary_of, encode, media_type, parts
+from server.dicomweb.multipart import BodySpool, MultipartError, boundary_of, encode, media_type, parts, stream
 
 
 def _contents(body: bytes, boundary: bytes) -> list[bytes]:
@@ -29,6 +31,27 @@ def test_binary_content_round_trips_through_the_writer() -> None:
     located = parts(body, b"x-boundary")
     assert [body[p.start : p.end] for p in located] == [content for _, content in items]
     assert [p.content_type for p in located] == [kind for kind, _ in items]
+
+
+def test_a_streamed_body_reads_each_content_when_its_part_is_due() -> None:
+    loaded: list[int] = []
+
+    def loader(n: int) -> Callable[[], bytes]:
+        def load() -> bytes:
+            loaded.append(n)
+            return bytes([n]) * 1000
+
+        return load
+
+    pieces = stream([("application/dicom", loader(n)) for n in range(3)], "s")
+    body = next(pieces)
+    assert loaded == [0]  # the first part begins; the others are not read yet
+    while loaded != [0, 1]:
+        body += next(pieces)
+    assert body.endswith(b"\r\n--s\r\nContent-Type: application/dicom\r\n\r\n")
+    body += b"".join(pieces)
+    assert loaded == [0, 1, 2] and _contents(body, b"s") == [bytes([n]) * 1000 for n in range(3)]
+    assert body == encode([("application/dicom", bytes([n]) * 1000) for n in range(3)], "s")
 
 
 @pytest.mark.parametrize(

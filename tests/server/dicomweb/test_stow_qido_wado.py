@@ -70,6 +70,11 @@ def test_store_real_files_then_find_them_with_the_ohif_query(dw: Dicomweb) -> No
     [mr] = client.search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
     assert [_values(mr, "0020000D")] == [_values(s, "0020000D") for s in studies if _values(s, "00080061") == ["MR"]]
 
+    [two] = [uid for s, uid in zip(studies, uids, strict=True) if _values(s, "00201208") == [2]]
+    slices = client.retrieve_study(two)  # a streamed answer of two parts
+    assert len(slices) == 2 and {i.SOPInstanceUID for i in slices} <= set(_stored_uids(multi))
+    assert {i.StudyInstanceUID for i in slices} == {two} and slices[0].SOPInstanceUID != slices[1].SOPInstanceUID
+
 
 def test_retrieve_instance_metadata_and_rendered_image(dw: Dicomweb) -> None:
     client = dw.client()
