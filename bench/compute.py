@@ -7,6 +7,7 @@ batch norm and activations are not counted).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -71,3 +72,17 @@ def cpu_vector_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
         return frozenset()
     line = next((line for line in text.splitlines() if line.startswith("flags")), "flags:")
     return frozenset(line.split(":", 1)[1].split()) & VECTOR_FLAGS
+
+
+def compute_kind(device: torch.device | str = "cpu", flags: frozenset[str] | None = None) -> str:
+    """A short name of what a training time depends on most: the GPU's name on CUDA, else the CPU's widest
+    matrix unit ("amx", "avx512-bf16", "avx512", "avx2") and its core count, e.g. "cpu amx x2"."""
+    if torch.device(device).type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(0)}"
+    flags = cpu_vector_flags() if flags is None else flags
+    unit = next((name for flag, name in _UNITS if flag in flags), "other")
+    return f"cpu {unit} x{os.cpu_count()}"
+
+
+#: The flag that names a CPU's widest unit, widest first.
+_UNITS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512-bf16"), ("avx512f", "avx512"), ("fma", "avx2"))

@@ -34,6 +34,7 @@ from models.predictor import Predictor
 from models.trainer import Progress, train_step
 
 from .arms import Arm, parse_arm
+from .compute import compute_kind
 from .jsonio import write_json
 from .profiles import (
     PROFILES,
@@ -166,6 +167,7 @@ class Runner:
             "step": t,
             "unit": result.unit,
             "train_seconds": seconds,
+            **({"trained_on": compute_kind(self.device)} if seconds is not None else {}),
             "checkpoint_sha256": checkpoint.sha256,
             "parent_sha256": checkpoint.parent_sha256,
             "train_config": checkpoint.train_config,  # what trained it, should a default change between runs

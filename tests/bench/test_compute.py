@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from bench import gpu_check
-from bench.compute import cpu_ghz, cpu_peak_gflops, cpu_vector_flags, network_flops
+from bench.compute import compute_kind, cpu_ghz, cpu_peak_gflops, cpu_vector_flags, network_flops
 
 
 def test_flops_of_one_convolution_forward_and_backward() -> None:
@@ -43,3 +44,12 @@ def test_gpu_check_says_so_without_cuda(
     assert "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "g.json").exists()
     assert gpu_check.bf16_peak("NVIDIA H200", None) == 989.0 and gpu_check.bf16_peak("Unknown", None) is None
+
+
+def test_compute_kind_names_the_widest_unit() -> None:
+    cores = os.cpu_count()
+    assert compute_kind("cpu", frozenset({"fma", "avx512f", "avx512_bf16", "amx_bf16"})) == f"cpu amx x{cores}"
+    assert compute_kind("cpu", frozenset({"fma", "avx512f", "avx512_bf16"})) == f"cpu avx512-bf16 x{cores}"
+    assert compute_kind("cpu", frozenset({"fma", "avx512f"})) == f"cpu avx512 x{cores}"
+    assert compute_kind("cpu", frozenset({"fma"})) == f"cpu avx2 x{cores}"
+    assert compute_kind("cpu", frozenset()) == f"cpu other x{cores}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.cost import cost_table, step_seconds
+from bench.cost import EARLIER_KIND, cost_table, step_seconds
 from bench.report import eval_name
 
 
@@ -22,3 +22,17 @@ def test_seconds_per_step_are_averaged_over_seeds_and_reused_steps_skipped(tmp_p
     assert seconds == {"step0": [600.0], "kamp": [None, 90.0], "joint@budget=scratch": [None, 300.0]}
     table = cost_table(seconds)
     assert "| kamp | – | 1.5 |" in table and "| step0 | 10.0 | – |" in table
+
+
+def test_times_of_different_machines_are_not_averaged(tmp_path: Path) -> None:
+    def write(seed: int, seconds: float, kind: str | None) -> None:
+        record = {"train_seconds": seconds} | ({"trained_on": kind} if kind else {})
+        (tmp_path / eval_name("lwf", seed, 1)).write_text(json.dumps(record))
+
+    write(0, 60.0, None)  # written before records named their machine
+    write(2, 90.0, EARLIER_KIND)
+    write(1, 200.0, "cpu avx512-bf16 x2")
+    assert step_seconds(tmp_path) == {
+        f"lwf [{EARLIER_KIND}]": [None, 75.0],
+        "lwf [cpu avx512-bf16 x2]": [None, 200.0],
+    }
