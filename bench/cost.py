@@ -10,16 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-#: What trained every record written before records named their machine: the CPU kind all IKL runs were made on
-#: until then (docs/benchmarks.md, "Training speed").
-EARLIER_KIND = "cpu amx x2"
-
 
 def step_seconds(evals: Path) -> dict[str, list[float | None]]:
     """strategy -> mean training seconds of each step over the seeds that recorded them (None: none did; a step
     whose checkpoint was reused from an earlier run records none). Where the records were trained on more than
     one kind of machine (their `trained_on`), a strategy has a row per kind, named "strategy [kind]": times of
-    different machines are not averaged."""
+    different machines are not averaged. Records from before the field keep the plain name: they ran on more
+    than one kind, which they do not say (docs/benchmarks.md names the machine of each run)."""
     from .report import EVAL  # here: bench.report imports this module for its tables
 
     seen: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -29,13 +26,13 @@ def step_seconds(evals: Path) -> dict[str, list[float | None]]:
             continue
         record = json.loads(path.read_text())
         if record.get("train_seconds") is not None:
-            kind = record.get("trained_on", EARLIER_KIND)
+            kind = record.get("trained_on", "")
             seen[match["name"], kind][int(match["step"])].append(float(record["train_seconds"]))
     several = len({kind for _, kind in seen}) > 1
     out = {}
     for (name, kind), steps in seen.items():
         last = max(steps)
-        row = f"{name} [{kind}]" if several else name
+        row = f"{name} [{kind}]" if several and kind else name
         out[row] = [float(np.mean(steps[t])) if steps.get(t) else None for t in range(last + 1)]
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.cost import EARLIER_KIND, cost_table, step_seconds
+from bench.cost import cost_table, step_seconds
 from bench.report import eval_name
 
 
@@ -30,9 +30,11 @@ def test_times_of_different_machines_are_not_averaged(tmp_path: Path) -> None:
         (tmp_path / eval_name("lwf", seed, 1)).write_text(json.dumps(record))
 
     write(0, 60.0, None)  # written before records named their machine
-    write(2, 90.0, EARLIER_KIND)
+    write(2, 90.0, "cpu amx x2")
+    write(3, 120.0, "cpu amx x2")
     write(1, 200.0, "cpu avx512-bf16 x2")
     assert step_seconds(tmp_path) == {
-        f"lwf [{EARLIER_KIND}]": [None, 75.0],
+        "lwf": [None, 60.0],
+        "lwf [cpu amx x2]": [None, 105.0],
         "lwf [cpu avx512-bf16 x2]": [None, 200.0],
     }
