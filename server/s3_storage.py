@@ -41,7 +41,7 @@ class S3BlobStore:
                 self._refresh(key)
                 return key
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                if exc.response.get("Error", {}).get("Code") not in _MISSING:
                     raise
         self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)
         return key
@@ -65,7 +65,7 @@ class S3BlobStore:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._name(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
                 return False
             raise
         return True
@@ -82,5 +82,23 @@ class S3BlobStore:
                 out.append(StoredFile(name, item["LastModified"].timestamp(), temporary=False))
         return out
 
-    def discard(self, stored: StoredFile) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + stored.name)
+    def discard(self, stored: StoredFile) -> bool:
+        """Remove a listed blob if it is still there and no younger than listed: one put again since the listing
+        belongs to an upload on its way to its commit (LocalBlobStore.discard); whether it was removed. S3 has no
+        delete conditional on time, so this reads the time first; only a put between that read and the delete,
+        milliseconds, is lost."""
+        name = self.prefix + stored.name
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise
+        if head["LastModified"].timestamp() > stored.modified:
+            return False
+        self.client.delete_object(Bucket=self.bucket, Key=name)
+        return True
+
+
+#: The error codes S3 and its look-alikes answer for an object that is not there.
+_MISSING = ("404", "NoSuchKey", "NotFound")

@@ -40,7 +40,7 @@ class BlobStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def listing(self) -> list[StoredFile]: ...
-    def discard(self, stored: StoredFile) -> None: ...
+    def discard(self, stored: StoredFile) -> bool: ...
 
 
 def check_key(key: str) -> str:
@@ -98,17 +98,20 @@ class LocalBlobStore:
     def listing(self) -> list[StoredFile]:
         return [StoredFile(p.name, p.stat().st_mtime, p.name.startswith(INCOMING)) for p in self.files()]
 
-    def discard(self, stored: StoredFile) -> None:
+    def discard(self, stored: StoredFile) -> bool:
         """Remove a listed file (a blob or a temporary one), if it is still there and no younger than listed (a
-        blob put again since the listing belongs to an upload on its way)."""
+        blob put again since the listing belongs to an upload on its way); whether it was removed."""
         folder = stored.name[:2] if not stored.temporary else None
         candidates = [self.root / folder / stored.name] if folder else list(self.root.glob(f"*/{stored.name}"))
+        removed = False
         for path in candidates:
             try:
                 if path.stat().st_mtime <= stored.modified:
-                    path.unlink(missing_ok=True)
+                    path.unlink()
+                    removed = True
             except FileNotFoundError:
                 pass
+        return removed
 
     def delete(self, key: str) -> None:
         """Remove a blob; a missing one is no error (deleting twice is harmless). Only for blobs that one owner

@@ -42,9 +42,8 @@ def sweep_orphan_blobs(settings: Settings) -> list[str]:
         return []
     with session_factory(settings.resolved_database_url)() as session:
         keep = referenced_blobs(session)  # read after listing: a row committed meanwhile is seen
-    removed = [f for f in old if f.temporary or f.name not in keep]
-    for stored in removed:
-        store.discard(stored)
+    unreferenced = [f for f in old if f.temporary or f.name not in keep]
+    removed = [f for f in unreferenced if store.discard(f)]
     if removed:
         log.warning("swept %d orphan blob or temporary files", len(removed))
     return [f.name for f in removed]

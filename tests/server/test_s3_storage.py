@@ -87,6 +87,16 @@ def test_content_put_again_is_young_again(store: BlobStore) -> None:
     assert store.get(key) == b"an orphan an upload of the same bytes still needs"
 
 
+def test_a_blob_put_again_since_the_listing_is_not_discarded(store: BlobStore) -> None:
+    key = store.put(b"an old orphan")
+    [listed] = store.listing()
+    time.sleep(1.1)  # S3 times have whole seconds
+    store.put(b"an old orphan")  # an upload of the same bytes, on its way to its commit
+    assert not store.discard(listed) and store.exists(key)
+    assert store.discard(store.listing()[0])  # listed as it is now: gone
+    assert not store.discard(listed) and not store.exists(key)  # discarding what is gone is harmless
+
+
 def test_the_url_names_a_bucket_and_a_prefix() -> None:
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         S3BlobStore.from_url("https://kamp-test/blobs")
