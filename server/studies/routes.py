@@ -152,7 +152,10 @@ def get_study_thumbnail(
     principal: AnnotatorDep,
     size: Annotated[int, Query(ge=32, le=1024, description="longest side in pixels")] = 256,
 ) -> Response:
-    """A small JPEG of the study for grids (the console's); the image itself is GET .../image."""
+    """A small JPEG of the study for grids (the console's); the image itself is GET .../image. Made within a
+    decoding slot, as uploads are: a grid asks for many at once, and each decodes the whole image."""
     study = service.get_study(session, principal.clinic(), study_id)
-    jpeg = service.thumbnail(request_blobs(request).get(study.pixels_blob), size)
+    png16 = request_blobs(request).get(study.pixels_blob)
+    with request.app.state.decode_slots.held():
+        jpeg = service.thumbnail(png16, size)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -6,10 +6,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import Api
+from .conftest import Api, make_api
 from .test_api_core import assert_problem
 from .test_studies_annotations import _project_with_set, upload
 
@@ -41,6 +42,30 @@ def test_a_thumbnail_is_a_small_jpeg_of_the_clinics_own_study(api: Api, ceph_jpe
     assert_problem(api.client.get(f"/v1/studies/{sid}/thumbnail?size=5000", headers=api.headers(admin)), 422)
     _, other = api.clinic("Elsewhere")
     assert_problem(api.client.get(f"/v1/studies/{sid}/thumbnail", headers=api.headers(other)), 404)
+
+
+def test_a_thumbnail_of_a_large_study_averages_it_and_waits_for_a_decoding_slot(
+    database_url: str, tmp_path: Path
+) -> None:
+    api = make_api(database_url, tmp_path, max_concurrent_decodes=1, decode_wait_s=0.2)
+    rows, cols = np.mgrid[0:3000, 0:4000]
+    stripes = np.where((cols // 2) % 2 == 0, 255, 0)  # 2-px stripes: a thumbnail that skipped pixels would show them
+    picture = np.where(rows < 1500, stripes, 128).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
+    with api.client:
+        _, admin = api.clinic()
+        sid = upload(api, admin, buf.getvalue(), name="large.png").json()["id"]
+        r = api.client.get(f"/v1/studies/{sid}/thumbnail?size=200", headers=api.headers(admin))
+        assert r.status_code == 200
+        with Image.open(io.BytesIO(r.content)) as small:
+            grey = np.asarray(small, dtype=np.float32)
+        assert small.size == (200, 150)
+        assert abs(grey[10:65].mean() - 127.5) < 4 and grey[10:65].std() < 6  # the stripes averaged to grey
+        assert abs(grey[85:140].mean() - 128) < 3
+        with api.client.app.state.decode_slots.held():  # the one slot busy (an upload decoding)
+            busy = api.client.get(f"/v1/studies/{sid}/thumbnail?size=200", headers=api.headers(admin))
+        assert_problem(busy, 503, "busy")
 
 
 def test_an_annotation_keeps_the_seconds_it_took(api: Api, ceph_jpeg: bytes) -> None:
