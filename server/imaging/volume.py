@@ -54,8 +54,9 @@ def _stored_copy(data: bytes, kind: str, subject: str) -> bytes:
 
 
 def _check_itk_header(data: bytes, kind: str, subject: str) -> bool:
-    """Refuse headers that point to other files (a detached .raw, or any path on the server); return whether
-    the header states a pixel spacing (ITK reports 1.0 when it does not)."""
+    """Refuse headers that point to other files (a detached .raw, or any path on the server) or whose pixels the
+    stored copy cannot be cut after (see _refuse_undelimited_pixels); return whether the header states a pixel
+    spacing (ITK reports 1.0 when it does not)."""
     if kind == "nifti":
         head = nifti_header(data) or b""
         is_nifti1 = head[344:348] == b"n+1\x00"
@@ -63,6 +64,7 @@ def _check_itk_header(data: bytes, kind: str, subject: str) -> bool:
         pixdim = np.frombuffer(head, f"{order}f4", 2, 80) if is_nifti1 else np.frombuffer(head, f"{order}f8", 2, 112)
         return bool(np.all(np.isfinite(pixdim)) and np.all(pixdim > 0))
     header = _text_header(data, kind)
+    _refuse_undelimited_pixels(header, kind, subject)
     if kind == "mha":
         data_file = re.search(r"^\s*ElementDataFile\s*=\s*(\S*)", header, re.MULTILINE)
         if data_file is None:
@@ -81,6 +83,34 @@ def _check_itk_header(data: bytes, kind: str, subject: str) -> bool:
             "accepted. Save the image as a single .nrrd file.",
         )
     return re.search(r"^\s*(spacings|space directions)\s*:", header, re.MULTILINE) is not None
+
+
+def _refuse_undelimited_pixels(header: str, kind: str, subject: str) -> None:
+    """Refuse pixels held as text (NRRD ascii or hex, MetaImage BinaryData = False) and bytes skipped before the
+    pixels (NRRD byte and line skips, a MetaImage HeaderSize): the stored copy ends where the pixels do
+    (server.imaging.volume_meta), and neither the end of text pixels nor skipped bytes can be told from text that
+    names the patient. Checked before SimpleITK reads the file: NrrdIO's ascii reader overruns a buffer on a long
+    word and takes the process down."""
+    if kind == "mha":
+        binary = re.search(r"^\s*BinaryData\s*=\s*(\S*)", header, re.MULTILINE)
+        as_text = binary is not None and binary.group(1)[:1] not in ("T", "t", "1")
+        skip = re.search(r"^\s*HeaderSize\s*=\s*(\S+)", header, re.MULTILINE)
+    else:
+        encoding = re.search(r"^\s*encoding\s*:(?!=)\s*(.*?)\s*$", header, re.MULTILINE | re.IGNORECASE)
+        as_text = encoding is not None and encoding.group(1).lower() not in ("raw", "gzip", "gz")
+        skip = re.search(r"^\s*(?:line|byte)\s?skip\s*:(?!=)\s*(\S+)", header, re.MULTILINE | re.IGNORECASE)
+    if as_text:
+        raise ImagingError(
+            "unsupported-format",
+            f"{subject} holds its pixels as text or in an encoding this service does not store. "
+            "Save the image again with raw or gzip-compressed binary pixels.",
+        )
+    if skip is not None and skip.group(1) != "0":
+        raise ImagingError(
+            "unsupported-format",
+            f"{subject} skips bytes before its pixels (a byte skip, line skip or HeaderSize), which this service "
+            "does not store. Save the image again as a single file without skipped bytes.",
+        )
 
 
 def _text_header(data: bytes, kind: str) -> str:

@@ -1,20 +1,67 @@
 """The stored copy of an MHA, NRRD or NIfTI upload, without the free text their headers may carry.
 
-NIfTI's descrip, aux_file, intent_name and db_name fields and its header extensions (converters put DICOM
-headers there), MetaImage keys beyond the image's geometry and type (a `Comment`, a `PatientName`), and NRRD
-comments, key/value pairs and axis labels can all name the patient. The copy keeps every field that places,
-types and encodes the pixels, and the pixel bytes as they were.
+NIfTI's descrip, aux_file, intent_name and db_name fields and whatever lies between its header and its voxels
+(extensions, where converters put DICOM headers, or any bytes at all whatever the extension flag says), MetaImage
+keys beyond the image's geometry and type (a `Comment`, a `PatientName`), NRRD comments, key/value pairs and
+axis labels, and anything after the pixel data can all name the patient. The copy keeps every field that places,
+types and encodes the pixels, and the pixel bytes as they were, up to the last of them.
+
+Headers that skip bytes before their pixels (NRRD byte and line skips, a MetaImage HeaderSize) or hold their
+pixels as text (NRRD ascii or hex, MetaImage BinaryData = False), where the end of the pixels cannot be told
+from text after them, are refused before decoding (server.imaging.volume); here they raise ValueError.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import struct
+import zlib
 
 #: NIfTI text fields, (offset, length) in the NIfTI-1 and NIfTI-2 headers.
 _NIFTI1_TEXT = ((4, 10), (14, 18), (148, 80), (228, 24), (328, 16))
 _NIFTI2_TEXT = ((240, 80), (320, 24), (508, 16))
+
+#: Bytes per value of each NIfTI datatype code (nifti1.h: uint8, int16, int32, float32, complex64, float64, rgb24,
+#: int8, uint16, uint32, int64, uint64, float128, complex128, complex256, rgba32); the voxels are dim[1] x ... x
+#: dim[dim[0]] values.
+_NIFTI_BYTES = dict(
+    zip(
+        (2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304),
+        (1, 2, 4, 4, 8, 8, 3, 1, 2, 4, 8, 8, 16, 16, 32, 4),
+        strict=True,
+    )
+)
+
+
+def _sizes(names_by_size: dict[int, str]) -> dict[str, int]:
+    """{bytes: "name,name,..."} -> {name: bytes}."""
+    return {name: size for size, names in names_by_size.items() for name in names.split(",")}
+
+
+#: Bytes per value of each MetaImage ElementType (MetaIO's MET_ValueTypeSize; MET_LONG is 4 bytes there).
+_MET_BYTES = _sizes(
+    {
+        1: "MET_CHAR,MET_UCHAR",
+        2: "MET_SHORT,MET_USHORT",
+        4: "MET_INT,MET_UINT,MET_LONG,MET_ULONG,MET_FLOAT",
+        8: "MET_LONG_LONG,MET_ULONG_LONG,MET_DOUBLE",
+    }
+)
+#: Bytes per value of each NRRD type name (teem's names and their equivalents, compared in lower case).
+_NRRD_BYTES = _sizes(
+    {
+        1: "signed char,int8,int8_t,uchar,unsigned char,uint8,uint8_t",
+        2: "short,short int,signed short,signed short int,int16,int16_t,ushort,unsigned short,unsigned short int,"
+        "uint16,uint16_t",
+        4: "int,signed int,int32,int32_t,uint,unsigned int,uint32,uint32_t,float",
+        8: "longlong,long long,long long int,signed long long,signed long long int,int64,int64_t,ulonglong,"
+        "unsigned long long,unsigned long long int,uint64,uint64_t,double",
+    }
+)
+#: How much compressed data is inflated at a time while looking for the end of the pixels.
+_CHUNK = 1 << 16
 
 _MHA_KEYS = {
     "objecttype",
@@ -38,7 +85,6 @@ _MHA_KEYS = {
     "elementsize",
     "elementnumberofchannels",
     "elementtype",
-    "headersize",
     "elementmin",
     "elementmax",
     "elementdatafile",
@@ -71,10 +117,6 @@ _NRRD_FIELDS = {
     "oldmax",
     "endian",
     "encoding",
-    "line skip",
-    "lineskip",
-    "byte skip",
-    "byteskip",
     "block size",
     "blocksize",
 }
@@ -98,17 +140,20 @@ def _nifti_without_text(data: bytes) -> bytes:
     nifti2 = struct.unpack(f"{order}i", data[:4])[0] == 540
     for offset, length in _NIFTI2_TEXT if nifti2 else _NIFTI1_TEXT:
         out[offset : offset + length] = bytes(length)
-    header, voxels_at = (
-        (540, struct.unpack(f"{order}q", data[168:176])[0])
-        if nifti2
-        else (
-            348,
-            int(struct.unpack(f"{order}f", data[108:112])[0]),
-        )
-    )
-    if len(data) >= header + 4 and data[header] != 0:  # header extensions, up to the pixels
-        out[header : max(header + 4, voxels_at)] = bytes(max(4, voxels_at - header))
-    return bytes(out)
+    if nifti2:
+        header, datatype = 540, struct.unpack_from(f"{order}h", data, 12)[0]
+        dims = struct.unpack_from(f"{order}8q", data, 16)
+        voxels_at = struct.unpack_from(f"{order}q", data, 168)[0]
+    else:
+        header, datatype = 348, struct.unpack_from(f"{order}h", data, 70)[0]
+        dims = struct.unpack_from(f"{order}8h", data, 40)
+        voxels_at = int(struct.unpack_from(f"{order}f", data, 108)[0])
+    if not 1 <= dims[0] <= 7 or datatype not in _NIFTI_BYTES:
+        raise ValueError("a NIfTI header without a valid dim[0] or datatype")
+    voxels_at = max(header, voxels_at)  # an offset inside the header: the voxels follow it (as nifti1_io reads)
+    out[header:voxels_at] = bytes(voxels_at - header)  # extensions, or any bytes, whatever the extension flag says
+    voxels = math.prod(max(1, n) for n in dims[1 : dims[0] + 1]) * _NIFTI_BYTES[datatype]
+    return _part(out, 0, voxels_at + voxels)
 
 
 def _mha_without_text(data: bytes) -> bytes:
@@ -117,7 +162,20 @@ def _mha_without_text(data: bytes) -> bytes:
         raise ValueError("no ElementDataFile line")
     lines = data[: end.end()].decode("latin-1").splitlines()
     kept = [line for line in lines if line.split("=", 1)[0].strip().lower() in _MHA_KEYS]
-    return ("\n".join(kept) + "\n").encode("latin-1") + data[end.end() :]
+    fields = {key.strip().lower(): value.strip() for key, value in (line.split("=", 1) for line in kept)}
+    if fields.get("binarydata", "T")[:1] not in ("T", "t", "1"):
+        raise ValueError("MetaImage pixels held as text")
+    ndims = int(fields["ndims"])
+    size = math.prod(int(n) for n in fields["dimsize"].split()[:ndims])
+    size *= int(fields.get("elementnumberofchannels", 1)) * _MET_BYTES[fields["elementtype"].upper()]
+    start = end.end()
+    if fields.get("compresseddata", "F")[:1] in ("T", "t", "1"):
+        pixels_end = _inflated_end(data, start, size)
+        if int(fields.get("compresseddatasize", -1)) != pixels_end - start:  # MetaIO reads this many bytes
+            raise ValueError("CompressedDataSize is not the length of the compressed pixels")
+    else:
+        pixels_end = start + size
+    return ("\n".join(kept) + "\n").encode("latin-1") + _part(data, start, pixels_end)
 
 
 def _nrrd_without_text(data: bytes) -> bytes:
@@ -126,4 +184,35 @@ def _nrrd_without_text(data: bytes) -> bytes:
         raise ValueError("no blank line after the NRRD header")
     magic, *fields = data[: split.start()].decode("latin-1").splitlines()
     kept = [line for line in fields if ":=" not in line and line.split(":", 1)[0].strip().lower() in _NRRD_FIELDS]
-    return ("\n".join([magic, *kept]) + "\n\n").encode("latin-1") + data[split.end() :]
+    values = {key.strip().lower(): value.strip() for key, value in (line.split(":", 1) for line in kept)}
+    size = math.prod(int(n) for n in values["sizes"].split()) * _NRRD_BYTES[" ".join(values["type"].lower().split())]
+    start, encoding = split.end(), values["encoding"].lower()
+    if encoding == "raw":
+        pixels_end = start + size
+    elif encoding in ("gzip", "gz"):
+        pixels_end = _inflated_end(data, start, size)
+    else:
+        raise ValueError(f"NRRD pixels encoded as {encoding}")
+    return ("\n".join([magic, *kept]) + "\n\n").encode("latin-1") + _part(data, start, pixels_end)
+
+
+def _inflated_end(data: bytes, start: int, size: int) -> int:
+    """Where the zlib or gzip streams from `start` that inflate to `size` bytes end (a gzip file may hold
+    several members; NrrdIO reads on until it has the pixels). The inflated bytes are counted, not kept."""
+    pos = start
+    while size > 0:
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # either header
+        while not inflater.eof:
+            if pos >= len(data):
+                raise ValueError("the compressed pixels are cut off")
+            size -= len(inflater.decompress(data[pos : pos + _CHUNK]))
+            pos += _CHUNK
+        pos = min(pos, len(data)) - len(inflater.unused_data)
+    return pos
+
+
+def _part(data: bytes | bytearray, start: int, end: int) -> bytes:
+    """`data` from `start` up to `end`, where the pixels end: what follows them is no pixel and may be any text."""
+    if end > len(data):
+        raise ValueError("the pixels run past the end of the file")
+    return bytes(memoryview(data)[start:end])
