@@ -2,9 +2,11 @@
 
 NIfTI's descrip, aux_file, intent_name and db_name fields and whatever lies between its header and its voxels
 (extensions, where converters put DICOM headers, or any bytes at all whatever the extension flag says), MetaImage
-keys beyond the image's geometry and type (a `Comment`, a `PatientName`), NRRD comments, key/value pairs and
-axis labels, and anything after the pixel data can all name the patient. The copy keeps every field that places,
-types and encodes the pixels, and the pixel bytes as they were, up to the last of them.
+keys beyond the image's geometry and type (a `Comment`, a `PatientName`; also ObjectSubType, AnatomicalOrientation,
+ElementMin and ElementMax, which MetaIO takes as any text), NRRD comments, key/value pairs, axis labels, units (free
+text in quotes) and min, max, old min and old max (teem reads them past any text), and anything after the pixel
+data can all name the patient. The copy keeps every field that places, types and encodes the pixels, and the pixel
+bytes as they were, up to the last of them.
 
 Headers that skip bytes before their pixels (NRRD byte and line skips, a MetaImage HeaderSize) or hold their
 pixels as text (NRRD ascii or hex, MetaImage BinaryData = False), where the end of the pixels cannot be told
@@ -65,7 +67,6 @@ _CHUNK = 1 << 16
 
 _MHA_KEYS = {
     "objecttype",
-    "objectsubtype",
     "ndims",
     "binarydata",
     "binarydatabyteordermsb",
@@ -79,14 +80,11 @@ _MHA_KEYS = {
     "position",
     "origin",
     "centerofrotation",
-    "anatomicalorientation",
     "elementspacing",
     "dimsize",
     "elementsize",
     "elementnumberofchannels",
     "elementtype",
-    "elementmin",
-    "elementmax",
     "elementdatafile",
 }
 _NRRD_FIELDS = {
@@ -105,20 +103,10 @@ _NRRD_FIELDS = {
     "centers",
     "centerings",
     "kinds",
-    "units",
-    "space units",
     "space origin",
     "measurement frame",
-    "min",
-    "max",
-    "old min",
-    "oldmin",
-    "old max",
-    "oldmax",
     "endian",
     "encoding",
-    "block size",
-    "blocksize",
 }
 
 

@@ -87,6 +87,23 @@ def test_the_gap_before_the_voxels_is_zeroed_whatever_the_extension_flag(gz: boo
     assert np.array_equal(stored.pixels, decode_image(bytes(written(".nii", tmp_path))).pixels)
 
 
+@pytest.mark.parametrize("space", [False, True], ids=["spacings", "space-directions"])
+def test_free_text_nrrd_fields_are_not_stored(space: bool) -> None:
+    """Units are free text in quotes, min and max any text at all (SimpleITK reads all of these)."""
+    text = SECRET.decode()
+    units = f'space units: "{text}" "mm"' if space else f'units: "{text}" "mm"'
+    upload = nrrd(units, f"min: {text}", f"max: {text}", f"old max: 1 {text}", space=space)
+    image = assert_stored_without_secret(upload, "x.nrrd")
+    assert image.source_bytes_deidentified == decode_image(nrrd(space=space)).source_bytes_deidentified
+
+
+def test_free_text_metaimage_fields_are_not_stored() -> None:
+    text = SECRET.decode()
+    fields = (f"ObjectSubType = {text}", f"AnatomicalOrientation = {text}", f"ElementMin = {text}")
+    image = assert_stored_without_secret(mha(*fields, f"ElementMax = {text}"), "x.mha")
+    assert image.source_bytes_deidentified == decode_image(mha()).source_bytes_deidentified
+
+
 def test_several_gzip_members_are_stored_up_to_the_last_pixel() -> None:
     raw = VALUES.tobytes()
     members = gzip.compress(raw[:1000]) + gzip.compress(raw[1000:])
