@@ -1,10 +1,11 @@
-"""The stored copy of a PNG, JPEG or TIFF upload, without the text these formats carry beside the pixels.
+"""The stored copy of a PNG, JPEG, BMP or TIFF upload, without the text these formats carry beside the pixels.
 
 A PNG's tEXt/zTXt/iTXt/eXIf/tIME chunks, a JPEG's comments, EXIF, XMP and IPTC segments (and whatever follows
-its end marker), a TIFF's ImageDescription, Artist or DateTime tags can all name the patient. PNG and JPEG are
-filtered chunk by chunk and segment by segment, the compressed pixels copied byte for byte; a JPEG keeps its EXIF
-orientation alone, so the copy displays as the upload did. A TIFF is written again, losslessly, as displayed
-(orientation applied) with no tag beyond the image's structure.
+its end marker), a TIFF's ImageDescription, Artist or DateTime tags, and whatever a BMP holds after its pixels or
+between its header and them can all name the patient. PNG and JPEG are filtered chunk by chunk and segment by
+segment, the compressed pixels copied byte for byte; a JPEG keeps its EXIF orientation alone, so the copy displays
+as the upload did. A TIFF or a BMP is written again, losslessly, from its decoded pixels (a TIFF's orientation
+applied) with nothing beyond the image's structure.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ def without_metadata(data: bytes, image_format: str, image: Image.Image) -> byte
         return png_without_text(data)
     if image_format == "jpeg":
         return jpeg_without_text(data)
-    if image_format == "tiff":
-        return tiff_without_tags(image)
-    return data  # BMP holds pixels and their layout only
+    return rewritten(image, image_format)
 
 
 def png_without_text(data: bytes) -> bytes:
@@ -113,10 +112,14 @@ def _exif_segment(orientation: int) -> bytes:
     return bytes([0xFF, 0xE1]) + struct.pack(">H", len(payload) + 2) + payload
 
 
-def tiff_without_tags(image: Image.Image) -> bytes:
-    """The decoded TIFF (orientation applied) as a new deflate-compressed TIFF with only its structural tags."""
+def rewritten(image: Image.Image, image_format: str) -> bytes:
+    """The decoded TIFF (orientation applied) as a new deflate-compressed TIFF with only its structural tags, or
+    the decoded BMP as a new BMP: its header, palette and pixels, and nothing in a gap or after them."""
     clean = image.copy()  # a plain image: Pillow would carry over a TIFF's IPTC, XMP and Photoshop tags
     clean.info = {}  # and its ICC profile
     buffer = io.BytesIO()
-    clean.save(buffer, format="TIFF", compression="tiff_deflate")
+    if image_format == "tiff":
+        clean.save(buffer, format="TIFF", compression="tiff_deflate")
+    else:
+        clean.save(buffer, format="BMP")
     return buffer.getvalue()

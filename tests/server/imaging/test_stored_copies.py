@@ -1,10 +1,12 @@
 """The stored copy of a volume (MHA, NRRD, NIfTI) ends where its pixels end: text after them, in the gap before a
 NIfTI's voxels, or in a header's free-text fields is not stored, and the copy decodes to the same pixels. Headers
-whose pixels cannot be delimited (skipped bytes, pixels as text) are refused."""
+whose pixels cannot be delimited (skipped bytes, pixels as text) are refused. A BMP is stored from its pixels
+alone."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from PIL import Image
 
 from server.imaging import DecodedImage, decode_image
 
@@ -127,3 +130,26 @@ def test_several_gzip_members_are_stored_up_to_the_last_pixel() -> None:
 def test_pixels_that_cannot_be_delimited_are_refused(make: Callable[[], bytes], why: str) -> None:
     """SimpleITK reads each of these, SECRET left out of the pixels; the stored copy could not leave it out."""
     assert why in assert_fails("unsupported-format", make()).message
+
+
+# ------------------------------------------------------------------------------------------------------ BMP
+
+
+def picture(image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((VALUES // 300 % 256).astype(np.uint8)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def test_a_bmp_is_stored_from_its_pixels_alone() -> None:
+    """Text after the pixels, and in a gap between the palette and the pixels (bfOffBits moved past it)."""
+    clean = picture("BMP")
+    offset = int.from_bytes(clean[10:14], "little")
+    gapped = bytearray(clean[:offset] + SECRET + clean[offset:])
+    gapped[10:14] = (offset + len(SECRET)).to_bytes(4, "little")
+    gapped[2:6] = len(gapped).to_bytes(4, "little")
+    expected = decode_image(clean).source_bytes_deidentified
+    for upload in (clean + SECRET, bytes(gapped)):
+        image = assert_stored_without_secret(upload, "x.bmp")
+        assert image.source_bytes_deidentified == expected
+        assert np.array_equal(image.pixels, decode_image(clean).pixels)
