@@ -3,10 +3,11 @@ JPEG, JPEG-LS or JPEG 2000 frame (a COM segment or an EXIF block can carry a nam
 pixel, so they are cut out losslessly, marker by marker, without decoding the image.
 
 Kept: the segments a decoder needs (frame, scan, tables, restart intervals, JPEG-LS parameters) and two
-application segments that only describe colour, APP0 (JFIF) and APP14 (Adobe). Dropped: COM (0xFFFE) and
-APP1-APP13, APP15 of JPEG and JPEG-LS; COM (0xFF64) of a JPEG 2000 codestream, in its main header and in every
-tile-part header (each tile-part's length, Psot, is corrected; a TLM, whose lengths would then be wrong, is
-dropped: it is optional). RLE frames hold no markers and pass as they are.
+application segments that only describe colour, APP0 (JFIF) and APP14 (Adobe), each cut to its fixed-length header
+(``kept_app_segment``, which JPEG files share). Dropped: COM (0xFFFE), APP1-APP13 and APP15 of JPEG and JPEG-LS,
+and an APP0 or APP14 under any other identifier; COM (0xFF64) of a JPEG 2000 codestream, in its main header and
+in every tile-part header (each tile-part's length, Psot, is corrected; a TLM, whose lengths would then be wrong,
+is dropped: it is optional). RLE frames hold no markers and pass as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections.abc import Iterator
 
 from pydicom.encaps import encapsulate, generate_frames
 
-_KEPT_APP = {0xE0, 0xEE}  # APP0 (JFIF), APP14 (Adobe)
+#: The application segments kept, by marker: the identifier their payload must start with and the length kept of
+#: it. APP0 keeps JFIF's header (version, density) without the thumbnail after it, whose pixels could show or say
+#: anything; APP14 keeps Adobe's 12 bytes (version, flags, colour transform).
+_KEPT_APP = {0xE0: (b"JFIF\x00", 14), 0xEE: (b"Adobe", 12)}
 _JPEG_LS_SOF = 0xF7
 
 
@@ -36,6 +40,19 @@ def strip_frame(frame: bytes) -> bytes:
     if frame[:2] == b"\xff\x4f":
         return _j2k_without_comments(frame)
     return frame
+
+
+def kept_app_segment(segment: bytes) -> bytes:
+    """An APPn marker segment (marker, length, payload) as it is kept: an APP0 JFIF header without its thumbnail or
+    an APP14 Adobe header, cut to its fixed length; b"" for any other (EXIF, XMP, ICC, a JFXX thumbnail, text)."""
+    identifier, length = _KEPT_APP.get(segment[1], (b"", 0))
+    payload = segment[4:]
+    if not identifier or not payload.startswith(identifier) or len(payload) < length:
+        return b""
+    kept = bytearray(payload[:length])
+    if segment[1] == 0xE0:
+        kept[12:14] = b"\x00\x00"  # the thumbnail's width and height: none follows
+    return segment[:2] + (length + 2).to_bytes(2, "big") + bytes(kept)
 
 
 def _jpeg_segments(data: bytes) -> Iterator[bytes]:
@@ -62,7 +79,9 @@ def _jpeg_segments(data: bytes) -> Iterator[bytes]:
         if end > len(data):
             raise MarkerError(f"marker 0xFF{marker:02X} at byte {pos} runs past the frame")
         jpeg_ls = jpeg_ls or marker == _JPEG_LS_SOF
-        if not (marker == 0xFE or (0xE1 <= marker <= 0xEF and marker not in _KEPT_APP)):
+        if 0xE0 <= marker <= 0xEF:
+            yield kept_app_segment(data[pos:end])
+        elif marker != 0xFE:
             yield data[pos:end]
         pos = end
         if marker == 0xDA:  # SOS: its entropy-coded data runs to the next marker

@@ -1,11 +1,11 @@
 """The stored copy of a PNG, JPEG, BMP or TIFF upload, without the text these formats carry beside the pixels.
 
-A PNG's tEXt/zTXt/iTXt/eXIf/tIME chunks, a JPEG's comments, EXIF, XMP and IPTC segments (and whatever follows
-its end marker), a TIFF's ImageDescription, Artist or DateTime tags, and whatever a BMP holds after its pixels or
-between its header and them can all name the patient. PNG and JPEG are filtered chunk by chunk and segment by
-segment, the compressed pixels copied byte for byte; a JPEG keeps its EXIF orientation alone, so the copy displays
-as the upload did. A TIFF or a BMP is written again, losslessly, from its decoded pixels (a TIFF's orientation
-applied) with nothing beyond the image's structure.
+A PNG's tEXt/zTXt/iTXt/eXIf/tIME chunks, a JPEG's comments, EXIF, XMP and IPTC segments, a JFIF thumbnail or any
+other payload in APP0 and APP14 (and whatever follows its end marker), a TIFF's ImageDescription, Artist or
+DateTime tags, and whatever a BMP holds after its pixels or between its header and them can all name the patient.
+PNG and JPEG are filtered chunk by chunk and segment by segment, the compressed pixels copied byte for byte; a JPEG
+keeps its EXIF orientation alone, so the copy displays as the upload did. A TIFF or a BMP is written again,
+losslessly, from its decoded pixels (a TIFF's orientation applied) with nothing beyond the image's structure.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import struct
 
 from PIL import ExifTags, Image
 
+from server.imaging.pixel_text import kept_app_segment
+
 #: Chunks that decode and display the pixels; every other chunk (text, time, EXIF, ICC, private) is dropped.
 _PNG_KEPT = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"pHYs"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-_SOI, _EOI, _SOS, _APP0, _APP14, _COM = 0xD8, 0xD9, 0xDA, 0xE0, 0xEE, 0xFE
+_SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
 #: JPEG markers without a length: restart markers and TEM.
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
@@ -50,8 +52,9 @@ def png_without_text(data: bytes) -> bytes:
 
 
 def jpeg_without_text(data: bytes) -> bytes:
-    """The JPEG's frame, tables and scans as they were; APP0 (JFIF) and APP14 (Adobe, its colour transform) kept,
-    every other APPn and COM segment dropped, the EXIF orientation written back alone, nothing after EOI."""
+    """The JPEG's frame, tables and scans as they were; the headers of APP0 (JFIF) and APP14 (Adobe, its colour
+    transform) kept (``kept_app_segment``), every other APPn and COM segment dropped, the EXIF orientation written
+    back alone, nothing after EOI."""
     out = [bytes([0xFF, _SOI])]
     orientation = _exif_orientation(data)
     if orientation not in (None, 1):
@@ -76,7 +79,9 @@ def jpeg_without_text(data: bytes) -> bytes:
         if marker == _SOS:
             end = _scan_end(data, end)
             out.append(data[pos:end])
-        elif not (0xE0 <= marker <= 0xEF or marker == _COM) or marker in (_APP0, _APP14):
+        elif 0xE0 <= marker <= 0xEF:
+            out.append(kept_app_segment(data[pos:end]))
+        elif marker != _COM:
             out.append(data[pos:end])
         pos = end
     return b"".join(out)

@@ -84,10 +84,15 @@ def test_text_in_compressed_frames_is_cut_and_the_pixels_stay(path: Path, edit) 
 
 
 def test_the_kept_segments_are_those_a_decoder_needs() -> None:
-    app0, app14 = segment(0xE0, b"JFIF\x00\x01\x02"), segment(0xEE, b"Adobe\x00\x64")
+    """APP0 and APP14 keep their fixed-length JFIF and Adobe headers: not a JFIF thumbnail, nor any other APP0."""
+    jfif, adobe = b"JFIF\x00\x01\x02\x00\x00\x01\x00\x01", b"Adobe\x00\x64\x00\x00\x00\x00\x01"
+    app0, app14 = segment(0xE0, jfif + b"\x00\x00"), segment(0xEE, adobe)
     scan = segment(0xDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x12\xff\x00\x34\xff\xd0\x56"  # stuffed FF00, RST0
     frame = b"\xff\xd8" + app0 + segment(0xFE, SECRET) + app14 + segment(0xED, SECRET) + scan + b"\xff\xd9"
     assert strip_frame(frame) == b"\xff\xd8" + app0 + app14 + scan + b"\xff\xd9"
+    thumbnail = segment(0xE0, jfif + bytes([len(SECRET), 1]) + SECRET * 3)
+    texts = thumbnail + segment(0xE0, b"JFXX\x00\x10" + SECRET) + segment(0xEE, adobe + SECRET)
+    assert strip_frame(b"\xff\xd8" + texts + scan + b"\xff\xd9") == b"\xff\xd8" + app0 + app14 + scan + b"\xff\xd9"
     assert strip_frame(b"RLE frame bytes") == b"RLE frame bytes"
 
 

@@ -1,7 +1,7 @@
 """The stored copy of a volume (MHA, NRRD, NIfTI) ends where its pixels end: text after them, in the gap before a
 NIfTI's voxels, or in a header's free-text fields is not stored, and the copy decodes to the same pixels. Headers
 whose pixels cannot be delimited (skipped bytes, pixels as text) are refused. A BMP is stored from its pixels
-alone."""
+alone, a JPEG's APP0 and APP14 as their fixed-length headers."""
 
 from __future__ import annotations
 
@@ -132,13 +132,17 @@ def test_pixels_that_cannot_be_delimited_are_refused(make: Callable[[], bytes], 
     assert why in assert_fails("unsupported-format", make()).message
 
 
-# ------------------------------------------------------------------------------------------------------ BMP
+# ------------------------------------------------------------------------------------------- BMP and JPEG
 
 
 def picture(image_format: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray((VALUES // 300 % 256).astype(np.uint8)).save(buffer, format=image_format)
     return buffer.getvalue()
+
+
+def segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
 
 
 def test_a_bmp_is_stored_from_its_pixels_alone() -> None:
@@ -153,3 +157,26 @@ def test_a_bmp_is_stored_from_its_pixels_alone() -> None:
         image = assert_stored_without_secret(upload, "x.bmp")
         assert image.source_bytes_deidentified == expected
         assert np.array_equal(image.pixels, decode_image(clean).pixels)
+
+
+def test_jpeg_app0_and_app14_keep_only_their_headers() -> None:
+    """A JFIF thumbnail, an APP0 under another identifier (JFXX) and bytes after Adobe's 12 are dropped."""
+    clean = picture("JPEG")
+    jfif_end = 4 + int.from_bytes(clean[4:6], "big")
+    jfif = clean[4 + 2 : jfif_end]
+    assert jfif.startswith(b"JFIF\x00") and len(jfif) == 14 and clean[2:4] == b"\xff\xe0"
+    adobe = b"Adobe\x00\x64\x00\x00\x00\x00\x00"
+    with_adobe = clean[:jfif_end] + segment(0xEE, adobe) + clean[jfif_end:]
+    thumbnail = jfif[:12] + bytes([len(SECRET), 1]) + SECRET * 3  # 1 row of len(SECRET) RGB pixels
+    upload = b"".join(
+        [
+            clean[:2],
+            segment(0xE0, thumbnail),
+            segment(0xE0, b"JFXX\x00\x10" + SECRET),
+            segment(0xEE, adobe + SECRET),
+            clean[jfif_end:],
+        ]
+    )
+    image = assert_stored_without_secret(upload, "x.jpg")
+    assert image.source_bytes_deidentified == with_adobe == decode_image(with_adobe).source_bytes_deidentified
+    assert np.array_equal(image.pixels, decode_image(clean).pixels)
