@@ -8,9 +8,10 @@ dates, identifiers, descriptions, comments, device serial numbers...), the Clean
 descriptions (applied as removal), private tags, overlays, curves and every sequence but the two LUT ones. An
 attribute the profile does not list yet, or a vendor's misuse of a standard one, cannot leak either.
 
-The pixel data is stored as it was encoded, less the comment and application segments of compressed frames
-(server.imaging.pixel_text: a JPEG COM or EXIF block can carry a name or an ID); text burned into the pixels
-themselves is not found here (BurnedInAnnotation is kept where the source states it).
+The pixel data is stored as it was encoded, less the comment and application segments of compressed frames and
+anything after their end markers (server.imaging.pixel_text: a JPEG COM or EXIF block can carry a name or an ID)
+and anything past the bytes a native image needs; text burned into the pixels themselves is not found here
+(BurnedInAnnotation is kept where the source states it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pydicom
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels.utils import get_expected_length
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, UID_dictionary, generate_uid
 
@@ -149,6 +151,7 @@ def deidentify(ds: Dataset, transfer_syntax: UID, subject: str) -> Dataset:
         out = Dataset()
         _copy_retained(ds, out)
         _strip_pixel_text(out, transfer_syntax)
+        _native_pixels_only(ds, out, transfer_syntax)
         _replace_uids(ds, out)
         for keyword in _EMPTIED:
             setattr(out, keyword, "")
@@ -198,6 +201,20 @@ def _strip_pixel_text(out: Dataset, transfer_syntax: UID) -> None:
     for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
         if keyword in out:
             del out[keyword]
+
+
+def _native_pixels_only(source: Dataset, out: Dataset, transfer_syntax: UID) -> None:
+    """Native pixel data cut to the bytes its image needs (rows x columns x samples x bits allocated, as pydicom
+    read the source), with a zero byte where that is odd: pydicom decodes an element that is longer and ignores the
+    rest, which can hold any text. As a new element, like the compressed one."""
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword not in out or transfer_syntax.is_encapsulated:
+            continue
+        needed = get_expected_length(source, unit="bytes")
+        value = out[keyword].value
+        if len(value) >= needed and value[needed:] != bytes(needed % 2):
+            trimmed = value[:needed] + bytes(needed % 2)
+            out[out[keyword].tag] = DataElement(out[keyword].tag, out[keyword].VR, trimmed)
 
 
 def _lut_item(item: Dataset, kept: tuple[str, ...]) -> Dataset | None:

@@ -7,7 +7,8 @@ application segments that only describe colour, APP0 (JFIF) and APP14 (Adobe), e
 (``kept_app_segment``, which JPEG files share). Dropped: COM (0xFFFE), APP1-APP13 and APP15 of JPEG and JPEG-LS,
 and an APP0 or APP14 under any other identifier; COM (0xFF64) of a JPEG 2000 codestream, in its main header and
 in every tile-part header (each tile-part's length, Psot, is corrected; a TLM, whose lengths would then be wrong,
-is dropped: it is optional). RLE frames hold no markers and pass as they are.
+is dropped: it is optional). A frame ends at its end marker (JPEG's EOI, JPEG 2000's EOC): bytes after it are no
+pixel and can hold any text. RLE frames hold no markers and pass as they are.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def _jpeg_segments(data: bytes) -> Iterator[bytes]:
         if marker == 0xFF:  # a fill byte before a marker
             pos += 1
             continue
-        if marker == 0xD9:  # EOI: the rest (nothing, or padding) as it is
-            yield data[pos:]
+        if marker == 0xD9:  # EOI ends the frame; what follows it is no pixel (encapsulate pads an odd frame again)
+            yield data[pos : pos + 2]
             return
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
             yield data[pos : pos + 2]
@@ -112,8 +113,8 @@ def _j2k_without_comments(data: bytes) -> bytes:
     out, pos, changed_tiles = [data[:2]], 2, False
     while pos < len(data):
         marker = int.from_bytes(data[pos : pos + 2], "big")
-        if marker == 0xFFD9:  # EOC
-            out.append(data[pos:])
+        if marker == 0xFFD9:  # EOC ends the codestream; what follows it is no pixel
+            out.append(data[pos : pos + 2])
             break
         if marker == 0xFF90:  # SOT: a tile-part, Psot bytes long from here (0: to the end)
             tile, pos = _j2k_tile_part(data, pos)
@@ -132,7 +133,7 @@ def _j2k_without_comments(data: bytes) -> bytes:
 def _j2k_tile_part(data: bytes, sot: int) -> tuple[tuple[bytes, bool], int]:
     """((the tile-part without its header's COM segments, whether any was cut), where the next one starts)."""
     psot = int.from_bytes(data[sot + 6 : sot + 10], "big")
-    end = len(data) - 2 if psot == 0 else sot + psot
+    end = len(data) if psot == 0 else sot + psot
     if end > len(data):
         raise MarkerError(f"a JPEG 2000 tile-part at byte {sot} runs past the frame")
     header, pos = [], _j2k_segment_end(data, sot)
@@ -143,6 +144,10 @@ def _j2k_tile_part(data: bytes, sot: int) -> tuple[tuple[bytes, bool], int]:
         pos = seg_end
         if pos >= end:
             raise MarkerError(f"a JPEG 2000 tile-part at byte {sot} has no SOD")
+    if psot == 0:  # the last tile-part, up to EOC: packet data never holds 0xFF followed by a byte over 0x8F
+        end = data.find(b"\xff\xd9", pos)
+        if end < 0:
+            raise MarkerError(f"a JPEG 2000 tile-part at byte {sot} has no EOC after it")
     body = b"".join(header) + data[pos:end]
     sot_segment = bytearray(data[sot : _j2k_segment_end(data, sot)])
     cut = (end - sot) - (len(sot_segment) + len(body))

@@ -1,5 +1,6 @@
-"""Text in compressed DICOM pixel data (a JPEG COM or EXIF segment, a JPEG 2000 comment) is cut on ingest, and
-the pixels stay the same, on real files of pydicom-data and deid-data with text put into their frames."""
+"""Text in DICOM pixel data (a JPEG COM or EXIF segment, a JPEG 2000 comment, bytes after a frame's end marker or
+past a native image's last pixel) is cut on ingest, and the pixels stay the same, on real files of pydicom-data and
+deid-data with text put into their frames."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import deid_data
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 
 from server.imaging import ImagingError, decode_image
@@ -57,6 +59,11 @@ def j2k_with_text(frame: bytes) -> bytes:
     return bytes(out[: sot + 12] + com + out[sot + 12 :])
 
 
+def text_after_the_end(frame: bytes) -> bytes:
+    """SECRET after the frame's EOI or EOC (and the pad byte an odd codestream has), inside the fragment."""
+    return frame + SECRET
+
+
 @pytest.mark.parametrize(
     ("path", "edit"),
     [
@@ -64,8 +71,11 @@ def j2k_with_text(frame: bytes) -> bytes:
         (DEID_DATA / "humans" / "ctbrain1.dcm", jpeg_with_text),  # JPEG baseline, YBR
         (PYDICOM_DATA / "693_J2KR.dcm", j2k_with_text),  # JPEG 2000 lossless
         (PYDICOM_DATA / "RG1_J2KI.dcm", j2k_with_text),  # JPEG 2000 lossy
+        (DEID_DATA / "humans" / "ctbrain1.dcm", text_after_the_end),
+        (PYDICOM_DATA / "693_J2KR.dcm", text_after_the_end),  # an odd codestream: EOC, then a pad byte
+        (PYDICOM_DATA / "RG1_J2KI.dcm", text_after_the_end),
     ],
-    ids=["jpeg-lossless", "jpeg-baseline", "j2k-lossless", "j2k-lossy"],
+    ids=["jpeg-lossless", "jpeg-baseline", "j2k-lossless", "j2k-lossy", "after-eoi", "after-eoc-pad", "after-eoc"],
 )
 def test_text_in_compressed_frames_is_cut_and_the_pixels_stay(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     ds = pydicom.dcmread(path)
@@ -81,6 +91,41 @@ def test_text_in_compressed_frames_is_cut_and_the_pixels_stay(path: Path, edit) 
     assert np.array_equal(again.pixels, original.pixels)
     stored = pydicom.dcmread(io.BytesIO(image.source_bytes_deidentified))
     assert "ExtendedOffsetTable" not in stored
+
+
+def last_tile_part_to_eoc(frame: bytes) -> bytes:
+    """The (single) tile-part's Psot set to 0, "up to EOC", and SECRET after the codestream."""
+    out = bytearray(frame)
+    sot = out.index(b"\xff\x90")
+    out[sot + 6 : sot + 10] = bytes(4)
+    return bytes(out) + SECRET
+
+
+def test_the_last_tile_part_ends_at_eoc() -> None:
+    """Psot 0: the last tile-part runs to EOC, not to the end of the fragment (a pad byte, or text)."""
+    path = PYDICOM_DATA / "693_J2KR.dcm"
+    frame = next(generate_frames(pydicom.dcmread(path).PixelData, number_of_frames=1))
+    expected = bytearray(strip_frame(frame))  # less its COM and pad byte
+    sot = expected.index(b"\xff\x90")
+    expected[sot + 6 : sot + 10] = bytes(4)
+    assert strip_frame(last_tile_part_to_eoc(frame)) == expected
+    image = decode_image(with_first_frame(path, last_tile_part_to_eoc))
+    assert SECRET not in image.source_bytes_deidentified
+    assert np.array_equal(decode_image(image.source_bytes_deidentified).pixels, decode_image(path.read_bytes()).pixels)
+
+
+def test_text_past_the_last_native_pixel_is_cut() -> None:
+    """Native pixel data longer than rows x columns x samples x bytes: pydicom decodes it, the rest is not stored."""
+    path = Path(get_testdata_file("CT_small.dcm"))  # 128 x 128, 16 bits allocated
+    ds = pydicom.dcmread(path)
+    pixels = ds.PixelData
+    ds.PixelData = pixels + SECRET
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    image = decode_image(buffer.getvalue())
+    assert SECRET not in image.source_bytes_deidentified
+    assert pydicom.dcmread(io.BytesIO(image.source_bytes_deidentified)).PixelData == pixels
+    assert np.array_equal(decode_image(image.source_bytes_deidentified).pixels, decode_image(path.read_bytes()).pixels)
 
 
 def test_the_kept_segments_are_those_a_decoder_needs() -> None:
@@ -113,7 +158,7 @@ def test_jpeg_ls_frames_keep_their_scan_and_lose_their_text() -> None:
     ds = pydicom.dcmread(PYDICOM_DATA / "emri_small_jpeg_ls_lossless.dcm")
     frame = next(generate_frames(ds.PixelData, number_of_frames=10))
     assert b"\xff\xf7" in frame[:64]  # SOF55
-    assert strip_frame(jpeg_with_text(frame)) == frame
+    assert strip_frame(jpeg_with_text(frame)) == frame[: frame.rindex(b"\xff\xd9") + 2]  # less its pad byte
     ds.NumberOfFrames = 1
     ds.PixelData = encapsulate([jpeg_with_text(frame)])
     buffer = io.BytesIO()
