@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from server.imaging.deid import dicom_bytes, record_method
 from server.imaging.types import DecodedImage
@@ -26,20 +28,37 @@ DESCRIPTORS = (
 )
 
 
-def descriptors_of(source: Dataset) -> dict[str, str]:
-    """The non-empty ``DESCRIPTORS`` of an uploaded dataset, as text, by keyword."""
-    found = {keyword: str(source.get(keyword, "") or "").strip() for keyword in DESCRIPTORS}
-    return {keyword: text for keyword, text in found.items() if text}
+def descriptors_of(source: Dataset) -> dict[str, str | list[str]]:
+    """The non-empty ``DESCRIPTORS`` of an uploaded dataset by keyword, each as its values (a multi-valued one as
+    the list of them, which is written back as the same values), and with them the source's SpecificCharacterSet
+    where every term of it is one pydicom can encode in: written back without it, text beyond ASCII would become
+    '?'."""
+    found = {keyword: _values(source.get(keyword)) for keyword in DESCRIPTORS}
+    kept = {keyword: value for keyword, value in found.items() if value}
+    charset = _values(source.get("SpecificCharacterSet"))
+    terms = [charset] if isinstance(charset, str) else charset
+    if kept and charset and all(term in python_encoding for term in terms):
+        kept["SpecificCharacterSet"] = charset
+    return kept
+
+
+def _values(value: object) -> str | list[str]:
+    """An element's value as text, stripped: one string, or a list of strings where it has several; "" where it
+    has none but blanks."""
+    if isinstance(value, MultiValue | list | tuple):
+        values = [str(item).strip() for item in value]
+        return values if any(values) else ""
+    return "" if value is None else str(value).strip()
 
 
 def with_descriptors(image: DecodedImage) -> DecodedImage:
-    """`image` (a de-identified DICOM decode) with its source's descriptors written back, the method record
-    changed to say so and its stored file rewritten; any other image as it is."""
+    """`image` (a de-identified DICOM decode) with its source's descriptors written back (in the source's character
+    set), the method record changed to say so and its stored file rewritten; any other image as it is."""
     if image.dicom is None or not image.descriptors:
         return image
     ds = shallow_copy(image.dicom)
-    for keyword, text in image.descriptors.items():
-        setattr(ds, keyword, text)
+    for keyword, value in image.descriptors.items():
+        setattr(ds, keyword, value)
     record_method(ds, descriptors_kept=True)
     return replace(
         image,

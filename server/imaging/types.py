@@ -76,8 +76,9 @@ class DecodedImage:
             "RGB", ...) for PNG/JPEG/BMP/TIFF; None for MetaImage/NRRD/NIfTI.
         bits_stored: bits per sample of the source (DICOM BitsStored; 8 or 16 for PNG, ...) where known.
         transfer_syntax: the DICOM transfer syntax UID (DICOM only).
-        descriptors: the source's free-text descriptions (StudyDescription, ...; DICOM only), which
-            ``dicom`` and ``source_bytes_deidentified`` do not hold: kept in memory for a clinic that keeps them
+        descriptors: the source's free-text descriptions (StudyDescription, ...; DICOM only; a multi-valued one as
+            a list of its values) and the SpecificCharacterSet they are in, which ``dicom`` and
+            ``source_bytes_deidentified`` do not hold: kept in memory for a clinic that keeps them
             (server.imaging.descriptors), never stored otherwise.
     """
 
@@ -95,7 +96,7 @@ class DecodedImage:
     bits_stored: int | None = None
     transfer_syntax: str | None = None
     reduction: int = 1
-    descriptors: dict[str, str] = field(default_factory=dict, repr=False)
+    descriptors: dict[str, str | list[str]] = field(default_factory=dict, repr=False)
 
     @cached_property
     def pixel_sha256(self) -> str:

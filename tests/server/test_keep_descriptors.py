@@ -40,7 +40,7 @@ def _stored(api: Api, study_id: str) -> pydicom.Dataset:
 
 def test_descriptors_are_written_back_with_the_method_that_says_so() -> None:
     image = decode_image(_described_dicom())
-    assert image.descriptors == DESCRIBED and image.deid_method == METHOD
+    assert image.descriptors == {**DESCRIBED, "SpecificCharacterSet": "ISO_IR 100"} and image.deid_method == METHOD
     removed = pydicom.dcmread(io.BytesIO(image.source_bytes_deidentified))
     assert not any(keyword in removed for keyword in DESCRIPTORS)
     kept = with_descriptors(image)
@@ -50,6 +50,39 @@ def test_descriptors_are_written_back_with_the_method_that_says_so() -> None:
     assert [c.CodeValue for c in stored.DeidentificationMethodCodeSequence] == ["113100"]  # no Clean Descriptors
     assert stored.PatientName == "" and stored.SOPInstanceUID == image.dicom.SOPInstanceUID  # type: ignore[union-attr]
     assert image.dicom is not None and "StudyDescription" not in image.dicom  # the decode's dataset unchanged
+
+
+@pytest.mark.parametrize(
+    ("charset", "text"),
+    [
+        ("ISO_IR 192", "頭部X線規格写真 側面"),  # UTF-8
+        (["", "ISO 2022 IR 87"], "頭部X線規格写真"),  # JIS X 0208 by code extension
+        ("ISO_IR 100", "Fernröntgen seitlich"),  # Latin-1
+        ("ISO_IR 100", ["Ceph", "lateral"]),  # two values: stored as two, not as the text of a list
+    ],
+    ids=["utf-8", "iso-2022-jis", "latin-1", "multi-valued"],
+)
+def test_descriptors_are_stored_as_their_source_encoded_them(charset: str | list[str], text: str | list[str]) -> None:
+    ds = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"))
+    ds.SpecificCharacterSet = charset
+    ds.StudyDescription = text
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    kept = with_descriptors(decode_image(buffer.getvalue())).source_bytes_deidentified
+    stored = pydicom.dcmread(io.BytesIO(kept))
+    assert stored.StudyDescription == text and stored.SpecificCharacterSet == charset
+    raw = [pydicom.dcmread(io.BytesIO(data)).get_item("StudyDescription").value for data in (kept, buffer.getvalue())]
+    assert raw[0] == raw[1]  # byte for byte
+
+
+def test_a_charset_pydicom_does_not_know_is_not_stored() -> None:
+    ds = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"))
+    ds.SpecificCharacterSet = "DOE^JOHN"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    image = decode_image(buffer.getvalue())
+    assert "SpecificCharacterSet" not in image.descriptors
+    assert b"DOE^JOHN" not in with_descriptors(image).source_bytes_deidentified
 
 
 def test_only_a_clinic_that_keeps_them_stores_them(api: Api) -> None:
