@@ -6,7 +6,8 @@ keys beyond the image's geometry and type (a `Comment`, a `PatientName`; also Ob
 ElementMin and ElementMax, which MetaIO takes as any text), NRRD comments, key/value pairs, axis labels, units (free
 text in quotes) and min, max, old min and old max (teem reads them past any text), and anything after the pixel
 data can all name the patient. The copy keeps every field that places, types and encodes the pixels, and the pixel
-bytes as they were, up to the last of them.
+bytes as they were, up to the last of them. A kept field whose value holds more than its numbers, flag or defined
+words (MetaIO and teem read those and ignore text after them) makes the upload refused rather than stored.
 
 Headers that skip bytes before their pixels (NRRD byte and line skips, a MetaImage HeaderSize) or hold their
 pixels as text (NRRD ascii or hex, MetaImage BinaryData = False), where the end of the pixels cannot be told
@@ -65,48 +66,60 @@ _NRRD_BYTES = _sizes(
 #: How much compressed data is inflated at a time while looking for the end of the pixels.
 _CHUNK = 1 << 16
 
+#: One number (no two without a blank between them, so that no value can be split two ways).
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?|[-+]?(?:nan|inf)"
+_ITEM = rf"{_NUMBER}|none|\(\s*(?:{_NUMBER})(?:\s*,\s*(?:{_NUMBER}))*\s*\)"
+#: A numeric field's value (stripped): numbers, NRRD's vectors of them and "none", blank-separated.
+_NUMBERS = rf"(?:(?:{_ITEM})(?:\s+(?:{_ITEM}))*)?"
+_FLAG = r"true|false|t|f|1|0"
+#: Words of a field's defined terms; teem refuses any word it does not define in these fields.
+_WORDS = r"[\w\s?-]*"
+
+#: The MetaImage keys kept, and what each value may hold (in any case): MetaIO reads a number or a flag and
+#: ignores any text after it, so a value with more than its pattern allows is refused rather than stored.
 _MHA_KEYS = {
-    "objecttype",
-    "ndims",
-    "binarydata",
-    "binarydatabyteordermsb",
-    "elementbyteordermsb",
-    "compresseddata",
-    "compresseddatasize",
-    "transformmatrix",
-    "rotation",
-    "orientation",
-    "offset",
-    "position",
-    "origin",
-    "centerofrotation",
-    "elementspacing",
-    "dimsize",
-    "elementsize",
-    "elementnumberofchannels",
-    "elementtype",
-    "elementdatafile",
+    "objecttype": "image",
+    "ndims": _NUMBERS,
+    "binarydata": _FLAG,
+    "binarydatabyteordermsb": _FLAG,
+    "elementbyteordermsb": _FLAG,
+    "compresseddata": _FLAG,
+    "compresseddatasize": _NUMBERS,
+    "transformmatrix": _NUMBERS,
+    "rotation": _NUMBERS,
+    "orientation": _NUMBERS,
+    "offset": _NUMBERS,
+    "position": _NUMBERS,
+    "origin": _NUMBERS,
+    "centerofrotation": _NUMBERS,
+    "elementspacing": _NUMBERS,
+    "dimsize": _NUMBERS,
+    "elementsize": _NUMBERS,
+    "elementnumberofchannels": _NUMBERS,
+    "elementtype": r"met_\w+",
+    "elementdatafile": "local",
 }
+#: The NRRD fields kept, and what each value may hold, likewise (teem reads numbers past trailing text too).
 _NRRD_FIELDS = {
-    "type",
-    "dimension",
-    "space",
-    "space dimension",
-    "sizes",
-    "space directions",
-    "spacings",
-    "thicknesses",
-    "axis mins",
-    "axismins",
-    "axis maxs",
-    "axismaxs",
-    "centers",
-    "centerings",
-    "kinds",
-    "space origin",
-    "measurement frame",
-    "endian",
-    "encoding",
+    "type": _WORDS,
+    "dimension": _NUMBERS,
+    "space": _WORDS,
+    "space dimension": _NUMBERS,
+    "sizes": _NUMBERS,
+    "space directions": _NUMBERS,
+    "spacings": _NUMBERS,
+    "thicknesses": _NUMBERS,
+    "axis mins": _NUMBERS,
+    "axismins": _NUMBERS,
+    "axis maxs": _NUMBERS,
+    "axismaxs": _NUMBERS,
+    "centers": _WORDS,
+    "centerings": _WORDS,
+    "kinds": _WORDS,
+    "space origin": _NUMBERS,
+    "measurement frame": _NUMBERS,
+    "endian": _WORDS,
+    "encoding": _WORDS,
 }
 
 
@@ -150,7 +163,7 @@ def _mha_without_text(data: bytes) -> bytes:
         raise ValueError("no ElementDataFile line")
     lines = data[: end.end()].decode("latin-1").splitlines()
     kept = [line for line in lines if line.split("=", 1)[0].strip().lower() in _MHA_KEYS]
-    fields = {key.strip().lower(): value.strip() for key, value in (line.split("=", 1) for line in kept)}
+    fields = _values(kept, "=", _MHA_KEYS)
     if fields.get("binarydata", "T")[:1] not in ("T", "t", "1"):
         raise ValueError("MetaImage pixels held as text")
     ndims = int(fields["ndims"])
@@ -172,7 +185,7 @@ def _nrrd_without_text(data: bytes) -> bytes:
         raise ValueError("no blank line after the NRRD header")
     magic, *fields = data[: split.start()].decode("latin-1").splitlines()
     kept = [line for line in fields if ":=" not in line and line.split(":", 1)[0].strip().lower() in _NRRD_FIELDS]
-    values = {key.strip().lower(): value.strip() for key, value in (line.split(":", 1) for line in kept)}
+    values = _values(kept, ":", _NRRD_FIELDS)
     size = math.prod(int(n) for n in values["sizes"].split()) * _NRRD_BYTES[" ".join(values["type"].lower().split())]
     start, encoding = split.end(), values["encoding"].lower()
     if encoding == "raw":
@@ -182,6 +195,17 @@ def _nrrd_without_text(data: bytes) -> bytes:
     else:
         raise ValueError(f"NRRD pixels encoded as {encoding}")
     return ("\n".join([magic, *kept]) + "\n\n").encode("latin-1") + _part(data, start, pixels_end)
+
+
+def _values(lines: list[str], separator: str, patterns: dict[str, str]) -> dict[str, str]:
+    """{field: value} of kept header lines; ValueError where a value holds more than its field's pattern."""
+    values = {}
+    for line in lines:
+        key, value = (part.strip() for part in line.split(separator, 1))
+        if not re.fullmatch(patterns[key.lower()], value, re.IGNORECASE):
+            raise ValueError(f"the header field {key!r} holds more than its values")
+        values[key.lower()] = value
+    return values
 
 
 def _inflated_end(data: bytes, start: int, size: int) -> int:

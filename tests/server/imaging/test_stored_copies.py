@@ -107,6 +107,25 @@ def test_free_text_metaimage_fields_are_not_stored() -> None:
     assert image.source_bytes_deidentified == decode_image(mha()).source_bytes_deidentified
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nrrd(f"thicknesses: 1 1 {SECRET.decode()}"),
+        lambda: nrrd(f"space origin: (0,0) {SECRET.decode()}", space=True),
+        lambda: nrrd().replace(b"dimension: 2", b"dimension: 2 " + SECRET),
+        lambda: mha(f"ElementSpacing = 0.1 0.1 {SECRET.decode()}"),
+        lambda: mha(f"Offset = 0 0 {SECRET.decode()}"),
+        lambda: mha(f"BinaryDataByteOrderMSB = False {SECRET.decode()}"),
+        lambda: mha().replace(b"ObjectType = Image", b"ObjectType = Image " + SECRET),
+        lambda: mha().replace(b"DimSize = 64 48", b"DimSize = 64 48 " + SECRET),
+    ],
+    ids=["thicknesses", "space-origin", "dimension", "spacing", "offset", "flag", "object-type", "dim-size"],
+)
+def test_text_after_a_kept_fields_values_is_refused(make: Callable[[], bytes]) -> None:
+    """MetaIO and teem read a kept field's numbers or flag and ignore text after them; it would be stored."""
+    assert "without its header's text" in assert_fails("truncated-image", make()).message
+
+
 def test_several_gzip_members_are_stored_up_to_the_last_pixel() -> None:
     raw = VALUES.tobytes()
     members = gzip.compress(raw[:1000]) + gzip.compress(raw[1000:])
