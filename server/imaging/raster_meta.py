@@ -1,17 +1,19 @@
 """The stored copy of a PNG, JPEG, BMP or TIFF upload, without the text these formats carry beside the pixels.
 
-A PNG's tEXt/zTXt/iTXt/eXIf/tIME chunks, a JPEG's comments, EXIF, XMP and IPTC segments, a JFIF thumbnail or any
-other payload in APP0 and APP14 (and whatever follows its end marker), a TIFF's ImageDescription, Artist or
-DateTime tags, and whatever a BMP holds after its pixels or between its header and them can all name the patient.
-PNG and JPEG are filtered chunk by chunk and segment by segment, the compressed pixels copied byte for byte; a JPEG
-keeps its EXIF orientation alone, so the copy displays as the upload did. A TIFF or a BMP is written again,
-losslessly, from its decoded pixels (a TIFF's orientation applied) with nothing beyond the image's structure.
+A PNG's tEXt/zTXt/iTXt/eXIf/tIME chunks and any bytes after the zlib stream of its IDAT chunks, a JPEG's
+comments, EXIF, XMP and IPTC segments, a JFIF thumbnail or any other payload in APP0 and APP14 (and whatever
+follows its end marker), a TIFF's ImageDescription, Artist or DateTime tags, and whatever a BMP holds after its
+pixels or between its header and them can all name the patient. PNG and JPEG are filtered chunk by chunk and
+segment by segment, the compressed pixels copied byte for byte; a JPEG keeps its EXIF orientation alone, so the
+copy displays as the upload did. A TIFF or a BMP is written again, losslessly, from its decoded pixels (a TIFF's
+orientation applied) with nothing beyond the image's structure.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 from PIL import ExifTags, Image
 
@@ -20,6 +22,8 @@ from server.imaging.pixel_text import kept_app_segment
 #: Chunks that decode and display the pixels; every other chunk (text, time, EXIF, ICC, private) is dropped.
 _PNG_KEPT = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"pHYs"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: How much of a PNG's zlib stream is inflated at a time while looking for its end.
+_INFLATE_CHUNK = 1 << 14
 
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
 #: JPEG markers without a length: restart markers and TEM.
@@ -36,19 +40,44 @@ def without_metadata(data: bytes, image_format: str, image: Image.Image) -> byte
 
 
 def png_without_text(data: bytes) -> bytes:
-    """The PNG's signature and its _PNG_KEPT chunks, each as it was (CRC included), up to IEND."""
+    """The PNG's signature and its _PNG_KEPT chunks, each as it was (CRC included), up to IEND; the IDAT chunks
+    only up to the end of their zlib stream (``_pixels_only``)."""
     out = [_PNG_SIGNATURE]
+    idat: list[bytes] = []
     pos = len(_PNG_SIGNATURE)
     while pos + 8 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind = data[pos + 4 : pos + 8]
         end = pos + 12 + length
-        if kind in _PNG_KEPT:
+        if kind != b"IDAT" and idat:  # the IDAT chunks are consecutive
+            out.extend(_pixels_only(idat))
+            idat = []
+        if kind == b"IDAT":
+            idat.append(data[pos:end])
+        elif kind in _PNG_KEPT:
             out.append(data[pos:end])
         if kind == b"IEND":
             break
         pos = end
-    return b"".join(out)
+    return b"".join(out + _pixels_only(idat))
+
+
+def _pixels_only(idat: list[bytes]) -> list[bytes]:
+    """IDAT chunks as they were where their zlib stream ends with them; else one IDAT holding the stream alone:
+    zlib stops at the stream's end, and the bytes after it can hold any text."""
+    if not idat:
+        return []
+    stream = b"".join(chunk[8:-4] for chunk in idat)
+    inflater, pos = zlib.decompressobj(), 0
+    while not inflater.eof and pos < len(stream):
+        inflater.decompress(stream[pos : pos + _INFLATE_CHUNK])  # the pixels themselves are not needed here
+        pos += _INFLATE_CHUNK
+    end = min(pos, len(stream)) - len(inflater.unused_data)
+    if not inflater.eof:
+        raise ValueError("the PNG's pixel data has no end")
+    if end == len(stream):
+        return idat
+    return [struct.pack(">I", end) + b"IDAT" + stream[:end] + struct.pack(">I", zlib.crc32(b"IDAT" + stream[:end]))]
 
 
 def jpeg_without_text(data: bytes) -> bytes:

@@ -1,13 +1,15 @@
 """The stored copy of a volume (MHA, NRRD, NIfTI) ends where its pixels end: text after them, in the gap before a
 NIfTI's voxels, or in a header's free-text fields is not stored, and the copy decodes to the same pixels. Headers
 whose pixels cannot be delimited (skipped bytes, pixels as text) are refused. A BMP is stored from its pixels
-alone, a JPEG's APP0 and APP14 as their fixed-length headers."""
+alone, a PNG's IDAT chunks up to the end of their zlib stream, a JPEG's APP0 and APP14 as their fixed-length
+headers."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,6 +178,22 @@ def test_a_bmp_is_stored_from_its_pixels_alone() -> None:
         image = assert_stored_without_secret(upload, "x.bmp")
         assert image.source_bytes_deidentified == expected
         assert np.array_equal(image.pixels, decode_image(clean).pixels)
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-idat", "text-in-its-own-idat"])
+def test_a_png_is_stored_up_to_the_end_of_its_zlib_stream(split: bool) -> None:
+    """zlib stops at the end of the stream; text after it, in the last IDAT or an IDAT of its own, is no pixel."""
+    rows = b"".join(b"\x00" + row.tobytes() for row in (VALUES // 300 % 256).astype(np.uint8))
+    head = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 48, 8, 0, 0, 0, 0))
+    stream, end = zlib.compress(rows), png_chunk(b"IEND", b"")
+    idat = png_chunk(b"IDAT", stream) + png_chunk(b"IDAT", SECRET) if split else png_chunk(b"IDAT", stream + SECRET)
+    image = assert_stored_without_secret(head + idat + end, "x.png")
+    assert image.source_bytes_deidentified == head + png_chunk(b"IDAT", stream) + end
+    assert np.array_equal(image.pixels, decode_image(head + png_chunk(b"IDAT", stream) + end).pixels)
 
 
 def test_jpeg_app0_and_app14_keep_only_their_headers() -> None:
