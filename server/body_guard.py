@@ -25,19 +25,26 @@ from .settings import Settings
 
 #: Routes that take one uploaded file: their body is that file and a few form fields.
 _SINGLE_UPLOAD = re.compile(r"^/v1/(studies|projects/[^/]+/predict(/render|/sr)?)$")
+#: Routes that take several files in one multipart body: a prediction batch or job, an annotation import, STOW-RS.
+_MULTI_UPLOAD = re.compile(
+    r"^(/v1/projects/[^/]+/(predict/(batch|jobs)|landmark-sets/[^/]+/annotations/import)"
+    r"|/dicomweb(/projects/[^/]+)?/studies(/[^/]+)?)$"
+)
 #: Room for a multipart body's boundaries, part headers and form fields beside its file.
 FORM_OVERHEAD = 64 * 1024
 
 
 def body_limit(settings: Settings, path: str, content_type: str) -> tuple[int, str]:
     """(the most bytes a request body to `path` may hold, the problem slug of a body over it). Only multipart
-    bodies (files) may be large: any other is parsed whole in memory (FastAPI reads application/*+json and a body
-    without a type as JSON), so it gets the JSON limit."""
-    if not content_type.split(";")[0].strip().lower().startswith("multipart/"):
-        return settings.max_json_bytes, "body-too-large"
-    if _SINGLE_UPLOAD.match(path):
-        return settings.max_upload_bytes + FORM_OVERHEAD, "upload-too-large"
-    return settings.max_request_bytes, "body-too-large"
+    bodies (files) to the routes that take files may be large. Any other is parsed whole in memory before the
+    route's role check (FastAPI reads application/*+json and a body without a type as JSON, and a multipart body
+    to a route without a file part as a form in memory), so it gets the JSON limit."""
+    if content_type.split(";")[0].strip().lower().startswith("multipart/"):
+        if _SINGLE_UPLOAD.match(path):
+            return settings.max_upload_bytes + FORM_OVERHEAD, "upload-too-large"
+        if _MULTI_UPLOAD.match(path):
+            return settings.max_request_bytes, "body-too-large"
+    return settings.max_json_bytes, "body-too-large"
 
 
 class BodyGuardMiddleware:

@@ -8,13 +8,15 @@ import json
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.body_guard import FORM_OVERHEAD
+from server.body_guard import FORM_OVERHEAD, body_limit
+from server.settings import Settings
 
 from .conftest import Api, make_api, serve
 from .test_api_core import assert_problem
@@ -104,6 +106,41 @@ def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(served: tup
     assert status == 413 and counter.read == 0
     json_headers = {"Content-Type": "application/json", "Content-Length": str(GIB), "Authorization": f"Bearer {admin}"}
     assert _status_after(_send_head(port, "/v1/projects", json_headers), b"{")[0] == 413 and counter.read == 0
+
+
+def test_a_multipart_body_to_a_route_without_files_gets_the_json_limit(served: tuple[Api, BodyCounter, int]) -> None:
+    # FastAPI reads a multipart body to a JSON route whole into memory before the role check: no 2 GiB for it.
+    api, counter, port = served
+    clinic, admin = api.clinic()
+    predict = api.key(clinic, admin, "predict")
+    over_json = str(api.settings.max_json_bytes + 1)
+    for path in ("/v1/projects", f"/v1/projects/{uuid.uuid4()}/landmark-sets", "/v1/clinics"):
+        headers = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": over_json}
+        status, answer = _status_after(_send_head(port, path, headers | {"Authorization": f"Bearer {predict}"}), b"--x")
+        assert status == 413 and b"body-too-large" in answer and counter.read == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [
+        ("/v1/studies", "upload"),
+        ("/v1/projects/p/predict/render", "upload"),
+        ("/v1/projects/p/predict/batch", "request"),
+        ("/v1/projects/p/predict/jobs", "request"),
+        ("/v1/projects/p/landmark-sets/0/annotations/import", "request"),
+        ("/dicomweb/studies", "request"),
+        ("/dicomweb/projects/p/studies/1.2.3", "request"),
+        ("/v1/projects", "json"),
+        ("/v1/projects/p/landmark-sets/0/annotations", "json"),
+        ("/v1/projects/p/predict/jobs/j/cancel", "json"),
+        ("/v1/studies/s", "json"),
+    ],
+)
+def test_only_routes_that_take_files_get_a_multipart_limit(path: str, limit: str) -> None:
+    settings = Settings(max_upload_bytes=1000, max_json_bytes=2000, max_request_bytes=3000)
+    expected = {"upload": 1000 + FORM_OVERHEAD, "json": 2000, "request": 3000}[limit]
+    assert body_limit(settings, path, "multipart/form-data; boundary=x")[0] == expected
+    assert body_limit(settings, path, "application/json")[0] == 2000
 
 
 def test_a_chunked_body_is_cut_at_its_limit(served: tuple[Api, BodyCounter, int]) -> None:
