@@ -39,14 +39,16 @@ def decode_volume(data: bytes, kind: str, limits: ImageLimits, subject: str) -> 
         format=kind,
         spacing_mm=(float(x), float(y)) if known else None,
         spacing_source="header" if known else "none",
-        source_bytes_deidentified=_stored_copy(data, kind, subject),
+        source_bytes_deidentified=_stored_copy(data, kind, limits, subject),
         bits_stored=values.dtype.itemsize * 8,
     )
 
 
-def _stored_copy(data: bytes, kind: str, subject: str) -> bytes:
+def _stored_copy(data: bytes, kind: str, limits: ImageLimits, subject: str) -> bytes:
     try:
-        return without_volume_text(data, kind)
+        return without_volume_text(data, kind, limits, subject)
+    except ImagingError:
+        raise
     except Exception as exc:  # a header SimpleITK read but the filter cannot walk: never store it unfiltered
         raise ImagingError(
             "truncated-image", f"{subject} could not be stored without its header's text. Save the image again."

@@ -22,6 +22,9 @@ import re
 import struct
 import zlib
 
+from server.imaging.errors import ImagingError
+from server.imaging.types import ImageLimits
+
 #: NIfTI text fields, (offset, length) in the NIfTI-1 and NIfTI-2 headers.
 _NIFTI1_TEXT = ((4, 10), (14, 18), (148, 80), (228, 24), (328, 16))
 _NIFTI2_TEXT = ((240, 80), (320, 24), (508, 16))
@@ -123,11 +126,12 @@ _NRRD_FIELDS = {
 }
 
 
-def without_volume_text(data: bytes, kind: str) -> bytes:
+def without_volume_text(data: bytes, kind: str, limits: ImageLimits, subject: str) -> bytes:
     """`data` (an upload of `kind`: "mha", "nrrd" or "nifti") without the text of its header."""
     if kind == "nifti":
         if data.startswith(b"\x1f\x8b"):
-            return gzip.compress(_nifti_without_text(gzip.decompress(data)), mtime=0)  # no name in the gzip header
+            inflated = _inflated_nifti(data, limits, subject)
+            return gzip.compress(_nifti_without_text(inflated), mtime=0)  # no name in the gzip header
         return _nifti_without_text(data)
     if kind == "mha":
         return _mha_without_text(data)
@@ -136,12 +140,18 @@ def without_volume_text(data: bytes, kind: str) -> bytes:
 
 def _nifti_without_text(data: bytes) -> bytes:
     out = bytearray(data)
-    little = int.from_bytes(data[:4], "little") in (348, 540)
-    order = "<" if little else ">"
-    nifti2 = struct.unpack(f"{order}i", data[:4])[0] == 540
-    for offset, length in _NIFTI2_TEXT if nifti2 else _NIFTI1_TEXT:
+    header, voxels_at, voxels = _nifti_layout(data)
+    for offset, length in _NIFTI2_TEXT if header == 540 else _NIFTI1_TEXT:
         out[offset : offset + length] = bytes(length)
-    if nifti2:
+    out[header:voxels_at] = bytes(voxels_at - header)  # extensions, or any bytes, whatever the extension flag says
+    return _part(out, 0, voxels_at + voxels)
+
+
+def _nifti_layout(data: bytes) -> tuple[int, int, int]:
+    """(the header's size, where the voxels start, the voxels' bytes) of a NIfTI-1 or NIfTI-2 file, from its
+    header (the first 540 bytes suffice); ValueError for a header without a valid dim[0] or datatype."""
+    order = "<" if int.from_bytes(data[:4], "little") in (348, 540) else ">"
+    if struct.unpack_from(f"{order}i", data)[0] == 540:
         header, datatype = 540, struct.unpack_from(f"{order}h", data, 12)[0]
         dims = struct.unpack_from(f"{order}8q", data, 16)
         voxels_at = struct.unpack_from(f"{order}q", data, 168)[0]
@@ -152,9 +162,7 @@ def _nifti_without_text(data: bytes) -> bytes:
     if not 1 <= dims[0] <= 7 or datatype not in _NIFTI_BYTES:
         raise ValueError("a NIfTI header without a valid dim[0] or datatype")
     voxels_at = max(header, voxels_at)  # an offset inside the header: the voxels follow it (as nifti1_io reads)
-    out[header:voxels_at] = bytes(voxels_at - header)  # extensions, or any bytes, whatever the extension flag says
-    voxels = math.prod(max(1, n) for n in dims[1 : dims[0] + 1]) * _NIFTI_BYTES[datatype]
-    return _part(out, 0, voxels_at + voxels)
+    return header, voxels_at, math.prod(max(1, n) for n in dims[1 : dims[0] + 1]) * _NIFTI_BYTES[datatype]
 
 
 def _mha_without_text(data: bytes) -> bytes:
@@ -228,3 +236,38 @@ def _part(data: bytes | bytearray, start: int, end: int) -> bytes:
     if end > len(data):
         raise ValueError("the pixels run past the end of the file")
     return bytes(memoryview(data)[start:end])
+
+
+#: Room for a NIfTI header and its extensions before the pixels, beside the decoded-bytes limit.
+_NIFTI_HEADER_ROOM = 16 * 2**20
+_INFLATE_PIECE = 2**20
+
+
+def _inflated_nifti(data: bytes, limits: ImageLimits, subject: str) -> bytes:
+    """A .nii.gz upload's NIfTI file, inflated in pieces only up to where its header says the pixels end: what the
+    stream holds beyond is never inflated, and is left out of the stored copy. A header that declares more than
+    the decoded-bytes limit (and room for header extensions) is refused."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray(inflater.decompress(data, 540))
+    _, voxels_at, voxels = _nifti_layout(bytes(out))
+    end = voxels_at + voxels
+    if end > limits.decoded_bytes + _NIFTI_HEADER_ROOM:
+        raise ImagingError(
+            "image-too-large",
+            f"{subject} is a NIfTI file whose header declares {end:,} bytes (header, extensions and pixels), "
+            f"more than the limit of {limits.decoded_bytes + _NIFTI_HEADER_ROOM:,}. Save the image again without "
+            "header extensions, or at a lower resolution.",
+        )
+    pending = inflater.unconsumed_tail
+    while len(out) < end:
+        if inflater.eof:  # a stream of several gzip members (as bgzip writes) goes on in the next one
+            if not inflater.unused_data:
+                break
+            pending, inflater = inflater.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS)
+        piece = inflater.decompress(pending, min(end - len(out), _INFLATE_PIECE))
+        if not piece and not inflater.eof and len(inflater.unconsumed_tail) == len(pending):
+            break  # the stream ends before the pixels do: keep what there is, as SimpleITK read it
+        out += piece
+        pending = inflater.unconsumed_tail
+    del out[end:]
+    return bytes(out)

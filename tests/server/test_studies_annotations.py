@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 from server.imaging.deid import METHOD
 
 from .conftest import Api, make_api
+from .imaging.cases import nifti_gz
 from .test_api_core import CEPH, assert_problem
 
 ISBI_ID = "001"
@@ -114,6 +116,18 @@ def test_size_limits(database_url: str, tmp_path: Path, ceph_jpeg: bytes) -> Non
         assert_problem(upload(api, admin, ceph_jpeg), 413, "upload-too-large")
         assert_problem(upload(api, admin, _png(200, 100)), 413, "image-too-large")
         assert upload(api, admin, _png(50, 40)).status_code == 201
+
+
+def test_a_nifti_gz_is_stored_up_to_its_pixels_and_refused_past_the_limit(database_url: str, tmp_path: Path) -> None:
+    api = make_api(database_url, tmp_path, max_decoded_bytes=1_000_000)
+    with api.client:
+        _, admin = api.clinic()
+        refused = upload(api, admin, nifti_gz(gap=17 * 2**20)[0], "x.nii.gz")  # 17 MiB of extensions first
+        assert_problem(refused, 413, "image-too-large")
+        data, nifti = nifti_gz(trail=32 * 2**20)
+        assert upload(api, admin, data, "x.nii.gz").status_code == 201
+        [stored] = [p.read_bytes() for p in blob_files(api) if p.read_bytes().startswith(b"\x1f\x8b")]
+        assert len(gzip.decompress(stored)) == len(nifti)  # without the 32 MiB after the pixels
 
 
 def _png(w: int, h: int) -> bytes:

@@ -4,11 +4,15 @@ small helpers to rewrite and decode them."""
 from __future__ import annotations
 
 import io
+import struct
+import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
 from server.imaging import ImagingError, decode_image
@@ -50,3 +54,19 @@ def assert_fails(code: str, data: bytes, **kwargs: object) -> ImagingError:
     assert info.value.code == code, info.value.message
     assert len(info.value.message) > 30 and str(info.value) == info.value.message
     return info.value
+
+
+def nifti_gz(gap: int = 0, trail: int = 0) -> tuple[bytes, bytes]:
+    """(a .nii.gz of a 40 x 30 int16 image whose pixels start `gap` zero bytes past its header and are followed by
+    `trail` zero bytes in the same gzip stream, the NIfTI file up to the end of its pixels)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.nii"
+        sitk.WriteImage(sitk.GetImageFromArray(np.arange(1200, dtype=np.int16).reshape(30, 40)), str(path))
+        nifti = bytearray(path.read_bytes())
+    voxels_at = int(struct.unpack("<f", nifti[108:112])[0])
+    nifti[108:112] = struct.pack("<f", voxels_at + gap)
+    nifti[voxels_at:voxels_at] = bytes(gap)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [deflate.compress(nifti)]
+    parts += [deflate.compress(bytes(min(1 << 24, trail - sent))) for sent in range(0, trail, 1 << 24)]
+    return b"".join([*parts, deflate.flush()]), bytes(nifti)

@@ -3,10 +3,12 @@ a large image really takes (measured in a fresh process)."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from PIL import Image
 
 from server.imaging import ImageLimits, decode_image, grey
 
-from .cases import assert_fails, dataset, stretched, to_bytes
+from .cases import assert_fails, dataset, nifti_gz, stretched, to_bytes
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -65,6 +67,30 @@ def test_a_float64_volume_counts_eight_bytes_a_pixel(tmp_path: Path) -> None:
     data = path.read_bytes()
     decode_image(data, filename="x.nrrd", limits=ImageLimits(decoded_bytes=30 * 40 * 8))
     assert_fails("image-too-large", data, filename="x.nrrd", limits=ImageLimits(decoded_bytes=30 * 40 * 8 - 1))
+
+
+def test_a_nifti_gz_is_inflated_only_up_to_the_end_of_its_pixels() -> None:
+    data, nifti = nifti_gz(trail=64 * 2**20)
+    tracemalloc.start()
+    try:
+        image = decode_image(data, filename="x.nii.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB"  # the whole stream was 64 MiB
+    assert len(gzip.decompress(image.source_bytes_deidentified)) == len(nifti)  # the trailing zeros are dropped
+    again = decode_image(image.source_bytes_deidentified, filename="x.nii.gz")
+    assert again.pixel_sha256 == image.pixel_sha256
+    members = gzip.compress(nifti[:600]) + gzip.compress(nifti[600:]) + gzip.compress(bytes(1000))  # as bgzip writes
+    kept = decode_image(members, filename="x.nii.gz").source_bytes_deidentified
+    assert len(gzip.decompress(kept)) == len(nifti)
+
+
+def test_a_nifti_gz_declaring_more_than_the_decoded_bytes_limit_is_refused() -> None:
+    data, _ = nifti_gz(gap=17 * 2**20)  # pixels after 17 MiB of header extensions: past 16 MiB of room
+    decode_image(data, filename="x.nii.gz", limits=ImageLimits(decoded_bytes=2 * 2**20))
+    refused = assert_fails("image-too-large", data, filename="x.nii.gz", limits=ImageLimits(decoded_bytes=30 * 40 * 2))
+    assert refused.http_status == 413 and "header declares" in refused.message
 
 
 def test_blocks_give_the_whole_image_answer(
