@@ -42,21 +42,34 @@ def read_dicom(data: bytes, max_pixels: int, subject: str, *, force: bool) -> Da
         except EOFError as exc:
             raise truncated_dicom(subject) from exc
         except Exception as exc:  # pydicom raises many types on damaged bytes; none may leak
-            raise ImagingError(
-                "invalid-dicom",
-                f"{subject} starts like a DICOM file but its header cannot be read: the file is damaged. "
-                "Export the image again from the PACS or modality.",
-            ) from exc
-    ended_early = any("End of file reached" in message for message in warnings) or _has_short_element(ds)
-    # pydicom stops silently when the data ends inside an element's header; a complete file can end with a
-    # partial read too (the search for a delimiter), but then it has its pixel data.
-    if ended_early or (source.partial_read and not has_pixel_data(ds)):
+            raise invalid_dicom(subject) from exc
+    # pydicom converts an element's value on first access: every one is converted here, where any error it
+    # raises (an unknown VR's NotImplementedError, an unreadable sequence...) is the file's, not a later step's.
+    try:
+        # pydicom stops silently when the data ends inside an element's header; a complete file can end with a
+        # partial read too (the search for a delimiter), but then it has its pixel data.
+        ended_early = any("End of file reached" in message for message in warnings) or _has_short_element(ds)
+        truncated = ended_early or (source.partial_read and not has_pixel_data(ds))
+        if not truncated:
+            for _ in ds.iterall():
+                pass
+    except Exception as exc:
+        raise invalid_dicom(subject) from exc
+    if truncated:
         raise truncated_dicom(subject)
     return ds
 
 
 def has_pixel_data(ds: Dataset) -> bool:
     return any(keyword in ds and ds[keyword].value for keyword in _PIXEL_DATA_KEYWORDS)
+
+
+def invalid_dicom(subject: str) -> ImagingError:
+    return ImagingError(
+        "invalid-dicom",
+        f"{subject} starts like a DICOM file but its header cannot be read: the file is damaged. "
+        "Export the image again from the PACS or modality.",
+    )
 
 
 def truncated_dicom(subject: str) -> ImagingError:

@@ -83,6 +83,7 @@ def _open_pillow(data: bytes, limits: ImageLimits, subject: str) -> Image.Image:
         check_size(*declared, limits, subject)
     try:
         image = Image.open(io.BytesIO(data), formats=_PILLOW_OPENERS)
+        pages = int(getattr(image, "n_frames", 1))  # a TIFF's pages are read here: one may be damaged
     except Image.DecompressionBombError as exc:
         raise ImagingError(
             "image-too-large",
@@ -92,7 +93,6 @@ def _open_pillow(data: bytes, limits: ImageLimits, subject: str) -> Image.Image:
     except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error... on damaged headers
         raise truncated_image(subject) from exc
     check_size(image.width, image.height, limits, subject, _bytes_per_pixel(image.mode))
-    pages = int(getattr(image, "n_frames", 1))
     if image.format == "TIFF" and pages > 1:
         raise ImagingError(
             "multi-frame",

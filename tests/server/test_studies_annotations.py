@@ -15,7 +15,7 @@ from PIL import Image
 from server.imaging.deid import METHOD
 
 from .conftest import Api, make_api
-from .imaging.cases import nifti_gz
+from .imaging.cases import nifti_gz, tiff_with_a_page_without_size, with_unknown_vr
 from .test_api_core import CEPH, assert_problem
 
 ISBI_ID = "001"
@@ -90,6 +90,8 @@ def _tiny_png() -> bytes:
         (b"this is not an image at all", {}, 422, "not-an-image"),
         (b"", {}, 422, None),
         ("truncated-dicom", {}, 422, "truncated-dicom"),
+        ("dicom-of-unknown-vr", {}, 422, "invalid-dicom"),
+        ("tiff-with-a-page-without-size", {}, 422, "truncated-image"),
         ("png", {"spacing_x_mm": 0.0, "spacing_y_mm": 0.1}, 422, "bad-spacing"),
         ("png", {"spacing_x_mm": -1.0, "spacing_y_mm": -1.0}, 422, "bad-spacing"),
         ("png", {"spacing_x_mm": 0.1}, 422, "bad-spacing"),
@@ -104,6 +106,10 @@ def test_bad_uploads_are_refused_and_store_nothing(
         data = full[: len(full) // 2]
     elif data == "png":
         data = _tiny_png()
+    elif data == "dicom-of-unknown-vr":
+        data = with_unknown_vr(dicom_file("SC_rgb.dcm").read_bytes(), "SamplesPerPixel")
+    elif data == "tiff-with-a-page-without-size":
+        data = tiff_with_a_page_without_size()
     assert_problem(upload(api, admin, data, "x.dcm" if slug == "truncated-dicom" else "x.png", **form), status, slug)
     assert api.client.get("/v1/studies", headers=api.headers(admin)).json() == []
     assert blob_files(api) == []

@@ -13,6 +13,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from PIL import Image
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from server.imaging import ImagingError, decode_image
@@ -70,3 +72,26 @@ def nifti_gz(gap: int = 0, trail: int = 0) -> tuple[bytes, bytes]:
     parts = [deflate.compress(nifti)]
     parts += [deflate.compress(bytes(min(1 << 24, trail - sent))) for sent in range(0, trail, 1 << 24)]
     return b"".join([*parts, deflate.flush()]), bytes(nifti)
+
+
+def with_unknown_vr(data: bytes, keyword: str) -> bytes:
+    """A DICOM file in explicit VR little endian with the VR of `keyword`'s element made one pydicom does not know."""
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    at = data.index(struct.pack("<HH", tag >> 16, tag & 0xFFFF), 132)
+    return data[: at + 4] + b"S\x80" + data[at + 6 :]
+
+
+def tiff_with_a_page_without_size() -> bytes:
+    """A two-page TIFF whose second page has no ImageWidth or ImageLength (renamed to unknown private tags)."""
+    buffer = io.BytesIO()
+    pages = [Image.fromarray(np.full((40, 48), value, np.uint8)) for value in (10, 200)]
+    pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buffer.getvalue())
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for entry in range(second + 2, second + 2 + 12 * struct.unpack_from("<H", data, second)[0], 12):
+        tag = struct.unpack_from("<H", data, entry)[0]
+        if tag in (256, 257):
+            struct.pack_into("<H", data, entry, 65000 + tag - 256)
+    return bytes(data)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from server.imaging import ImageLimits, ImagingError, decode_image
 
-from .cases import assert_fails, dataset, stretched, to_bytes
+from .cases import assert_fails, dataset, stretched, tiff_with_a_page_without_size, to_bytes, with_unknown_vr
 
 # ------------------------------------------------------------------------------------- other formats
 
@@ -171,11 +171,18 @@ def test_truncated_dicom(name: str, read_bytes: Callable[[str], bytes]) -> None:
     assert_fails("truncated-dicom", raw[:600])  # cut inside the header
 
 
+@pytest.mark.parametrize("keyword", ["StudyDate", "PatientName", "SamplesPerPixel", "Rows", "ImageComments"])
+def test_an_element_of_unknown_vr_is_invalid_dicom(keyword: str, read_bytes: Callable[[str], bytes]) -> None:
+    # pydicom converts a value when it is first read: in the header's checks, the pixels' or the descriptors'.
+    assert_fails("invalid-dicom", with_unknown_vr(read_bytes("SC_rgb.dcm"), keyword), filename="x.dcm")
+
+
 def test_truncated_images(data_root: Path) -> None:
     jpeg = (data_root / "isbi2015" / "images" / "001.jpg").read_bytes()
     assert_fails("truncated-image", jpeg[: len(jpeg) // 2])
     png = _pillow_bytes(Image.fromarray(_gradient()), "PNG")
     assert_fails("truncated-image", png[: len(png) // 2])
+    assert_fails("truncated-image", tiff_with_a_page_without_size())  # Pillow's TypeError counting its pages
 
 
 def test_dicom_without_pixel_data(read_bytes: Callable[[str], bytes]) -> None:
