@@ -45,6 +45,8 @@ def parse_coco(data: bytes, codes: Sequence[str]) -> dict[str, Points]:
             names = categories[ann["category_id"]]
             name = images[ann["image_id"]]
             kp = [float(v) for v in ann["keypoints"]]
+        except OverflowError as exc:  # an integer literal of hundreds of digits
+            raise _bad(f"annotation {n}: keypoints must be finite numbers") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise _bad(f"annotation {n}: {exc!r} (needs image_id, category_id and keypoints)") from exc
         unknown = [k for k in names if k not in codes]

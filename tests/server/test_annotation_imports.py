@@ -120,6 +120,7 @@ def _coco_doc(file_name: object = "001.jpg", keypoints: object = ("S",)) -> byte
         ("coco", [("a.json", _coco_with(None))], "must be a list"),
         ("coco", [("a.json", b"[" * 100_000 + b"]" * 100_000)], "nested too deeply"),
         ("coco", [("a.json", _coco_with([{"image_id": 1, "category_id": 1, "keypoints": [1, 2, 0]}]))], "labels no"),
+        ("coco", [("a.json", _coco_with([{"image_id": 1, "category_id": 1, "keypoints": [10**400, 1, 2]}]))], "finite"),
         ("coco", [("a.json", _coco_doc(file_name=7))], "file_name must be a non-empty string"),
         ("coco", [("a.json", _coco_doc(file_name=None))], "file_name must be a non-empty string"),
         ("coco", [("a.json", _coco_doc(file_name=["001.jpg"]))], "file_name must be a non-empty string"),
