@@ -127,13 +127,21 @@ def add_annotations(
     return rows
 
 
+#: Digests looked up in one query: an import may name tens of thousands of images, and a query's bound parameters
+#: are limited (PostgreSQL's protocol 65,535, SQLite 32,766).
+_DIGESTS_PER_QUERY = 1000
+
+
 def studies_by_reference(session: Session, clinic_id: uuid.UUID, references: list[str], key: bytes) -> dict[str, Study]:
     """The clinic's study each import reference ("001", "001.jpg") names, matched by the digest of the name it
     was uploaded under (server.studies.names); references that match none are left out."""
     wanted = {ref: names.reference_keys(ref, key) for ref in references}
-    digests = {d for keys in wanted.values() for d in keys}
-    found = session.scalars(select(Study).where(Study.clinic_id == clinic_id, Study.name_key.in_(digests)))
-    by_key = {study.name_key: study for study in found}
+    digests = sorted({d for keys in wanted.values() for d in keys})
+    by_key: dict[str | None, Study] = {}
+    for start in range(0, len(digests), _DIGESTS_PER_QUERY):
+        chunk = digests[start : start + _DIGESTS_PER_QUERY]
+        found = session.scalars(select(Study).where(Study.clinic_id == clinic_id, Study.name_key.in_(chunk)))
+        by_key.update((study.name_key, study) for study in found)
     matched = {ref: next((by_key[d] for d in keys if d in by_key), None) for ref, keys in wanted.items()}
     return {ref: study for ref, study in matched.items() if study is not None}
 

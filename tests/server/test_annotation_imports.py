@@ -11,7 +11,7 @@ from httpx import Response
 
 from .conftest import Api, make_api
 from .test_api_core import assert_problem
-from .test_studies_annotations import _project_with_set, upload
+from .test_studies_annotations import _png, _project_with_set, upload
 
 
 def _isbi_points(data_root: Path, image_id: str, codes: list[str]) -> dict[str, tuple[float, float]]:
@@ -160,3 +160,20 @@ def test_an_import_over_its_limit_or_with_two_files_of_one_name_is_refused(
         assert api.client.get(url, headers=api.headers(admin)).json() == []
         r = send([("001.txt", b"1,2\n3,4\n")])
         assert r.status_code == 201, r.text  # within the limit
+
+
+def test_an_import_naming_forty_thousand_images_is_matched_in_chunks(api: Api) -> None:
+    # Two digests a reference: one query for all of them would bind 80,000 parameters (PostgreSQL allows 65,535).
+    _, admin = api.clinic()
+    pid = _project_with_set(api, admin)
+    assert upload(api, admin, _png(50, 40), "001.png").status_code == 201
+    names = ["001.png", *(f"{i}.png" for i in range(40_000))]
+    coco = {
+        "images": [{"id": i, "file_name": name} for i, name in enumerate(names)],
+        "categories": [{"id": 1, "keypoints": ["S"]}],
+        "annotations": [{"image_id": i, "category_id": 1, "keypoints": [5, 5, 2]} for i in range(len(names))],
+    }
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    files = {"files": ("a.json", json.dumps(coco).encode())}
+    r = api.client.post(f"{url}/import?format=coco", files=files, headers=api.headers(admin))
+    assert_problem(r, 422, "bad-import", "no uploaded study is named 0.png, 1.png, 10.png")  # 001.png was found
