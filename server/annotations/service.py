@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
@@ -134,16 +135,25 @@ _DIGESTS_PER_QUERY = 1000
 
 def studies_by_reference(session: Session, clinic_id: uuid.UUID, references: list[str], key: bytes) -> dict[str, Study]:
     """The clinic's study each import reference ("001", "001.jpg") names, matched by the digest of the name it
-    was uploaded under (server.studies.names); references that match none are left out."""
+    was uploaded under (server.studies.names); references that match none are left out. A reference whose name
+    several studies were uploaded under (different images, one file name) is refused (409): it names none."""
     wanted = {ref: names.reference_keys(ref, key) for ref in references}
     digests = sorted({d for keys in wanted.values() for d in keys})
-    by_key: dict[str | None, Study] = {}
+    by_key: dict[str | None, list[Study]] = defaultdict(list)
     for start in range(0, len(digests), _DIGESTS_PER_QUERY):
         chunk = digests[start : start + _DIGESTS_PER_QUERY]
-        found = session.scalars(select(Study).where(Study.clinic_id == clinic_id, Study.name_key.in_(chunk)))
-        by_key.update((study.name_key, study) for study in found)
-    matched = {ref: next((by_key[d] for d in keys if d in by_key), None) for ref, keys in wanted.items()}
-    return {ref: study for ref, study in matched.items() if study is not None}
+        for study in session.scalars(select(Study).where(Study.clinic_id == clinic_id, Study.name_key.in_(chunk))):
+            by_key[study.name_key].append(study)
+    matched = {ref: next((by_key[d] for d in keys if d in by_key), []) for ref, keys in wanted.items()}
+    ambiguous = sorted(ref for ref, studies in matched.items() if len(studies) > 1)
+    if ambiguous:
+        raise Problem(
+            409,
+            f"more than one uploaded study is named {', '.join(ambiguous[:20])}: the import cannot tell which it "
+            "means; annotate those studies by their id (POST .../annotations) instead",
+            slug="ambiguous-reference",
+        )
+    return {ref: studies[0] for ref, studies in matched.items() if studies}
 
 
 def current_annotations(session: Session, landmark_set: LandmarkSet) -> list[Annotation]:

@@ -177,3 +177,15 @@ def test_an_import_naming_forty_thousand_images_is_matched_in_chunks(api: Api) -
     files = {"files": ("a.json", json.dumps(coco).encode())}
     r = api.client.post(f"{url}/import?format=coco", files=files, headers=api.headers(admin))
     assert_problem(r, 422, "bad-import", "no uploaded study is named 0.png, 1.png, 10.png")  # 001.png was found
+
+
+def test_a_name_two_studies_were_uploaded_under_is_refused(api: Api) -> None:
+    _, admin = api.clinic()
+    h = api.headers(admin)
+    pid = _project_with_set(api, admin)
+    first, second = (upload(api, admin, _png(w, 40), "001.png").json()["id"] for w in (50, 60))
+    assert first != second  # two images, one file name
+    url = f"/v1/projects/{pid}/landmark-sets/0/annotations"
+    r = api.client.post(f"{url}/import?format=isbi", files=[("files", ("001.txt", b"10,10\n20,20\n"))], headers=h)
+    assert_problem(r, 409, "ambiguous-reference", "more than one uploaded study is named 001")
+    assert api.client.get(url, headers=h).json() == []
