@@ -20,7 +20,11 @@ def _train_config_adapter() -> TypeAdapter[TrainConfig]:
 
 
 def _only_given(full: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """The normalised values of the keys that were given (nested configs keep only their given keys)."""
+    """The normalised values of the keys that were given (nested configs keep only their given keys). A key the
+    config lacks is refused: from_dict drops `amp`, which only old checkpoints may carry."""
+    lacking = sorted(set(given) - set(full))
+    if lacking:
+        raise ValueError(f"unknown TrainConfig fields: {lacking}")
     out = {}
     for key, value in given.items():
         if isinstance(value, dict) and isinstance(full[key], dict):

@@ -179,6 +179,7 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
         ({"strategy": "joint"}, "old landmarks on new images"),
         ({"backbone": "resnet"}, "unknown backbone"),
         ({"training": {"iterations": 5, "nope": 1}}, "nope"),
+        ({"training": {"amp": True}}, "unknown TrainConfig fields: ['amp']"),  # only old checkpoints carry it
         ({"input_width": 250}, "multiple"),
         ({"modality": "mri"}, "modality"),
         ({"name": ""}, "name"),

@@ -54,6 +54,7 @@ def test_bad_submissions_are_422_and_queue_nothing(api: Api) -> None:
     pid = project(api, admin, annotated_steps=1)
     for body, contains in [
         ({"training": {"nope": 1}}, "nope"),
+        ({"training": {"amp": True}}, "unknown TrainConfig fields: ['amp']"),  # only old checkpoints carry it
         ({"training": {"iterations": "many"}}, "iterations"),
         ({"training": {"kanet": {"bogus": 2}}}, "bogus"),
         ({"training": {"init": "sometimes"}}, "init"),
