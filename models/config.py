@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
 
@@ -124,6 +125,8 @@ class RefineConfig:
     passes: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.last_relu, bool):  # "false" would be read as true; a JSON value may be anything
+            raise ValueError(f"refine last_relu must be true or false, got {reprlib.repr(self.last_relu)}")
         if not (isinstance(self.prior, (int, float)) and math.isfinite(self.prior) and self.prior >= 0):
             raise ValueError(f"refine prior must be >= 0 and finite, got {self.prior!r}")
         for name in ("mm_per_pixel", "image_pixels_per_pixel", "sigma"):

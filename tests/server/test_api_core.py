@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -188,6 +189,8 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
         ({"local_stage": {"mm_per_pixel": 0}}, "mm_per_pixel"),
         ({"local_stage": {"backbone": "resnet"}}, "unknown local_stage backbone"),
         ({"local_stage": {"zoom": 2}}, "zoom"),
+        ({"local_stage": {"last_relu": "false"}}, "last_relu must be true or false"),
+        ({"local_stage": {"last_relu": json.loads("[" * 400 + "]" * 400)}}, "last_relu must be true or false"),
         ({"local_stage": "yes"}, "local_stage"),
         ({"traning": {"iterations": 5}}, "traning"),
         ({"training": {"iterations": 10**9}}, "iterations"),
