@@ -127,16 +127,21 @@ class RefineConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.last_relu, bool):  # "false" would be read as true; a JSON value may be anything
             raise ValueError(f"refine last_relu must be true or false, got {reprlib.repr(self.last_relu)}")
-        if not (isinstance(self.prior, (int, float)) and math.isfinite(self.prior) and self.prior >= 0):
+        if not (_is_number(self.prior) and math.isfinite(self.prior) and self.prior >= 0):
             raise ValueError(f"refine prior must be >= 0 and finite, got {self.prior!r}")
         for name in ("mm_per_pixel", "image_pixels_per_pixel", "sigma"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"refine {name} must be positive and finite, got {value!r}")
-        if not isinstance(self.passes, int) or not 1 <= self.passes <= 4:
+        if not (_is_number(self.passes) and isinstance(self.passes, int)) or not 1 <= self.passes <= 4:
             raise ValueError(f"refine passes must be an integer in [1, 4], got {self.passes!r}")
-        if not isinstance(self.crop_size, int) or not 16 <= self.crop_size <= 512:
+        if not (_is_number(self.crop_size) and isinstance(self.crop_size, int)) or not 16 <= self.crop_size <= 512:
             raise ValueError(f"refine crop_size must be an integer in [16, 512], got {self.crop_size!r}")
+
+
+def _is_number(value: object) -> bool:
+    """Whether a JSON value is a number: an int or a float, and not a bool (which Python counts as an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(kw_only=True)

@@ -191,6 +191,8 @@ def test_bad_landmark_sets_are_refused_and_change_nothing(
         ({"local_stage": {"zoom": 2}}, "zoom"),
         ({"local_stage": {"last_relu": "false"}}, "last_relu must be true or false"),
         ({"local_stage": {"last_relu": json.loads("[" * 400 + "]" * 400)}}, "last_relu must be true or false"),
+        ({"local_stage": {"passes": True}}, "passes must be an integer"),
+        ({"local_stage": {"prior": True}}, "prior must be"),
         ({"local_stage": "yes"}, "local_stage"),
         ({"traning": {"iterations": 5}}, "traning"),
         ({"training": {"iterations": 10**9}}, "iterations"),
