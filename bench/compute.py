@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.config import Precision
+from models.precision import resolve_device
 
 #: The precisions every speed benchmark compares, side by side in one run.
 COMPARED: tuple[Precision, Precision] = ("fp32", "bf16")
@@ -76,8 +77,9 @@ def cpu_vector_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
 
 def compute_kind(device: torch.device | str = "cpu", flags: frozenset[str] | None = None) -> str:
     """A short name of what a training time depends on most: the GPU's name on CUDA, else the CPU's widest
-    matrix unit ("amx", "avx512-bf16", "avx512", "avx2") and its core count, e.g. "cpu amx x2"."""
-    if torch.device(device).type == "cuda":
+    matrix unit ("amx", "avx512-bf16", "avx512", "avx2") and its core count, e.g. "cpu amx x2". `device` as the
+    benchmarks name it ("auto", "cpu", "cuda:0")."""
+    if resolve_device(str(device)).type == "cuda":
         return f"cuda {torch.cuda.get_device_name(0)}"
     flags = cpu_vector_flags() if flags is None else flags
     unit = next((name for flag, name in _UNITS if flag in flags), "other")

@@ -53,3 +53,5 @@ def test_compute_kind_names_the_widest_unit() -> None:
     assert compute_kind("cpu", frozenset({"fma", "avx512f"})) == f"cpu avx512 x{cores}"
     assert compute_kind("cpu", frozenset({"fma"})) == f"cpu avx2 x{cores}"
     assert compute_kind("cpu", frozenset()) == f"cpu other x{cores}"
+    if not torch.cuda.is_available():
+        assert compute_kind("auto", frozenset({"fma"})) == f"cpu avx2 x{cores}"  # as bench.ikl's --device default
