@@ -133,15 +133,20 @@ class RefineConfig:
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"refine {name} must be positive and finite, got {value!r}")
-        if not (_is_number(self.passes) and isinstance(self.passes, int)) or not 1 <= self.passes <= 4:
+        if not _is_int(self.passes) or not 1 <= self.passes <= 4:
             raise ValueError(f"refine passes must be an integer in [1, 4], got {self.passes!r}")
-        if not (_is_number(self.crop_size) and isinstance(self.crop_size, int)) or not 16 <= self.crop_size <= 512:
+        if not _is_int(self.crop_size) or not 16 <= self.crop_size <= 512:
             raise ValueError(f"refine crop_size must be an integer in [16, 512], got {self.crop_size!r}")
 
 
 def _is_number(value: object) -> bool:
     """Whether a JSON value is a number: an int or a float, and not a bool (which Python counts as an int)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    """Whether a JSON value is an integer, and not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(kw_only=True)

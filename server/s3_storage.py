@@ -41,7 +41,7 @@ class S3BlobStore:
                 self._refresh(key)
                 return key
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in _MISSING:
+                if not _missing(exc):
                     raise
         self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)
         return key
@@ -65,7 +65,7 @@ class S3BlobStore:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._name(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
+            if _missing(exc):
                 return False
             raise
         return True
@@ -91,7 +91,7 @@ class S3BlobStore:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=name)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
+            if _missing(exc):
                 return False
             raise
         if head["LastModified"].timestamp() > stored.modified:
@@ -100,5 +100,6 @@ class S3BlobStore:
         return True
 
 
-#: The error codes S3 and its look-alikes answer for an object that is not there.
-_MISSING = ("404", "NoSuchKey", "NotFound")
+def _missing(exc: ClientError) -> bool:
+    """Whether S3 (or a look-alike) answered that the object is not there."""
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")

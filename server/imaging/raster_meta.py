@@ -17,13 +17,12 @@ import zlib
 
 from PIL import ExifTags, Image
 
+from server.imaging.inflate import ZLIB, stream_end
 from server.imaging.pixel_text import kept_app_segment
 
 #: Chunks that decode and display the pixels; every other chunk (text, time, EXIF, ICC, private) is dropped.
 _PNG_KEPT = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"pHYs"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: How much of a PNG's zlib stream is inflated at a time while looking for its end.
-_INFLATE_CHUNK = 1 << 14
 
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
 #: JPEG markers without a length: restart markers and TEM.
@@ -68,13 +67,7 @@ def _pixels_only(idat: list[bytes]) -> list[bytes]:
     if not idat:
         return []
     stream = b"".join(chunk[8:-4] for chunk in idat)
-    inflater, pos = zlib.decompressobj(), 0
-    while not inflater.eof and pos < len(stream):
-        inflater.decompress(stream[pos : pos + _INFLATE_CHUNK])  # the pixels themselves are not needed here
-        pos += _INFLATE_CHUNK
-    end = min(pos, len(stream)) - len(inflater.unused_data)
-    if not inflater.eof:
-        raise ValueError("the PNG's pixel data has no end")
+    end, _ = stream_end(stream, 0, ZLIB)
     if end == len(stream):
         return idat
     return [struct.pack(">I", end) + b"IDAT" + stream[:end] + struct.pack(">I", zlib.crc32(b"IDAT" + stream[:end]))]

@@ -15,7 +15,7 @@ from server.imaging.errors import ImagingError
 from server.imaging.grey import luminance_stretched, stretch, value_range
 from server.imaging.refusals import check_size, truncated_image
 from server.imaging.types import DecodedImage, ImageLimits, finish, plausible_spacing
-from server.imaging.volume_meta import without_volume_text
+from server.imaging.volume_meta import metaio_true, without_volume_text
 
 _ITK_IO = {"mha": ("MetaImageIO", ".mha"), "nrrd": ("NrrdImageIO", ".nrrd"), "nifti": ("NiftiImageIO", ".nii")}
 
@@ -95,7 +95,7 @@ def _refuse_undelimited_pixels(header: str, kind: str, subject: str) -> None:
     word and takes the process down."""
     if kind == "mha":
         binary = re.search(r"^\s*BinaryData\s*=\s*(\S*)", header, re.MULTILINE)
-        as_text = binary is not None and binary.group(1)[:1] not in ("T", "t", "1")
+        as_text = binary is not None and not metaio_true(binary.group(1))
         skip = re.search(r"^\s*HeaderSize\s*=\s*(\S+)", header, re.MULTILINE)
     else:
         encoding = re.search(r"^\s*encoding\s*:(?!=)\s*(.*?)\s*$", header, re.MULTILINE | re.IGNORECASE)

@@ -23,6 +23,7 @@ import struct
 import zlib
 
 from server.imaging.errors import ImagingError
+from server.imaging.inflate import ZLIB_OR_GZIP, stream_end
 from server.imaging.types import ImageLimits
 
 #: NIfTI text fields, (offset, length) in the NIfTI-1 and NIfTI-2 headers.
@@ -66,8 +67,6 @@ _NRRD_BYTES = _sizes(
         "unsigned long long,unsigned long long int,uint64,uint64_t,double",
     }
 )
-#: How much compressed data is inflated at a time while looking for the end of the pixels.
-_CHUNK = 1 << 16
 
 #: One number (no two without a blank between them, so that no value can be split two ways).
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?|[-+]?(?:nan|inf)"
@@ -172,19 +171,24 @@ def _mha_without_text(data: bytes) -> bytes:
     lines = data[: end.end()].decode("latin-1").splitlines()
     kept = [line for line in lines if line.split("=", 1)[0].strip().lower() in _MHA_KEYS]
     fields = _values(kept, "=", _MHA_KEYS)
-    if fields.get("binarydata", "T")[:1] not in ("T", "t", "1"):
+    if not metaio_true(fields.get("binarydata", "T")):
         raise ValueError("MetaImage pixels held as text")
     ndims = int(fields["ndims"])
     size = math.prod(int(n) for n in fields["dimsize"].split()[:ndims])
     size *= int(fields.get("elementnumberofchannels", 1)) * _MET_BYTES[fields["elementtype"].upper()]
     start = end.end()
-    if fields.get("compresseddata", "F")[:1] in ("T", "t", "1"):
+    if metaio_true(fields.get("compresseddata", "F")):
         pixels_end = _inflated_end(data, start, size)
         if int(fields.get("compresseddatasize", -1)) != pixels_end - start:  # MetaIO reads this many bytes
             raise ValueError("CompressedDataSize is not the length of the compressed pixels")
     else:
         pixels_end = start + size
     return ("\n".join(kept) + "\n").encode("latin-1") + _part(data, start, pixels_end)
+
+
+def metaio_true(flag: str) -> bool:
+    """A MetaImage flag's value as MetaIO reads it: true where it starts with T, t or 1."""
+    return flag[:1] in ("T", "t", "1")
 
 
 def _nrrd_without_text(data: bytes) -> bytes:
@@ -218,16 +222,11 @@ def _values(lines: list[str], separator: str, patterns: dict[str, str]) -> dict[
 
 def _inflated_end(data: bytes, start: int, size: int) -> int:
     """Where the zlib or gzip streams from `start` that inflate to `size` bytes end (a gzip file may hold
-    several members; NrrdIO reads on until it has the pixels). The inflated bytes are counted, not kept."""
+    several members; NrrdIO reads on until it has the pixels)."""
     pos = start
     while size > 0:
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # either header
-        while not inflater.eof:
-            if pos >= len(data):
-                raise ValueError("the compressed pixels are cut off")
-            size -= len(inflater.decompress(data[pos : pos + _CHUNK]))
-            pos += _CHUNK
-        pos = min(pos, len(data)) - len(inflater.unused_data)
+        pos, inflated = stream_end(data, pos, ZLIB_OR_GZIP)
+        size -= inflated
     return pos
 
 
