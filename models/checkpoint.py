@@ -52,6 +52,11 @@ class Checkpoint:
     train_config: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: The hash of the bytes this checkpoint was read from (from_bytes), None for one built in memory. A file
+    #: written before a metadata field was added re-serialises differently (the new field's default is written),
+    #: so its identity is the hash of its own bytes, not of what to_bytes would write today. Not an init field,
+    #: so dataclasses.replace (a changed checkpoint) drops it.
+    _file_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def codes(self) -> list[str]:
@@ -117,7 +122,10 @@ class Checkpoint:
 
     @property
     def sha256(self) -> str:
-        """Content hash of the serialised file (weights and metadata)."""
+        """Content hash of the serialised file (weights and metadata): of the bytes it was read from, where it was
+        read from a file, else of to_bytes()."""
+        if self._file_sha256 is not None:
+            return self._file_sha256
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
     def save(self, path: str | Path) -> str:
@@ -139,7 +147,7 @@ class Checkpoint:
             found = f"{meta.get('format')} v{meta.get('format_version')}"
             raise ValueError(f"unsupported checkpoint format {found}; this library reads {FORMAT} v{FORMAT_VERSION}")
         try:
-            return Checkpoint(
+            checkpoint = Checkpoint(
                 state_dict=st_load(data),
                 landmarks=[LandmarkInfo(**lm) for lm in meta["landmarks"]],
                 backbone=from_dict(BackboneConfig, meta["backbone"]),
@@ -156,6 +164,8 @@ class Checkpoint:
             raise ValueError(f"corrupt or truncated checkpoint weights: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"incomplete KAMP checkpoint metadata: {exc!r}") from exc
+        checkpoint._file_sha256 = hashlib.sha256(data).hexdigest()
+        return checkpoint
 
     @staticmethod
     def load(path: str | Path) -> Checkpoint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,20 @@ def test_sha256_is_the_file_hash(checkpoint: Checkpoint, tmp_path: Path) -> None
     on_disk = hashlib.sha256(path.read_bytes()).hexdigest()
     assert returned == on_disk == checkpoint.sha256
     assert len(on_disk) == 64
+
+
+def test_a_file_from_before_a_metadata_field_keeps_its_own_hash(checkpoint: Checkpoint) -> None:
+    # A file written before `head_channels` existed: today's to_bytes would add the field, changing the hash, so a
+    # child's parent_sha256 would not match the record of the file it grew from.
+    meta = checkpoint.metadata()
+    del meta["backbone"]["head_channels"]
+    tensors = {k: v.contiguous() for k, v in checkpoint.state_dict.items()}
+    old_file = st_save(tensors, metadata={"kamp": json.dumps(meta, sort_keys=True)})
+    loaded = Checkpoint.from_bytes(old_file)
+    assert loaded.to_bytes() != old_file
+    assert loaded.sha256 == hashlib.sha256(old_file).hexdigest()
+    changed = replace(loaded, step=2)  # a changed checkpoint is a new file: its hash is of what it would write
+    assert changed.sha256 == hashlib.sha256(changed.to_bytes()).hexdigest() != loaded.sha256
 
 
 def test_save_leaves_no_temporary_file(checkpoint: Checkpoint, tmp_path: Path) -> None:
