@@ -84,7 +84,7 @@ def load_results(
     shared). `flaws` (if given) receives the chains that did not grow from the evaluated models (ChainFlaws)."""
     flaws = ChainFlaws() if flaws is None else flaws
     results: dict[str, dict[int, IncrementalResult]] = {}
-    strategies = sorted({k[0] for k in evals if k[0] not in ("step0", "step0" + FIRST_STAGE)}, key=_order)
+    strategies = sorted({k[0] for k in evals if k[0] not in ("step0", "step0" + FIRST_STAGE)}, key=arm_order)
     seeds = sorted({k[1] for k in evals})
     for strategy in strategies:
         for seed in seeds:
@@ -141,7 +141,7 @@ def lone_steps(evals: Evals, results: dict[str, dict[int, IncrementalResult]]) -
         lone.setdefault(name, {}).setdefault(t, {})[seed] = float(np.nanmean(pooled))
     return {
         name: {t: {**_mean_sd(list(v.values())), "seeds": dict(sorted(v.items()))} for t, v in sorted(by_step.items())}
-        for name, by_step in sorted(lone.items(), key=lambda kv: _order(kv[0]))
+        for name, by_step in sorted(lone.items(), key=lambda kv: arm_order(kv[0]))
     }
 
 
@@ -155,7 +155,7 @@ def _strategy(name: str) -> str:
     return name.removesuffix(FIRST_STAGE).split("@")[0]
 
 
-def _order(name: str) -> tuple[int, str]:
+def arm_order(name: str) -> tuple[int, str]:
     """Strategies in the paper's order; an arm with overrides right after its strategy."""
     strategy = _strategy(name)
     return (ORDER.index(strategy) if strategy in ORDER else len(ORDER), name)

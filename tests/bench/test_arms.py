@@ -46,7 +46,7 @@ def test_report_reads_arm_names_and_orders_them_after_their_strategy() -> None:
     assert dotted and dotted["name"] == "kamp_ksd_only@refine.alpha=30"
     assert report.eval_name("kamp", 1, 0) == "step0-seed1-step0.json"  # step 0 is shared
     names = ["joint", "kamp@ka_weight=0", "lwf", "kamp"]
-    assert sorted(names, key=report._order) == ["lwf", "kamp", "kamp@ka_weight=0", "joint"]
+    assert sorted(names, key=report.arm_order) == ["lwf", "kamp", "kamp@ka_weight=0", "joint"]
 
 
 def test_arm_overrides_apply_from_step_one_only() -> None:
