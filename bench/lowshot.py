@@ -96,7 +96,7 @@ def _cell_text(cell: dict[str, Any] | None) -> str:
 def markdown(table: dict[str, Any]) -> str:
     """The table as markdown: one row per arm, one column per shot count, A-MRE (seeds) after the last step."""
     shots = list(table["columns"])
-    head = f"| arm | {' | '.join(f'{n} images a step' for n in shots)} |"
+    head = "| arm | " + " | ".join(f"{n} {'image' if n == '1' else 'images'} a step" for n in shots) + " |"
     lines = [
         f"{table['protocol']}: A-MRE after step {table['last_step']} ({table['unit']}, mean ± SD over the seeds,"
         " their number in brackets)",
