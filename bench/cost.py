@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .report_plots import pyplot
+
 
 def step_seconds(evals: Path) -> dict[str, list[float | None]]:
     """strategy -> mean training seconds of each step over the seeds that recorded them (None: none did; a step
@@ -53,12 +55,8 @@ def cost_table(seconds: dict[str, list[float | None]]) -> str:
 
 def cost_plot(seconds: dict[str, list[float | None]], out: Path, title: str) -> bool:
     """Training minutes of steps >= 1 by step, a line per strategy; False where matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, values in sorted(seconds.items()):

@@ -21,8 +21,9 @@ from models.datasets import Protocol, default_data_root, load_protocol
 
 from .ikl import RESULTS
 from .jsonio import write_json
-from .profiles import PROFILES
+from .profiles import PROFILES, step_cap
 from .report import FIRST_STAGE, arm_order
+from .report_plots import pyplot
 
 SHOTS = (1, 5, 10, 50)
 
@@ -31,8 +32,10 @@ def source(protocol: Protocol, shots: int, root: Path) -> tuple[Path, str | None
     """The results folder holding lowshot-`shots` runs of `protocol`, and a note where it is another profile's:
     that of Profile.step0_of when the cap leaves every incremental step all of its images."""
     profile = PROFILES[f"lowshot-{shots}"]
-    largest = max(len(step.images) for step in protocol.steps[1:])
-    if profile.step0_of is not None and shots >= largest:
+    caps = [step_cap(profile, s) for s in range(1, protocol.num_steps)]
+    whole = all(c is None or c >= len(step.images) for c, step in zip(caps, protocol.steps[1:], strict=True))
+    if profile.step0_of is not None and whole:
+        largest = max(len(step.images) for step in protocol.steps[1:])
         note = f"no incremental step holds more than {largest} images: the runs of {profile.step0_of}"
         return root / f"{protocol.name}-{profile.step0_of}", note
     return root / f"{protocol.name}-{profile.name}", None
@@ -112,12 +115,8 @@ def markdown(table: dict[str, Any]) -> str:
 def plot(table: dict[str, Any], path: Path) -> bool:
     """A-MRE after the last step against images per step (log axis), one line per arm; whether it was written
     (False without matplotlib or without any cell)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False

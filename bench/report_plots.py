@@ -10,15 +10,24 @@ import numpy as np
 from models.datasets import Protocol
 
 
-def plots(out: Path, protocol: Protocol, agg: dict[str, Any], unit: str) -> list[str]:
-    """Writes a_mre.png, e_matrix.png and per_landmark.png under `out` from `agg` (report.aggregate); the names
-    written, none where matplotlib is missing."""
+def pyplot() -> Any | None:
+    """matplotlib.pyplot on the headless Agg backend, or None where matplotlib is not installed (the benchmark
+    extra): every figure of bench/ is optional."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plots(out: Path, protocol: Protocol, agg: dict[str, Any], unit: str) -> list[str]:
+    """Writes a_mre.png, e_matrix.png and per_landmark.png under `out` from `agg` (report.aggregate); the names
+    written, none where matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     fig, ax = plt.subplots(figsize=(6, 4))
