@@ -44,12 +44,9 @@ def network_flops(model: nn.Module, input_size: tuple[int, int], *, backward: bo
 def cpu_ghz(cpuinfo: str = "/proc/cpuinfo") -> float | None:
     """The nominal clock of the first CPU in GHz (what /proc/cpuinfo reports; turbo may run higher)."""
     try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1]) / 1000
-    except (OSError, ValueError):
+        return float(_cpuinfo_field("cpu MHz", cpuinfo)) / 1000
+    except ValueError:
         return None
-    return None
 
 
 def cpu_peak_gflops(precision: str, cores: int, flags: frozenset[str], ghz: float | None = None) -> float | None:
@@ -67,24 +64,48 @@ def cpu_peak_gflops(precision: str, cores: int, flags: frozenset[str], ghz: floa
 
 def cpu_vector_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The ``VECTOR_FLAGS`` this CPU reports (empty where /proc/cpuinfo is missing)."""
+    return frozenset(_cpuinfo_field("flags", cpuinfo).split()) & VECTOR_FLAGS
+
+
+def _cpuinfo_field(key: str, cpuinfo: str) -> str:
+    """The value of the first CPU's `key` line in /proc/cpuinfo, stripped; "" where the file or line is missing."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return frozenset()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "flags:")
-    return frozenset(line.split(":", 1)[1].split()) & VECTOR_FLAGS
+        return ""
+    line = next((line for line in text.splitlines() if line.startswith(key)), ":")
+    return line.split(":", 1)[1].strip()
 
 
-def compute_kind(device: torch.device | str = "cpu", flags: frozenset[str] | None = None) -> str:
+def compute_kind(
+    device: torch.device | str = "cpu", flags: frozenset[str] | None = None, vendor: str | None = None
+) -> str:
     """A short name of what a training time depends on most: the GPU's name on CUDA, else the CPU's widest
-    matrix unit ("amx", "avx512-bf16", "avx512", "avx2") and its core count, e.g. "cpu amx x2". `device` as the
-    benchmarks name it ("auto", "cpu", "cuda:0")."""
+    matrix unit ("amx", "avx512-bf16", "avx512", "avx2") and its core count, e.g. "cpu amx x2". A CPU not made by
+    Intel is named by its maker ("cpu amd avx512-bf16 x2"): the same unit runs at different speeds on different
+    cores, and the unnamed kinds of the earlier records are Intel's. `device` as the benchmarks name it ("auto",
+    "cpu", "cuda:0"); `flags` and `vendor` default to this CPU's (``cpu_vector_flags``, ``cpu_vendor``)."""
     if resolve_device(str(device)).type == "cuda":
         return f"cuda {torch.cuda.get_device_name(0)}"
     flags = cpu_vector_flags() if flags is None else flags
+    vendor = cpu_vendor() if vendor is None else vendor
     unit = next((name for flag, name in _UNITS if flag in flags), "other")
-    return f"cpu {unit} x{os.cpu_count()}"
+    maker = "" if vendor in ("intel", "") else f"{vendor} "
+    return f"cpu {maker}{unit} x{os.cpu_count()}"
 
 
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's maker, lower case: "intel", "amd", another vendor_id as written, or "" where unknown."""
+    vendor_id = _cpuinfo_field("vendor_id", cpuinfo)
+    return _VENDORS.get(vendor_id, vendor_id.lower())
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The first CPU's "model name" as /proc/cpuinfo writes it, or "" where unknown."""
+    return _cpuinfo_field("model name", cpuinfo)
+
+
+#: /proc/cpuinfo's vendor_id -> the maker's short name.
+_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
 #: The flag that names a CPU's widest unit, widest first.
 _UNITS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512-bf16"), ("avx512f", "avx512"), ("fma", "avx2"))

@@ -34,7 +34,7 @@ from models.predictor import Predictor
 from models.trainer import Progress, train_step
 
 from .arms import Arm, parse_arm
-from .compute import compute_kind
+from .compute import compute_kind, cpu_model
 from .jsonio import write_json
 from .profiles import (
     PROFILES,
@@ -271,6 +271,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "processor": platform.processor(),
+        "cpu_model": cpu_model(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

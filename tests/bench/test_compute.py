@@ -10,7 +10,15 @@ import torch
 from torch import nn
 
 from bench import gpu_check
-from bench.compute import compute_kind, cpu_ghz, cpu_peak_gflops, cpu_vector_flags, network_flops
+from bench.compute import (
+    compute_kind,
+    cpu_ghz,
+    cpu_model,
+    cpu_peak_gflops,
+    cpu_vector_flags,
+    cpu_vendor,
+    network_flops,
+)
 
 
 def test_flops_of_one_convolution_forward_and_backward() -> None:
@@ -48,10 +56,25 @@ def test_gpu_check_says_so_without_cuda(
 
 def test_compute_kind_names_the_widest_unit() -> None:
     cores = os.cpu_count()
-    assert compute_kind("cpu", frozenset({"fma", "avx512f", "avx512_bf16", "amx_bf16"})) == f"cpu amx x{cores}"
-    assert compute_kind("cpu", frozenset({"fma", "avx512f", "avx512_bf16"})) == f"cpu avx512-bf16 x{cores}"
-    assert compute_kind("cpu", frozenset({"fma", "avx512f"})) == f"cpu avx512 x{cores}"
-    assert compute_kind("cpu", frozenset({"fma"})) == f"cpu avx2 x{cores}"
-    assert compute_kind("cpu", frozenset()) == f"cpu other x{cores}"
+    intel = {"vendor": "intel"}
+    assert compute_kind("cpu", frozenset({"fma", "avx512f", "avx512_bf16", "amx_bf16"}), **intel) == f"cpu amx x{cores}"
+    assert compute_kind("cpu", frozenset({"fma", "avx512f", "avx512_bf16"}), **intel) == f"cpu avx512-bf16 x{cores}"
+    assert compute_kind("cpu", frozenset({"fma", "avx512f"}), **intel) == f"cpu avx512 x{cores}"
+    assert compute_kind("cpu", frozenset({"fma"}), **intel) == f"cpu avx2 x{cores}"
+    assert compute_kind("cpu", frozenset(), **intel) == f"cpu other x{cores}"
     if not torch.cuda.is_available():
-        assert compute_kind("auto", frozenset({"fma"})) == f"cpu avx2 x{cores}"  # as bench.ikl's --device default
+        assert compute_kind("auto", frozenset({"fma"}), **intel) == f"cpu avx2 x{cores}"  # bench.ikl's --device default
+
+
+def test_compute_kind_names_a_maker_other_than_intel(tmp_path: Path) -> None:
+    """The same unit on another maker's cores is another kind: its times must not pool with Intel's."""
+    cores = os.cpu_count()
+    bf16 = frozenset({"fma", "avx512f", "avx512_bf16"})
+    assert compute_kind("cpu", bf16, vendor="amd") == f"cpu amd avx512-bf16 x{cores}"
+    assert compute_kind("cpu", bf16, vendor="") == f"cpu avx512-bf16 x{cores}"  # unknown: as the earlier records
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\n")
+    assert (cpu_vendor(str(info)), cpu_model(str(info))) == ("amd", "AMD EPYC 9B45")
+    info.write_text("vendor_id\t: HygonGenuine\n")
+    assert (cpu_vendor(str(info)), cpu_model(str(info))) == ("hygongenuine", "")
+    assert (cpu_vendor(str(tmp_path / "missing")), cpu_model(str(tmp_path / "missing"))) == ("", "")
