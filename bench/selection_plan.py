@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from models.config import TrainConfig
+from models.config import RefineTrainConfig, TrainConfig
 
 from . import select
 from .ikl import RESULTS
@@ -31,6 +31,8 @@ ALPHAS = (0.1, 1.0, 10.0, 100.0)
 DEFAULT_ALPHA = TrainConfig().alpha
 DEFAULT_TEMPERATURE = TrainConfig().temperature
 TEMPERATURES = (DEFAULT_TEMPERATURE / 2, DEFAULT_TEMPERATURE, DEFAULT_TEMPERATURE * 2)
+#: The local stage's weight every plan candidate trains with.
+LOCAL_DEFAULT = float(RefineTrainConfig().alpha or DEFAULT_ALPHA)
 
 
 def alpha_stage() -> list[str]:
@@ -67,6 +69,19 @@ def best(record: dict[str, Any], **fixed: float) -> dict[str, Any]:
     if not entries:
         raise ValueError(f"no candidate with {fixed} in the record")
     return min(entries, key=lambda c: c["score"])
+
+
+def local_weight(record: dict[str, Any]) -> float:
+    """The local stage's distillation weight (`refine.alpha`) the record chose at the plan's chosen first-stage
+    values: the best of the chosen candidate (at RefineTrainConfig's default weight) and those that add only a
+    `refine.alpha` to its overrides (`bench.select ... --grid refine.alpha=...`, docs/benchmarks.md)."""
+    chosen = best(record)
+    scored = {LOCAL_DEFAULT: chosen["score"]}
+    for c in record["candidates"]:
+        extra = {k: v for k, v in c["overrides"].items() if k not in chosen["overrides"]}
+        if set(extra) == {"refine.alpha"} and all(c["overrides"][k] == v for k, v in chosen["overrides"].items()):
+            scored[float(extra["refine.alpha"])] = c["score"]
+    return min(scored, key=lambda weight: scored[weight])
 
 
 def summary(out: Path, step: int, seed: int, strategies: tuple[str, ...] = STRATEGIES) -> str:

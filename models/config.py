@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
 
@@ -243,6 +244,16 @@ class TrainConfig:
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a (nested) config dataclass."""
     return dataclasses.asdict(config)
+
+
+def merge_overrides(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainConfig overrides `overrides` on top of `defaults`; a nested config (augment, kanet, refine) given as a
+    dict on both sides merges by key, so {"refine": {"iterations": 500}} keeps a default {"refine": {"alpha": 300}}."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        below = merged.get(key)
+        merged[key] = {**below, **value} if isinstance(value, Mapping) and isinstance(below, Mapping) else value
+    return merged
 
 
 def local_stage_config(overrides: dict[str, Any], *, last_relu: bool) -> RefineConfig:

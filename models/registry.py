@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .config import merge_overrides
+
 #: The old landmarks' term: LwF's soft targets, CPR's (LwF plus the regulariser), KSD's spatial distillation.
 Distillation = Literal["lwf", "cpr", "ksd"]
 #: A step's training data: its own images with its own labels (IKL); every image so far with every landmark so
@@ -29,8 +31,9 @@ class StrategySpec:
     #: For a strategy whose data a service cannot give: what it needs.
     needs: str = ""
     #: TrainConfig overrides the benchmark chose for it on a step's own held-out images (bench/selection_plan.py,
-    #: docs/benchmarks.md "Fair baselines"): a new project of this strategy stores them unless it sets its own.
-    validated: Mapping[str, float] = field(default_factory=dict)
+    #: docs/benchmarks.md "Fair baselines"; the local stage's under "refine"): a new project of this strategy
+    #: stores them unless it sets its own.
+    validated: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def teacher(self) -> bool:
@@ -43,6 +46,10 @@ class StrategySpec:
         return self.data == "step"
 
 
+#: The local stage's distillation weight that every distilling strategy's model choice preferred on the held-out
+#: images (docs/benchmarks.md, "The local stage's weight, chosen for each strategy").
+_LOCAL_WEIGHT: Mapping[str, float] = {"alpha": 300.0}
+
 REGISTRY: dict[str, StrategySpec] = {
     s.name: s
     for s in (
@@ -51,23 +58,26 @@ REGISTRY: dict[str, StrategySpec] = {
             "lwf",
             "Learning without Forgetting on the old landmarks' heatmaps",
             distil="lwf",
-            validated={"alpha": 100.0, "temperature": 0.05},
+            validated={"alpha": 100.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
         ),
         StrategySpec(
             "cpr",
             "LwF plus the classifier-projection regulariser",
             distil="cpr",
-            validated={"alpha": 10.0, "temperature": 0.05},
+            validated={"alpha": 10.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
         ),
         StrategySpec(
             "kamp",
             "KAMP: spatial distillation (l_KSD) and knowledge association (l_KA)",
             "ksd",
             "chosen",
-            validated={"alpha": 10.0},
+            validated={"alpha": 10.0, "refine": _LOCAL_WEIGHT},
         ),
         StrategySpec(
-            "kamp_ksd_only", "KAMP without KA-Net: spatial distillation alone", distil="ksd", validated={"alpha": 10.0}
+            "kamp_ksd_only",
+            "KAMP without KA-Net: spatial distillation alone",
+            distil="ksd",
+            validated={"alpha": 10.0, "refine": _LOCAL_WEIGHT},
         ),
         StrategySpec("kamp_random", "KAMP with KA-Net's triplets drawn at random (ablation)", "ksd", "random"),
         StrategySpec(
@@ -106,4 +116,4 @@ def strategy(name: str) -> StrategySpec:
 def with_validated(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """TrainConfig overrides for training strategy `name`: its validated settings under the caller's `overrides`
     (ValueError for an unknown strategy)."""
-    return {**strategy(name).validated, **overrides}
+    return merge_overrides(strategy(name).validated, overrides)

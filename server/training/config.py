@@ -67,17 +67,6 @@ def validate_training(overrides: dict[str, Any]) -> dict[str, Any]:
     return normalised
 
 
-def merge_training(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The project's defaults with the request's overrides on top; nested configs (augment, kanet) merge by key."""
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
 def invalid_training(exc: ValueError, why: str = "") -> Problem:
     """The 422 answer to training settings that validate_training or the service's bounds refused."""
     return Problem(422, f"training: {exc}{why}", slug="invalid-request", title="Invalid request")

@@ -10,6 +10,8 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from models.config import merge_overrides
+
 from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
 from ..jobs import repository as jobs
 from ..problems import Problem
@@ -17,7 +19,7 @@ from ..projects import repository as projects
 from ..settings import Settings
 from . import repository as repo
 from .bounds import check_bounds
-from .config import invalid_training, merge_training, validate_training
+from .config import invalid_training, validate_training
 from .schemas import SubmitIn
 
 
@@ -30,7 +32,7 @@ def submit_job(
     project = repo.lock_project(session, clinic_id, project_id)
     landmark_set = projects.get_set(session, project, step)
     try:
-        config = validate_training(merge_training(project.training or {}, body.training or {}))
+        config = validate_training(merge_overrides(project.training or {}, body.training or {}))
         check_bounds(config, settings.training_bounds)
     except ValueError as exc:
         raise invalid_training(exc) from exc

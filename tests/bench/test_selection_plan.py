@@ -77,7 +77,8 @@ def test_an_unknown_strategy_is_refused(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_the_services_validated_settings_are_the_committed_plans_choice() -> None:
     """models.registry's validated settings are what the plan chose (bench/results, cld38-5step step 1, the
-    network new projects train), written as the fields that differ from TrainConfig's defaults."""
+    network new projects train), written as the fields that differ from TrainConfig's defaults, and the local
+    stage's weight the record chose at those values under "refine" where it differs from RefineTrainConfig's."""
     from models.config import TrainConfig
     from models.registry import DEFAULT_STRATEGY, strategy
 
@@ -89,7 +90,29 @@ def test_the_services_validated_settings_are_the_committed_plans_choice() -> Non
         if len(selection_plan.planned(record)) < selection_plan.budget():
             continue  # the plan has not finished this strategy: nothing validated yet
         chosen = selection_plan.best(record)["overrides"]
-        differ = {k: v for k, v in chosen.items() if v != getattr(TrainConfig(), k)}
+        differ: dict[str, object] = {k: v for k, v in chosen.items() if v != getattr(TrainConfig(), k)}
+        weight = selection_plan.local_weight(record)
+        if weight != selection_plan.LOCAL_DEFAULT:
+            differ["refine"] = {"alpha": weight}
         assert dict(strategy(name).validated) == differ, name
         complete.append(name)
     assert DEFAULT_STRATEGY in complete
+
+
+def test_the_local_weight_is_the_best_candidate_at_the_chosen_values() -> None:
+    """Known answer: the chosen candidate scores 0.7 at the default weight; 300 beats it, 3000 does not, and a
+    candidate at other first-stage values (0.1) is not the plan's to compare."""
+    default = selection_plan.LOCAL_DEFAULT
+    record = {
+        "candidates": [
+            {"overrides": {"alpha": a, "temperature": 0.1}, "score": 0.7 + a / 1000} for a in (0.1, 1.0, 10.0, 100.0)
+        ]
+    }
+    record["candidates"] += [
+        {"overrides": {"alpha": 0.1, "temperature": 0.1, "refine.alpha": 300}, "score": 0.69},
+        {"overrides": {"alpha": 0.1, "temperature": 0.1, "refine.alpha": 3000}, "score": 0.75},
+        {"overrides": {"alpha": 1.0, "temperature": 0.1, "refine.alpha": 30}, "score": 0.1},
+    ]
+    assert selection_plan.local_weight(record) == 300.0
+    record["candidates"][4]["score"] = 0.8
+    assert selection_plan.local_weight(record) == default

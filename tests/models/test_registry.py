@@ -40,7 +40,26 @@ def test_the_default_and_the_validated_settings_are_ones_the_service_can_train()
     from models.registry import DEFAULT_STRATEGY
 
     assert DEFAULT_STRATEGY in SERVED
+    from server.training.config import validate_training
+
     names = {f.name for f in fields(TrainConfig)}
     for spec in REGISTRY.values():
         assert set(spec.validated) <= names, spec.name
+        assert validate_training(dict(spec.validated)) == spec.validated, spec.name  # the service's own rule
     assert strategy(DEFAULT_STRATEGY).validated  # the default is trained at the values it was chosen with
+
+
+def test_validated_settings_merge_under_the_callers_by_nested_key() -> None:
+    """with_validated: the caller's top-level values win; a nested config (refine, kanet) merges key by key, so
+    a caller's own local-stage setting keeps the validated local weight unless it sets that weight itself."""
+    from models.registry import with_validated
+
+    validated = dict(strategy("kamp_ksd_only").validated)
+    assert validated == {"alpha": 10.0, "refine": {"alpha": 300.0}}
+    assert with_validated("kamp_ksd_only", {"alpha": 1, "refine": {"iterations": 5}}) == {
+        "alpha": 1,
+        "refine": {"alpha": 300.0, "iterations": 5},
+    }
+    assert with_validated("kamp_ksd_only", {"refine": {"alpha": 30}})["refine"] == {"alpha": 30}
+    assert with_validated("finetune", {"kanet": {"lr": 0.1}}) == {"kanet": {"lr": 0.1}}
+    assert strategy("kamp_ksd_only").validated == validated  # the registry's table is not changed by a merge

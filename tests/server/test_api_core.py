@@ -259,9 +259,20 @@ def test_a_project_keeps_its_head_channels_and_refuses_bad_ones(api: Api) -> Non
 @pytest.mark.parametrize(
     ("given", "strategy", "training"),
     [
-        ({}, "kamp_ksd_only", {"alpha": 10.0}),
-        ({"strategy": "kamp"}, "kamp", {"alpha": 10.0}),
-        ({"training": {"alpha": 3, "temperature": 0.2}}, "kamp_ksd_only", {"alpha": 3, "temperature": 0.2}),
+        ({}, "kamp_ksd_only", {"alpha": 10.0, "refine": {"alpha": 300.0}}),
+        ({"strategy": "kamp"}, "kamp", {"alpha": 10.0, "refine": {"alpha": 300.0}}),
+        (
+            {"training": {"alpha": 3, "temperature": 0.2}},
+            "kamp_ksd_only",
+            {"alpha": 3, "temperature": 0.2, "refine": {"alpha": 300.0}},
+        ),
+        # A local-stage setting of the request's own merges with the validated local weight, not over it.
+        (
+            {"training": {"refine": {"iterations": 50}}},
+            "kamp_ksd_only",
+            {"alpha": 10.0, "refine": {"alpha": 300.0, "iterations": 50}},
+        ),
+        ({"training": {"refine": {"alpha": 30}}}, "kamp_ksd_only", {"alpha": 10.0, "refine": {"alpha": 30}}),
         ({"strategy": "finetune"}, "finetune", {}),
     ],
 )
