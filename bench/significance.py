@@ -8,7 +8,8 @@ learned so far on it (mm, or pixels for chest6), averaged over those seeds: the 
 one image, not more images, so the test has one pair per test image. It is the two-sided Wilcoxon signed-rank test
 on the differences (scipy), with Holm's correction over the pairs tested; each seed's own test (one pair per image
 of that seed) is given beside it, uncorrected. Writes bench/results/<protocol>-<profile>/significance.{json,md}
-and prints the table.
+(with `--name N`: significance-N.{json,md}, so that a second family of comparisons keeps the first) and prints
+the table.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -151,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--name", help="write significance-NAME.{json,md} (letters, digits, '-', '_')")
     args = p.parse_args(argv)
     if len(args.arms) < 2:
         p.error("name at least two arms")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
+        p.error(f"--name {args.name!r}: use letters, digits, '-' and '_' only")
+    stem = "significance" if args.name is None else f"significance-{args.name}"
     protocol = load_protocol(args.data_root or default_data_root(), args.protocol)
     step = protocol.num_steps - 1 if args.step is None else args.step
     out = args.results / f"{protocol.name}-{args.profile}"
@@ -162,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = significance(out / "evals", args.arms, step, [int(s) for s in args.seeds.split(",")])
     unit = recorded_unit(out / "evals")
     text = markdown(rows, unit, step)
-    (out / "significance.md").write_text(text)
-    (out / "significance.json").write_text(json.dumps({"step": step, "unit": unit, "rows": rows}, indent=1))
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps({"step": step, "unit": unit, "rows": rows}, indent=1))
     print(text)
     return 0
 

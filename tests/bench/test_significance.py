@@ -35,3 +35,29 @@ def test_a_consistent_difference_is_significant_and_noise_is_not(tmp_path: Path)
 
 def test_holm_adjusts_in_rank_order_and_keeps_missing() -> None:
     assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+
+
+def test_a_named_comparison_keeps_the_unnamed_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--name writes significance-NAME.{json,md} beside significance.{json,md}; a name that is not a plain word
+    is refused before anything is written."""
+    from bench.significance import main
+
+    evals = tmp_path / "cld38-5step-smoke" / "evals"
+    evals.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    base = rng.uniform(1, 3, size=20)
+    for arm, shift in (("a", 0.0), ("b", 0.5), ("c", 1.0)):
+        for seed in (0, 1):
+            record = {"ids": [f"{i:03d}" for i in range(20)], "errors": {"S": [float(e) for e in base + shift]}}
+            (evals / eval_name(arm, seed, 4)).write_text(json.dumps(record))
+    common = ["--protocol", "cld38-5step", "--profile", "smoke", "--results", str(tmp_path), "--seeds", "0,1"]
+    assert main([*common, "a", "b"]) == 0
+    assert main([*common, "--name", "local-300", "a", "c"]) == 0
+    out = tmp_path / "cld38-5step-smoke"
+    first = json.loads((out / "significance.json").read_text())["rows"]
+    named = json.loads((out / "significance-local-300.json").read_text())["rows"]
+    assert [(r["a"], r["b"]) for r in first] == [("a", "b")] and [(r["a"], r["b"]) for r in named] == [("a", "c")]
+    assert "| a | c |" in (out / "significance-local-300.md").read_text()
+    with pytest.raises(SystemExit):
+        main([*common, "--name", "../x", "a", "b"])
+    assert "use letters, digits" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
