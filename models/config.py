@@ -248,8 +248,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def merge_overrides(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """TrainConfig overrides `overrides` on top of `defaults`; a nested config (augment, kanet, refine) given as a
-    dict on both sides merges by key, so {"refine": {"iterations": 500}} keeps a default {"refine": {"alpha": 300}}."""
-    merged = dict(defaults)
+    dict on both sides merges by key, so {"refine": {"iterations": 500}} keeps a default {"refine": {"alpha": 300}}.
+    A new dict, nested ones copied: changing it leaves `defaults` (e.g. the registry's table) as it was."""
+    merged = {key: dict(value) if isinstance(value, Mapping) else value for key, value in defaults.items()}
     for key, value in overrides.items():
         below = merged.get(key)
         merged[key] = {**below, **value} if isinstance(value, Mapping) and isinstance(below, Mapping) else value

@@ -62,4 +62,6 @@ def test_validated_settings_merge_under_the_callers_by_nested_key() -> None:
     }
     assert with_validated("kamp_ksd_only", {"refine": {"alpha": 30}})["refine"] == {"alpha": 30}
     assert with_validated("finetune", {"kanet": {"lr": 0.1}}) == {"kanet": {"lr": 0.1}}
-    assert strategy("kamp_ksd_only").validated == validated  # the registry's table is not changed by a merge
+    merged = with_validated("kamp_ksd_only", {})
+    merged["refine"]["alpha"] = 1.0  # a caller changing its copy
+    assert strategy("kamp_ksd_only").validated == validated and strategy("kamp").validated["refine"] == {"alpha": 300.0}
