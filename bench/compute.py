@@ -8,14 +8,13 @@ batch norm and activations are not counted).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.config import Precision
-from models.precision import resolve_device
+from models.precision import cpuinfo_field, resolve_device
 
 #: The precisions every speed benchmark compares, side by side in one run.
 COMPARED: tuple[Precision, Precision] = ("fp32", "bf16")
@@ -44,7 +43,7 @@ def network_flops(model: nn.Module, input_size: tuple[int, int], *, backward: bo
 def cpu_ghz(cpuinfo: str = "/proc/cpuinfo") -> float | None:
     """The nominal clock of the first CPU in GHz (what /proc/cpuinfo reports; turbo may run higher)."""
     try:
-        return float(_cpuinfo_field("cpu MHz", cpuinfo)) / 1000
+        return float(cpuinfo_field("cpu MHz", cpuinfo)) / 1000
     except ValueError:
         return None
 
@@ -64,17 +63,7 @@ def cpu_peak_gflops(precision: str, cores: int, flags: frozenset[str], ghz: floa
 
 def cpu_vector_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The ``VECTOR_FLAGS`` this CPU reports (empty where /proc/cpuinfo is missing)."""
-    return frozenset(_cpuinfo_field("flags", cpuinfo).split()) & VECTOR_FLAGS
-
-
-def _cpuinfo_field(key: str, cpuinfo: str) -> str:
-    """The value of the first CPU's `key` line in /proc/cpuinfo, stripped; "" where the file or line is missing."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return ""
-    line = next((line for line in text.splitlines() if line.startswith(key)), ":")
-    return line.split(":", 1)[1].strip()
+    return frozenset(cpuinfo_field("flags", cpuinfo).split()) & VECTOR_FLAGS
 
 
 def compute_kind(
@@ -96,13 +85,13 @@ def compute_kind(
 
 def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's maker, lower case: "intel", "amd", another vendor_id as written, or "" where unknown."""
-    vendor_id = _cpuinfo_field("vendor_id", cpuinfo)
+    vendor_id = cpuinfo_field("vendor_id", cpuinfo)
     return _VENDORS.get(vendor_id, vendor_id.lower())
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The first CPU's "model name" as /proc/cpuinfo writes it, or "" where unknown."""
-    return _cpuinfo_field("model name", cpuinfo)
+    return cpuinfo_field("model name", cpuinfo)
 
 
 #: /proc/cpuinfo's vendor_id -> the maker's short name.

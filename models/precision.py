@@ -30,14 +30,18 @@ _BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 @functools.cache
 def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The bf16 instruction flags this CPU reports (empty where /proc/cpuinfo is missing, e.g. not Linux)."""
+    return frozenset(cpuinfo_field("flags", cpuinfo).split()) & _BF16_FLAGS
+
+
+def cpuinfo_field(key: str, cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The value of the first CPU's `key` line in /proc/cpuinfo ("flags", "vendor_id", "model name"), stripped;
+    "" where the file or the line is missing."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split()) & _BF16_FLAGS
-    return frozenset()
+        return ""
+    line = next((line for line in text.splitlines() if line.startswith(key)), ":")
+    return line.split(":", 1)[1].strip()
 
 
 def resolve_precision(precision: Precision | str, device: torch.device | str) -> Resolved:
