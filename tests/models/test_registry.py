@@ -38,10 +38,9 @@ def test_the_default_and_the_validated_settings_are_ones_the_service_can_train()
 
     from models.config import TrainConfig
     from models.registry import DEFAULT_STRATEGY
-
-    assert DEFAULT_STRATEGY in SERVED
     from server.training.config import validate_training
 
+    assert DEFAULT_STRATEGY in SERVED
     names = {f.name for f in fields(TrainConfig)}
     for spec in REGISTRY.values():
         assert set(spec.validated) <= names, spec.name
