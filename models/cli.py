@@ -22,7 +22,7 @@ from .config import (
     local_stage_config,
     to_dict,
 )
-from .registry import DEFAULT_STRATEGY, STRATEGIES, with_validated
+from .registry import DEFAULT_STRATEGY, FALLBACK_MODALITY, MODALITIES, STRATEGIES, with_validated
 from .step_data import StepData
 
 
@@ -55,6 +55,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         choices=STRATEGIES,
         help="trained at its validated settings (models/registry.py) under --config and --set "
         f"(default: {DEFAULT_STRATEGY})",
+    )
+    t.add_argument(
+        "--modality",
+        default=FALLBACK_MODALITY,
+        choices=MODALITIES,
+        help=f"whose validated settings the strategy trains with (default: {FALLBACK_MODALITY})",
     )
     t.add_argument("--out", type=Path, required=True, help="where to write the new checkpoint")
     t.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
@@ -190,7 +196,7 @@ def _id_list(spec: str) -> list[str]:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    data = with_validated(args.strategy, json.loads(args.config.read_text()) if args.config else {})
+    data = with_validated(args.strategy, json.loads(args.config.read_text()) if args.config else {}, args.modality)
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .config import merge_overrides
 
@@ -18,6 +18,13 @@ Distillation = Literal["lwf", "cpr", "ksd"]
 #: A step's training data: its own images with its own labels (IKL); every image so far with every landmark so
 #: far (the oracle); every earlier step's images kept, each with its own step's labels.
 StepData = Literal["step", "joint", "joint_partial"]
+#: What a project's images show. The benchmark chose each strategy's settings for every modality it has a
+#: protocol of (cephalometric: cld38-5step; chest: chest6-2step).
+Modality = Literal["cephalometric", "chest", "other"]
+MODALITIES: tuple[str, ...] = get_args(Modality)
+#: The modality whose choice a modality without a protocol of its own trains: the one chosen on the most
+#: images and landmarks.
+FALLBACK_MODALITY: Modality = "cephalometric"
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,17 @@ class StrategySpec:
     data: StepData = "step"
     #: For a strategy whose data a service cannot give: what it needs.
     needs: str = ""
-    #: TrainConfig overrides the benchmark chose for it on a step's own held-out images (bench/selection_plan.py,
-    #: docs/benchmarks.md "Fair baselines"; the local stage's under "refine"): a new project of this strategy
-    #: stores them unless it sets its own.
-    validated: Mapping[str, Any] = field(default_factory=dict)
+    #: Per modality, the TrainConfig overrides the benchmark chose for it on a step's own held-out images
+    #: (bench/selection_plan.py, docs/benchmarks.md "Fair baselines"; the local stage's under "refine"): a new
+    #: project of this strategy stores its modality's unless it sets its own.
+    validated: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def validated_for(self, modality: str) -> Mapping[str, Any]:
+        """The settings chosen for `modality` (the fallback modality's where it has none of its own; ValueError
+        for an unknown modality)."""
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+        return self.validated.get(modality, self.validated.get(FALLBACK_MODALITY, {}))
 
     @property
     def teacher(self) -> bool:
@@ -46,8 +60,8 @@ class StrategySpec:
         return self.data == "step"
 
 
-#: The local stage's distillation weight that every distilling strategy's model choice preferred on the held-out
-#: images (docs/benchmarks.md, "The local stage's weight, chosen for each strategy").
+#: The local stage's distillation weight that every distilling strategy's model choice preferred on cld38's
+#: held-out images (docs/benchmarks.md, "The local stage's weight, chosen for each strategy").
 _LOCAL_WEIGHT: Mapping[str, float] = {"alpha": 300.0}
 
 REGISTRY: dict[str, StrategySpec] = {
@@ -58,26 +72,32 @@ REGISTRY: dict[str, StrategySpec] = {
             "lwf",
             "Learning without Forgetting on the old landmarks' heatmaps",
             distil="lwf",
-            validated={"alpha": 100.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
+            validated={
+                "cephalometric": {"alpha": 100.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
+                "chest": {"alpha": 10.0, "temperature": 0.05},
+            },
         ),
         StrategySpec(
             "cpr",
             "LwF plus the classifier-projection regulariser",
             distil="cpr",
-            validated={"alpha": 10.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
+            validated={
+                "cephalometric": {"alpha": 10.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
+                "chest": {"alpha": 100.0, "temperature": 0.05},
+            },
         ),
         StrategySpec(
             "kamp",
             "KAMP: spatial distillation (l_KSD) and knowledge association (l_KA)",
             "ksd",
             "chosen",
-            validated={"alpha": 10.0, "refine": _LOCAL_WEIGHT},
+            validated={"cephalometric": {"alpha": 10.0, "refine": _LOCAL_WEIGHT}, "chest": {}},
         ),
         StrategySpec(
             "kamp_ksd_only",
             "KAMP without KA-Net: spatial distillation alone",
             distil="ksd",
-            validated={"alpha": 10.0, "refine": _LOCAL_WEIGHT},
+            validated={"cephalometric": {"alpha": 10.0, "refine": _LOCAL_WEIGHT}, "chest": {}},
         ),
         StrategySpec("kamp_random", "KAMP with KA-Net's triplets drawn at random (ablation)", "ksd", "random"),
         StrategySpec(
@@ -113,7 +133,27 @@ def strategy(name: str) -> StrategySpec:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}") from None
 
 
-def with_validated(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """TrainConfig overrides for training strategy `name`: its validated settings under the caller's `overrides`
-    (ValueError for an unknown strategy)."""
-    return merge_overrides(strategy(name).validated, overrides)
+def with_validated(name: str, overrides: Mapping[str, Any], modality: str = FALLBACK_MODALITY) -> dict[str, Any]:
+    """TrainConfig overrides for training strategy `name` on images of `modality`: its validated settings for
+    that modality under the caller's `overrides` (ValueError for an unknown strategy or modality)."""
+    return merge_overrides(strategy(name).validated_for(modality), overrides)
+
+
+def switch_validated(settings: Mapping[str, Any], old: str, new: str, modality: str) -> dict[str, Any]:
+    """Settings stored for strategy `old` (its validated ones for `modality` under the caller's own) made
+    strategy `new`'s: every value still equal to `old`'s validated one gives way to `new`'s, the rest is kept as
+    the caller's own (a value the caller set equal to the validated one cannot be told apart from it)."""
+    return merge_overrides(strategy(new).validated_for(modality), _own(settings, strategy(old).validated_for(modality)))
+
+
+def _own(settings: Mapping[str, Any], validated: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `settings` that differ from `validated`, nested configs compared key by key."""
+    own: dict[str, Any] = {}
+    for key, value in settings.items():
+        below = validated.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            if rest := _own(value, below):
+                own[key] = rest
+        elif key not in validated or value != below:
+            own[key] = value
+    return own

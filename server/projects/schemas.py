@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import JsonDict, JsonValue
 
 from models.backbones import available_backbones
-from models.registry import BASELINES, DEFAULT_STRATEGY, SERVED, STRATEGIES, with_validated
+from models.registry import BASELINES, DEFAULT_STRATEGY, SERVED, STRATEGIES, Modality, with_validated
 
 from ..bodies import RequestBody, UtcDatetime
 from ..training.config import validate_training
@@ -72,7 +72,11 @@ class AnalysisLandmarksIn(RequestBody):
 class ProjectIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["Lateral ceph"])
     description: str = Field(default="", max_length=5000)
-    modality: Literal["cephalometric", "chest", "other"] = Field(examples=["cephalometric"])
+    modality: Modality = Field(
+        examples=["cephalometric"],
+        description="what the images show; a new project stores its strategy's settings chosen for this modality "
+        "(other: the cephalometric ones)",
+    )
     input_width: int = Field(default=256, ge=32, le=2048, multiple_of=4)
     input_height: int = Field(default=320, ge=32, le=2048, multiple_of=4)
     # The defaults are the `cpu-local` benchmark profile's network (docs/benchmarks.md): HRNet-W32 at 256x320 takes
@@ -107,8 +111,8 @@ class ProjectIn(RequestBody):
     )
     training: dict[str, Any] = Field(
         default_factory=dict,
-        description="TrainConfig overrides; stored with the strategy's validated settings (e.g. its distillation "
-        "weight alpha, chosen on held-out images by the benchmark) where it does not set them",
+        description="TrainConfig overrides; stored with the strategy's validated settings for the modality (e.g. "
+        "its distillation weight alpha, chosen on held-out images by the benchmark) where it does not set them",
     )
     gate: GateIn = Field(default_factory=GateIn, description="promotion gate overrides; {} = the service's")
     dicomweb: DicomwebIn = Field(default_factory=DicomwebIn, description="DICOMweb settings")
@@ -173,9 +177,9 @@ class ProjectIn(RequestBody):
 
     @model_validator(mode="after")
     def _validated_training(self) -> ProjectIn:
-        """The strategy's validated settings stored with the project (a later choice of the benchmark leaves
-        the project as it was), under any the request sets itself."""
-        self.training = with_validated(self.strategy, self.training)
+        """The strategy's settings validated for the project's modality, stored with the project (a later choice
+        of the benchmark leaves the project as it was), under any the request sets itself."""
+        self.training = with_validated(self.strategy, self.training, self.modality)
         return self
 
     @field_validator("training")

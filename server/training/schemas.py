@@ -26,7 +26,8 @@ class SubmitIn(RequestBody):
     )
     strategy: str | None = Field(
         default=None,
-        description="default: the project's strategy",
+        description="default: the project's strategy; another one trains its own validated settings for the "
+        "project's modality where the project's training defaults hold its strategy's",
         examples=["kamp"],
         json_schema_extra={"anyOf": [SERVED_STRATEGIES, {"type": "null"}]},
     )

@@ -11,6 +11,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models.config import merge_overrides
+from models.registry import switch_validated
 
 from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
 from ..jobs import repository as jobs
@@ -31,8 +32,12 @@ def submit_job(
     queued while step k-1 is still queued or running (the worker waits for it), not before k-1 was submitted."""
     project = repo.lock_project(session, clinic_id, project_id)
     landmark_set = projects.get_set(session, project, step)
+    strategy = body.strategy or project.strategy
+    stored = project.training or {}
+    if strategy != project.strategy:  # the other strategy's validated settings, not the project's strategy's
+        stored = switch_validated(stored, project.strategy, strategy, project.modality)
     try:
-        config = validate_training(merge_overrides(project.training or {}, body.training or {}))
+        config = validate_training(merge_overrides(stored, body.training or {}))
         check_bounds(config, settings.training_bounds)
     except ValueError as exc:
         raise invalid_training(exc) from exc
@@ -50,10 +55,7 @@ def submit_job(
             slug="step-out-of-order",
         )
     log = f"submitted: {body.reason}\n" if body.reason else ""
-    job = new_job(
-        project, landmark_set.id, step, body.strategy or project.strategy, config,
-        attempt=1, log=log, created_by=created_by,
-    )  # fmt: skip
+    job = new_job(project, landmark_set.id, step, strategy, config, attempt=1, log=log, created_by=created_by)
     session.add(job)
     return job
 

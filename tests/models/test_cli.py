@@ -96,7 +96,10 @@ def test_a_step_trains_its_strategys_validated_settings_under_the_callers(tmp_pa
     base = ["train-step", "--protocol", "cld38-5step", "--step", "1", "--out", str(tmp_path / "v.safetensors")]
     args = parser.parse_args(base)
     assert args.strategy == DEFAULT_STRATEGY
-    assert _train_config(args).alpha == strategy(DEFAULT_STRATEGY).validated["alpha"] != TrainConfig().alpha
+    assert _train_config(args).alpha == strategy(DEFAULT_STRATEGY).validated_for("cephalometric")["alpha"]
+    assert _train_config(args).alpha != TrainConfig().alpha
+    chest = _train_config(parser.parse_args([*base, "--modality", "chest"]))
+    assert chest.alpha == strategy(DEFAULT_STRATEGY).validated_for("chest").get("alpha", TrainConfig().alpha)
     config = tmp_path / "c.json"
     config.write_text('{"alpha": 2.0}')
     assert _train_config(parser.parse_args([*base, "--config", str(config)])).alpha == 2.0

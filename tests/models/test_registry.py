@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from models.registry import ASSOCIATING, BASELINES, DISTILLING, REGISTRY, SERVED, STRATEGIES, strategy
+from models.registry import (
+    ASSOCIATING,
+    BASELINES,
+    DISTILLING,
+    FALLBACK_MODALITY,
+    MODALITIES,
+    REGISTRY,
+    SERVED,
+    STRATEGIES,
+    strategy,
+)
 
 
 def test_each_strategy_says_what_it_distils_associates_and_reads() -> None:
@@ -43,9 +53,21 @@ def test_the_default_and_the_validated_settings_are_ones_the_service_can_train()
     assert DEFAULT_STRATEGY in SERVED
     names = {f.name for f in fields(TrainConfig)}
     for spec in REGISTRY.values():
-        assert set(spec.validated) <= names, spec.name
-        assert validate_training(dict(spec.validated)) == spec.validated, spec.name  # the service's own rule
-    assert strategy(DEFAULT_STRATEGY).validated  # the default is trained at the values it was chosen with
+        assert set(spec.validated) <= set(MODALITIES), spec.name
+        for settings in spec.validated.values():
+            assert set(settings) <= names, spec.name
+            assert validate_training(dict(settings)) == settings, spec.name  # the service's own rule
+    # The default is trained at the values it was chosen with, on every modality with a protocol.
+    assert set(strategy(DEFAULT_STRATEGY).validated) == {"cephalometric", "chest"}
+
+
+def test_a_modality_without_a_protocol_trains_the_fallbacks_choice() -> None:
+    lwf = strategy("lwf")
+    assert lwf.validated_for("other") == lwf.validated_for(FALLBACK_MODALITY) == lwf.validated["cephalometric"]
+    assert lwf.validated_for("chest") == lwf.validated["chest"] != lwf.validated_for("other")
+    assert strategy("finetune").validated_for("chest") == {}
+    with pytest.raises(ValueError, match="unknown modality 'mri'; choose one of cephalometric, chest, other"):
+        lwf.validated_for("mri")
 
 
 def test_validated_settings_merge_under_the_callers_by_nested_key() -> None:
@@ -53,7 +75,7 @@ def test_validated_settings_merge_under_the_callers_by_nested_key() -> None:
     a caller's own local-stage setting keeps the validated local weight unless it sets that weight itself."""
     from models.registry import with_validated
 
-    validated = dict(strategy("kamp_ksd_only").validated)
+    validated = dict(strategy("kamp_ksd_only").validated_for("cephalometric"))
     assert validated == {"alpha": 10.0, "refine": {"alpha": 300.0}}
     assert with_validated("kamp_ksd_only", {"alpha": 1, "refine": {"iterations": 5}}) == {
         "alpha": 1,
@@ -63,4 +85,25 @@ def test_validated_settings_merge_under_the_callers_by_nested_key() -> None:
     assert with_validated("finetune", {"kanet": {"lr": 0.1}}) == {"kanet": {"lr": 0.1}}
     merged = with_validated("kamp_ksd_only", {})
     merged["refine"]["alpha"] = 1.0  # a caller changing its copy
-    assert strategy("kamp_ksd_only").validated == validated and strategy("kamp").validated["refine"] == {"alpha": 300.0}
+    assert strategy("kamp_ksd_only").validated_for("cephalometric") == validated
+    assert with_validated("lwf", {}, "chest") == {"alpha": 10.0, "temperature": 0.05}
+
+
+def test_switching_strategy_swaps_only_the_validated_values() -> None:
+    """Known answer: KSD's cephalometric settings are alpha 10 and refine.alpha 300; LwF's alpha 100, T 0.05
+    and refine.alpha 300. The caller's own values (alpha 3, refine.iterations 7, lr) stay."""
+    from models.registry import switch_validated, with_validated
+
+    stored = with_validated("kamp_ksd_only", {"refine": {"iterations": 7}, "lr": 0.001})
+    assert switch_validated(stored, "kamp_ksd_only", "lwf", "cephalometric") == {
+        "alpha": 100.0,
+        "temperature": 0.05,
+        "refine": {"alpha": 300.0, "iterations": 7},
+        "lr": 0.001,
+    }
+    own_alpha = with_validated("kamp_ksd_only", {"alpha": 3.0})
+    assert switch_validated(own_alpha, "kamp_ksd_only", "lwf", "cephalometric")["alpha"] == 3.0
+    assert switch_validated(stored, "kamp_ksd_only", "finetune", "cephalometric") == {
+        "refine": {"iterations": 7},
+        "lr": 0.001,
+    }

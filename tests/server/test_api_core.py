@@ -274,13 +274,17 @@ def test_a_project_keeps_its_head_channels_and_refuses_bad_ones(api: Api) -> Non
         ),
         ({"training": {"refine": {"alpha": 30}}}, "kamp_ksd_only", {"alpha": 10.0, "refine": {"alpha": 30}}),
         ({"strategy": "finetune"}, "finetune", {}),
+        # A chest project stores what chest6-2step chose, another modality the cephalometric choice.
+        ({"modality": "chest"}, "kamp_ksd_only", {}),
+        ({"modality": "chest", "strategy": "lwf"}, "lwf", {"alpha": 10.0, "temperature": 0.05}),
+        ({"modality": "other"}, "kamp_ksd_only", {"alpha": 10.0, "refine": {"alpha": 300.0}}),
     ],
 )
 def test_a_project_stores_its_strategys_validated_settings(
     api: Api, given: dict, strategy: str, training: dict
 ) -> None:
     """Without a strategy a project trains the registry's default; its training settings are stored with the
-    strategy's validated ones (bench/selection_plan.py) under those the request sets itself."""
+    strategy's ones validated for its modality (bench/selection_plan.py) under those the request sets itself."""
     _, admin = api.clinic()
     body = {k: v for k, v in CEPH.items() if k != "strategy"} | given
     r = api.client.post("/v1/projects", json=body, headers=api.headers(admin))

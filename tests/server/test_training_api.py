@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from models.registry import strategy
+from models.registry import strategy, with_validated
 from server.db.entities import JobStatus
 
 from .conftest import Api
@@ -24,7 +24,7 @@ def test_submit_queues_in_step_order_and_enqueues_after_commit(api: Api) -> None
     job = r.json()
     assert job["status"] == "queued" and job["step"] == 0 and job["attempt"] == 1 and job["strategy"] == "lwf"
     # The project stored LwF's validated settings (models.registry) beside its own.
-    lwf = dict(strategy("lwf").validated)
+    lwf = dict(strategy("lwf").validated_for("cephalometric"))
     assert job["config"] == {**lwf, "iterations": 5, "kanet": {"iterations": 3, "lr": 0.01}, "batch_size": 4}
     assert job["created_by"] == key_id(api, clinic, admin, "admin") and "first cut" in job["log"]
     assert queue.calls == [uuid.UUID(job["id"])]
@@ -46,6 +46,26 @@ def test_submit_queues_in_step_order_and_enqueues_after_commit(api: Api) -> None
     assert_problem(submit(api, admin, pid, 2), 422, "no-training-data", "no annotated study with the train role")
     assert_problem(submit(api, admin, pid, 3), 404, "not-found")
     assert len(queue.calls) == 2
+
+
+def test_a_step_of_another_strategy_trains_that_strategys_validated_settings(api: Api) -> None:
+    """The project stored KSD's validated settings; a step submitted as LwF trains LwF's for the project's
+    modality instead, and keeps what the project and the request set themselves."""
+    _, admin = api.clinic()
+    fake_queue(api)
+    own = {"iterations": 5, "refine": {"iterations": 7}}
+    for modality in ("cephalometric", "chest"):
+        pid = project(api, admin, name=modality, modality=modality, strategy="kamp_ksd_only", training=own)
+        r = submit(api, admin, pid, 0, {"strategy": "lwf", "training": {"batch_size": 4}})
+        assert r.status_code == 202, r.text
+        lwf = with_validated("lwf", own, modality)
+        assert r.json()["strategy"] == "lwf" and r.json()["config"] == {**lwf, "batch_size": 4}, modality
+        # A value the project set itself stays, even where KSD's validated settings have one.
+        pid = project(
+            api, admin, name=f"{modality} 2", modality=modality, strategy="kamp_ksd_only", training={"alpha": 3.0}
+        )
+        config = submit(api, admin, pid, 0, {"strategy": "lwf"}).json()["config"]
+        assert config == with_validated("lwf", {"alpha": 3.0}, modality), modality
 
 
 def test_bad_submissions_are_422_and_queue_nothing(api: Api) -> None:
