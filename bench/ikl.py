@@ -229,21 +229,26 @@ class Runner:
                         self.run_one(arm, seed, t, None, bar)
 
     def adopt_step0(self, seed: int) -> bool:
-        """Copy seed's step-0 model and evaluation from the folder of the profile whose step 0 this one's is
-        (Profile.step0_of) when this folder has neither and that one has both; whether it did. Refuses (SystemExit)
-        a folder whose runs are of other step-0 settings."""
-        own = self.ckpt_path(STEP0.name, seed, 0), self.eval_path(STEP0.name, seed, 0)
-        if self.profile.step0_of is None or any(p.is_file() for p in own):
+        """Copy seed's step-0 model, and its evaluation where this folder lacks it, from the folder of the profile
+        whose step 0 this one's is (Profile.step0_of) when this folder has no step-0 model and that one has both;
+        whether it did. A fresh checkout has the evaluation (committed) without the model (not kept): the model
+        is taken again, not retrained (training is not bit-for-bit repeatable, so a retrained one would not be
+        the model the evaluation describes). Refuses (SystemExit) a folder whose runs are of other step-0
+        settings, or whose step-0 evaluation is not that folder's."""
+        own_ckpt, own_eval = self.ckpt_path(STEP0.name, seed, 0), self.eval_path(STEP0.name, seed, 0)
+        if self.profile.step0_of is None or own_ckpt.is_file():
             return False
         base = self.out.parent / f"{self.protocol.name}-{self.profile.step0_of}"
-        theirs = [base / p.relative_to(self.out) for p in own]
-        if not all(p.is_file() for p in theirs):
+        their_ckpt, their_eval = (base / p.relative_to(self.out) for p in (own_ckpt, own_eval))
+        if not (their_ckpt.is_file() and their_eval.is_file()):
             return False
         stored = with_later_fields(stored_profile(base) or {})
         differ = sorted(k for k, v in self.settings.items() if k not in STEP0_FREE and stored.get(k) != v)
         if differ:
             raise SystemExit(f"{base} holds step 0 of other settings ({', '.join(differ)}): cannot take it")
-        for src, dst in zip(theirs, own, strict=True):
+        if own_eval.is_file() and own_eval.read_bytes() != their_eval.read_bytes():
+            raise SystemExit(f"{own_eval} is not the evaluation of {their_ckpt}: move it away to take that model")
+        for src, dst in ((their_ckpt, own_ckpt), (their_eval, own_eval)):
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
         tqdm.write(f"step 0 of seed {seed}: taken from {base}")

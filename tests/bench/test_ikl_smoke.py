@@ -156,6 +156,15 @@ def test_a_profile_takes_the_step_0_it_shares_and_refuses_another(data_root: Pat
     for rel, content in files.items():
         assert (runner.out / rel).read_bytes() == content
     assert not runner.adopt_step0(0)  # its own now: nothing to take
+    # A fresh checkout keeps the evaluation (committed), not the model: the model is taken again, not retrained.
+    runner.ckpt_path("step0", 0, 0).unlink()
+    assert runner.adopt_step0(0) and runner.ckpt_path("step0", 0, 0).read_bytes() == b"model"
+    # An evaluation of another model is not paired with this one.
+    runner.ckpt_path("step0", 0, 0).unlink()
+    runner.eval_path("step0", 0, 0).write_bytes(b'{"other": 1}')
+    with pytest.raises(SystemExit, match="is not the evaluation of"):
+        runner.adopt_step0(0)
+    assert not runner.ckpt_path("step0", 0, 0).exists()
 
     other = replace(few, name="other", step0_iterations=5)
     runner = ikl.Runner(protocol, other, data_root, tmp_path / "cld38-5step-other", "cpu")
