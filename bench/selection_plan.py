@@ -71,17 +71,36 @@ def best(record: dict[str, Any], **fixed: float) -> dict[str, Any]:
     return min(entries, key=lambda c: c["score"])
 
 
-def local_weight(record: dict[str, Any]) -> float:
+def local_weight(record: dict[str, Any], again: dict[str, Any] | None = None) -> float:
     """The local stage's distillation weight (`refine.alpha`) the record chose at the plan's chosen first-stage
     values: the best of the chosen candidate (at RefineTrainConfig's default weight) and those that add only a
-    `refine.alpha` to its overrides (`bench.select ... --grid refine.alpha=...`, docs/benchmarks.md)."""
+    `refine.alpha` to its overrides (`bench.select ... --grid refine.alpha=...`, docs/benchmarks.md).
+
+    `again`: a record of the chosen values trained again at each weight, the default's included, from another
+    step-0 model than `record`'s (a record made before its step-0 model was retrained can take no candidate of
+    the new one: bench.select compares only candidates grown from one model). Its candidates decide alone."""
     chosen = best(record)
-    scored = {LOCAL_DEFAULT: chosen["score"]}
-    for c in record["candidates"]:
-        extra = {k: v for k, v in c["overrides"].items() if k not in chosen["overrides"]}
-        if set(extra) == {"refine.alpha"} and all(c["overrides"][k] == v for k, v in chosen["overrides"].items()):
+    if again is not None:
+        return _best_weight(chosen["overrides"], again["candidates"], {})
+    return _best_weight(chosen["overrides"], record["candidates"], {LOCAL_DEFAULT: chosen["score"]})
+
+
+def _best_weight(chosen: dict[str, Any], candidates: list[dict[str, Any]], scored: dict[float, float]) -> float:
+    """The lowest-scoring local weight among `scored` and the `candidates` that add only a `refine.alpha` to the
+    `chosen` first-stage overrides."""
+    scored = dict(scored)
+    for c in candidates:
+        extra = {k: v for k, v in c["overrides"].items() if k not in chosen}
+        if set(extra) == {"refine.alpha"} and all(c["overrides"].get(k) == v for k, v in chosen.items()):
             scored[float(extra["refine.alpha"])] = c["score"]
+    if not scored:
+        raise ValueError(f"no candidate at {chosen} with a refine.alpha")
     return min(scored, key=lambda weight: scored[weight])
+
+
+def again_path(out: Path, strategy: str, step: int, seed: int) -> Path:
+    """Where the chosen values trained again at each local weight are recorded (see local_weight)."""
+    return out / "selection" / "local-weight" / f"{strategy}-step{step}-seed{seed}.json"
 
 
 def summary(out: Path, step: int, seed: int, strategies: tuple[str, ...] = STRATEGIES) -> str:

@@ -97,7 +97,8 @@ def test_the_services_validated_settings_are_the_committed_plans_choice(modality
             continue  # the plan has not finished this strategy: nothing validated yet
         chosen = selection_plan.best(record)["overrides"]
         differ: dict[str, object] = {k: v for k, v in chosen.items() if v != getattr(TrainConfig(), k)}
-        weight = selection_plan.local_weight(record)
+        again = selection_plan.again_path(out, name, 1, 0)
+        weight = selection_plan.local_weight(record, json.loads(again.read_text()) if again.is_file() else None)
         if weight != selection_plan.LOCAL_DEFAULT:
             differ["refine"] = {"alpha": weight}
         assert dict(strategy(name).validated[modality]) == differ, name
@@ -122,3 +123,17 @@ def test_the_local_weight_is_the_best_candidate_at_the_chosen_values() -> None:
     assert selection_plan.local_weight(record) == 300.0
     record["candidates"][4]["score"] = 0.8
     assert selection_plan.local_weight(record) == default
+    # Trained again from another step-0 model, at both weights: that record alone decides.
+    chosen = {"alpha": 0.1, "temperature": 0.1}
+    again = {
+        "candidates": [
+            {"overrides": {**chosen, "refine.alpha": default}, "score": 0.9},
+            {"overrides": {**chosen, "refine.alpha": 300}, "score": 0.85},
+            {"overrides": {"alpha": 1.0, "temperature": 0.1, "refine.alpha": 3000}, "score": 0.1},
+        ]
+    }
+    assert selection_plan.local_weight(record, again) == 300.0
+    again["candidates"][1]["score"] = 0.95
+    assert selection_plan.local_weight(record, again) == default
+    with pytest.raises(ValueError, match="no candidate at"):
+        selection_plan.local_weight(record, {"candidates": []})

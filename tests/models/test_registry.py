@@ -86,7 +86,7 @@ def test_validated_settings_merge_under_the_callers_by_nested_key() -> None:
     merged = with_validated("kamp_ksd_only", {})
     merged["refine"]["alpha"] = 1.0  # a caller changing its copy
     assert strategy("kamp_ksd_only").validated_for("cephalometric") == validated
-    assert with_validated("lwf", {}, "chest") == {"alpha": 10.0, "temperature": 0.05}
+    assert with_validated("lwf", {}, "chest") == {"alpha": 10.0, "temperature": 0.05, "refine": {"alpha": 300.0}}
 
 
 def test_switching_strategy_swaps_only_the_validated_values() -> None:

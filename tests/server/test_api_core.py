@@ -276,7 +276,11 @@ def test_a_project_keeps_its_head_channels_and_refuses_bad_ones(api: Api) -> Non
         ({"strategy": "finetune"}, "finetune", {}),
         # A chest project stores what chest6-2step chose, another modality the cephalometric choice.
         ({"modality": "chest"}, "kamp_ksd_only", {}),
-        ({"modality": "chest", "strategy": "lwf"}, "lwf", {"alpha": 10.0, "temperature": 0.05}),
+        (
+            {"modality": "chest", "strategy": "lwf"},
+            "lwf",
+            {"alpha": 10.0, "temperature": 0.05, "refine": {"alpha": 300.0}},
+        ),
         ({"modality": "other"}, "kamp_ksd_only", {"alpha": 10.0, "refine": {"alpha": 300.0}}),
     ],
 )
