@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     train_devices: tuple[str, ...] = ("auto", "cpu", "cuda")
     #: ... and no old step's MRE may grow by more than this over the parent version's (same unit).
     gate_old_tolerance: float = Field(default=0.5, ge=0)
+    #: An incremental step submitted with fewer annotated training studies than this gets a warning in its job
+    #: log: the benchmark's low-shot profiles measured what one study a step costs the earlier landmarks and
+    #: that ten held them (docs/benchmarks.md).
+    few_train_studies: int = Field(default=10, ge=0)
     #: Run every prediction on one dedicated thread (one OpenMP pool) instead of the web server's worker threads.
     inference_single_thread: bool = True
     #: On that thread, requests waiting together are predicted in one forward pass of up to this many images

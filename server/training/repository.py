@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from ..db.entities import (
@@ -43,9 +43,11 @@ def active_job(session: Session, set_id: uuid.UUID) -> TrainingJob | None:
     )
 
 
-def has_annotated_train_study(session: Session, set_id: uuid.UUID) -> bool:
+def annotated_train_studies(session: Session, set_id: uuid.UUID) -> int:
+    """How many studies of the landmark set have the train role and an annotation of it."""
     annotated = exists().where(Annotation.study_id == Split.study_id, Annotation.set_id == Split.set_id)
-    return bool(session.scalar(select(exists().where(Split.set_id == set_id, Split.role == "train", annotated))))
+    q = select(func.count()).select_from(Split).where(Split.set_id == set_id, Split.role == "train", annotated)
+    return int(session.scalar(q) or 0)
 
 
 def step_submitted(session: Session, project_id: uuid.UUID, step: int) -> bool:

@@ -42,7 +42,8 @@ def submit_job(
     except ValueError as exc:
         raise invalid_training(exc) from exc
     refuse_second_job(session, landmark_set.id, step)
-    if not repo.has_annotated_train_study(session, landmark_set.id):
+    studies = repo.annotated_train_studies(session, landmark_set.id)
+    if not studies:
         raise Problem(
             422,
             f"landmark set {step} has no annotated study with the train role yet; annotate studies first",
@@ -55,9 +56,21 @@ def submit_job(
             slug="step-out-of-order",
         )
     log = f"submitted: {body.reason}\n" if body.reason else ""
+    if step > 0 and studies < settings.few_train_studies:
+        log += few_studies_warning(step, studies, settings.few_train_studies)
     job = new_job(project, landmark_set.id, step, strategy, config, attempt=1, log=log, created_by=created_by)
     session.add(job)
     return job
+
+
+def few_studies_warning(step: int, studies: int, enough: int) -> str:
+    """The job log's line for an incremental step trained from fewer annotated studies than `enough`."""
+    return (
+        f"warning: landmark set {step} has {studies} annotated training {'study' if studies == 1 else 'studies'} "
+        f"(fewer than {enough}): steps trained from so few moved the earlier landmarks in the benchmark "
+        "(docs/benchmarks.md, low-shot profiles). The promotion gate decides whether the version becomes active; "
+        "annotating more studies first is safer.\n"
+    )
 
 
 def retry_job(

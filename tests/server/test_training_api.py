@@ -4,13 +4,14 @@ logs. Celery is replaced by a fake that records the job ids it is given; no mode
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from models.registry import strategy, with_validated
 from server.db.entities import JobStatus
 
-from .conftest import Api
+from .conftest import Api, make_api
 from .test_api_core import assert_problem
-from .training_helpers import fake_queue, key_id, project, set_job, submit
+from .training_helpers import annotate_train_study, fake_queue, key_id, project, set_job, submit
 
 
 def test_submit_queues_in_step_order_and_enqueues_after_commit(api: Api) -> None:
@@ -66,6 +67,25 @@ def test_a_step_of_another_strategy_trains_that_strategys_validated_settings(api
         )
         config = submit(api, admin, pid, 0, {"strategy": "lwf"}).json()["config"]
         assert config == with_validated("lwf", {"alpha": 3.0}, modality), modality
+
+
+def test_an_incremental_step_of_few_studies_is_warned_in_its_log(database_url: str, tmp_path: Path) -> None:
+    """Fewer annotated training studies than the service's `few_train_studies` (here 2): the job is queued and
+    its log says so; step 0 (nothing to forget) and a step with enough studies are not warned."""
+    api = make_api(database_url, tmp_path, few_train_studies=2)
+    with api.client:
+        _, admin = api.clinic()
+        fake_queue(api)
+        pid = project(api, admin)
+        assert "warning" not in submit(api, admin, pid, 0).json()["log"]
+        r = submit(api, admin, pid, 1, {"reason": "new set"})
+        assert r.status_code == 202, r.text
+        assert r.json()["log"].startswith("submitted: new set\nwarning: landmark set 1 has 1 annotated training study")
+        assert "(fewer than 2)" in r.json()["log"]
+        enough = project(api, admin, name="enough")
+        annotate_train_study(api, admin, enough, 1, "D")
+        assert submit(api, admin, enough, 0).status_code == 202
+        assert "warning" not in submit(api, admin, enough, 1).json()["log"]
 
 
 def test_bad_submissions_are_422_and_queue_nothing(api: Api) -> None:
