@@ -61,7 +61,7 @@ class StrategySpec:
 
 
 #: The local stage's distillation weight that every distilling strategy's model choice preferred on cld38's
-#: held-out images, and LwF's on chest6's (docs/benchmarks.md, "The local stage's weight, chosen for each
+#: held-out images, and LwF's and CPR's on chest6's (docs/benchmarks.md, "The local stage's weight, chosen for each
 #: strategy"; on chest6 KSD alone and KAMP keep the default 30).
 _LOCAL_WEIGHT: Mapping[str, float] = {"alpha": 300.0}
 
@@ -84,7 +84,7 @@ REGISTRY: dict[str, StrategySpec] = {
             distil="cpr",
             validated={
                 "cephalometric": {"alpha": 10.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
-                "chest": {"alpha": 100.0, "temperature": 0.05},
+                "chest": {"alpha": 100.0, "temperature": 0.05, "refine": _LOCAL_WEIGHT},
             },
         ),
         StrategySpec(
