@@ -77,6 +77,12 @@ def grew_from(record: dict[str, Any], previous: dict[str, Any]) -> bool:
     return parent is None or sha is None or parent == sha
 
 
+def trained_alone(record: dict[str, Any]) -> bool:
+    """Whether the record's model was trained from nothing (its parent recorded as none; records made before
+    the field name no parent and count as grown)."""
+    return "parent_sha256" in record and record["parent_sha256"] is None
+
+
 def load_results(
     evals: Evals, protocol: Protocol, flaws: ChainFlaws | None = None
 ) -> dict[str, dict[int, IncrementalResult]]:
@@ -104,7 +110,24 @@ def load_results(
                 steps = {c: s for c, s in protocol.landmark_step.items() if s < len(chain)}
                 errors = [record_errors(r) for r in chain]
                 results.setdefault(strategy, {})[seed] = IncrementalResult(landmark_step=steps, errors=errors)
+        _longest_scratch_chains(results, strategy, evals)
     return results
+
+
+def _longest_scratch_chains(
+    results: dict[str, dict[int, IncrementalResult]], strategy: str, evals: Evals
+) -> None:  # fmt: skip
+    """Keep only the longest of a from-scratch arm's chains (every step trained from nothing, `bench.ikl
+    --steps`): its steps do not depend on each other, so a seed that has run fewer of them must not cut the
+    row of the others short (aggregate keeps the steps every seed reached); its steps stay in lone_steps."""
+    by_seed = results.get(strategy, {})
+    scratch = all(
+        trained_alone(evals[(strategy, seed, t)]) for seed, r in by_seed.items() for t in range(1, r.num_steps)
+    )
+    if not by_seed or not scratch:
+        return
+    longest = max(r.num_steps for r in by_seed.values())
+    results[strategy] = {seed: r for seed, r in by_seed.items() if r.num_steps == longest}
 
 
 def read_evals(out: Path) -> Evals:
@@ -125,18 +148,17 @@ def read_evals(out: Path) -> Evals:
 LoneSteps = dict[str, dict[int, dict[str, Any]]]
 
 
-def lone_steps(evals: Evals, results: dict[str, dict[int, IncrementalResult]]) -> LoneSteps:
-    """arm -> step -> A-MRE (mean ± SD over seeds, and each seed's) of the steps in `evals` outside the contiguous
-    chains of `results` (load_results) whose model was trained from nothing: steps of a from-scratch oracle run alone
-    (`bench.ikl --steps`). Each such model saw every landmark up to its step, so its A-MRE is the pooled mean of
-    its own record's errors."""
+def lone_steps(evals: Evals) -> LoneSteps:
+    """arm -> step -> A-MRE (mean ± SD over seeds, and each seed's) of the steps in `evals` whose model was trained
+    from nothing: steps of a from-scratch oracle, run alone (`bench.ikl --steps`) or in a row, every seed that ran
+    each step (load_results' chains hold some of them too). Each such model saw every landmark up to its step, so its
+    A-MRE is the pooled mean of its own record's errors."""
     lone: dict[str, dict[int, dict[int, float]]] = {}
     for (name, seed, t), record in evals.items():
-        chain = results.get(name, {}).get(seed)
-        if t == 0 or name.removesuffix(FIRST_STAGE) == "step0" or (chain is not None and t < chain.num_steps):
+        if t == 0 or name.removesuffix(FIRST_STAGE) == "step0":
             continue
-        if record.get("parent_sha256") is not None:
-            continue  # grown from an earlier model, not trained alone: a step after a gap or a broken link
+        if not trained_alone(record):
+            continue  # grown from an earlier model: a step after a gap or a broken link, or an older record
         pooled = np.concatenate(list(record_errors(record).values()))
         lone.setdefault(name, {}).setdefault(t, {})[seed] = float(np.nanmean(pooled))
     return {
@@ -357,7 +379,9 @@ def oracle_check(agg: dict[str, Any], lone: LoneSteps | None = None) -> list[str
                     beaten.append(f"step {t}: {name} {theirs:.2f} < {mine:.2f}{note}")
         verdict = "beaten at " + "; ".join(beaten) if beaten else "at least as good as every incremental strategy"
         if narrowed and not beaten:
-            verdict += ", compared over the seeds both ran" + "".join(sorted(narrowed))
+            verdict += (
+                ", compared over the seeds both ran (" + "; ".join(n.strip(" ()") for n in sorted(narrowed)) + ")"
+            )
         lines += ["", f"Oracle check, {oracle}: {verdict}."]
     return lines
 
@@ -367,7 +391,7 @@ def write_report(out: Path, protocol: Protocol, profile: dict[str, Any]) -> dict
     evals = read_evals(out)
     results = load_results(evals, protocol, flaws)
     agg = aggregate(results)
-    lone = lone_steps(evals, results)
+    lone = lone_steps(evals)
     units = {record.get("unit", "mm") for record in evals.values()}
     unit = units.pop() if len(units) == 1 else "mm/px"
     runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []

@@ -35,8 +35,8 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
     protocol = load_protocol(data_root, "cld38-5step")
     upto = protocol.landmarks_up_to
     _write(tmp_path, "step0", 0, 0, upto(0), 2.0, first=2.5)
-    for t, e in ((1, 1.5), (2, 1.2)):
-        _write(tmp_path, "kamp", 0, t, upto(t), e)
+    _write(tmp_path, "kamp", 0, 1, upto(1), 1.5, parent="step000")
+    _write(tmp_path, "kamp", 0, 2, upto(2), 1.2, parent="kamp01")
     scratch = "joint@budget=scratch"
     _write(tmp_path, scratch, 0, 2, upto(2), 1.0, first=3.0)  # step 2 alone: no step 1 before it
     _write(tmp_path, scratch, 1, 2, upto(2), 1.1)  # a second seed whose step 0 was never evaluated
@@ -45,7 +45,7 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
     evals = report.read_evals(tmp_path)
     results = report.load_results(evals, protocol)
     assert set(results) == {"kamp"}  # no contiguous chain of the oracle
-    lone = report.lone_steps(evals, results)
+    lone = report.lone_steps(evals)
     assert lone[scratch][2]["mean"] == pytest.approx(1.05) and lone[scratch][2]["n"] == 2
     assert lone[scratch + report.FIRST_STAGE][2]["mean"] == pytest.approx(3.0)
     assert set(lone[scratch]) == {2} and "kamp" not in lone  # kamp's steps are its chain's
@@ -64,8 +64,8 @@ def test_steps_run_alone_are_reported_and_checked_as_the_oracles_steps(data_root
     results = report.load_results(evals, protocol)
     assert results[scratch][0].num_steps == 3
     agg = report.aggregate(results)
-    lone = report.lone_steps(evals, results)
-    assert set(lone[scratch]) == {2} and lone[scratch][2]["n"] == 1  # seed 1's step 2 alone
+    lone = report.lone_steps(evals)
+    assert set(lone[scratch]) == {1, 2} and lone[scratch][2]["n"] == 2  # every seed that ran a step
     text = "\n".join(report.oracle_check(agg, lone))
     assert f"Oracle check, {scratch}: beaten at step 1: kamp 1.50 < 1.60." in text
 
@@ -84,7 +84,7 @@ def test_the_oracle_check_compares_the_seeds_both_arms_ran(data_root: Path, tmp_
 
     evals = report.read_evals(tmp_path)
     results = report.load_results(evals, protocol)
-    lone = report.lone_steps(evals, results)
+    lone = report.lone_steps(evals)
     assert lone[scratch][2]["seeds"] == {1: pytest.approx(1.0), 2: pytest.approx(1.1)}
     text = "\n".join(report.oracle_check(report.aggregate(results), lone))
     assert f"Oracle check, {scratch}: beaten at step 1: kamp 1.50 < 1.60 (seeds 0)." in text
@@ -92,7 +92,7 @@ def test_the_oracle_check_compares_the_seeds_both_arms_ran(data_root: Path, tmp_
     _write(tmp_path, "kamp", 0, 1, upto(1), 1.7)
     evals = report.read_evals(tmp_path)
     results = report.load_results(evals, protocol)
-    text = "\n".join(report.oracle_check(report.aggregate(results), report.lone_steps(evals, results)))
+    text = "\n".join(report.oracle_check(report.aggregate(results), report.lone_steps(evals)))
     expected = "at least as good as every incremental strategy, compared over the seeds both ran (seeds 0)."
     assert f"Oracle check, {scratch}: {expected}" in text
 
@@ -111,7 +111,7 @@ def test_a_step_grown_from_another_model_than_the_evaluated_one_ends_its_chain(d
     results = report.load_results(evals, protocol, flaws)
     assert results["kamp"][0].num_steps == 3 and results["lwf"][0].num_steps == 2
     assert flaws.broken == [("kamp", 0, 3)] and flaws.regrown == [("lwf", 0)]
-    assert report.lone_steps(evals, results) == {}  # grown from a model, so not a step trained alone
+    assert report.lone_steps(evals) == {}  # grown from a model, so not a step trained alone
     table = report.table(protocol, report.aggregate(results), "mm", {"name": "t"}, flaws)
     assert "Chains cut short" in table and "kamp seed 0 from step 3." in table
     assert "retrained step-0 model of the same seed" in table and "lwf seed 0." in table
@@ -124,8 +124,8 @@ def test_a_row_that_stopped_early_gives_its_sdr_and_transfer_at_the_step_all_its
     upto = protocol.landmarks_up_to
     for seed in (0, 1):
         _write(tmp_path, "step0", seed, 0, upto(0), 1.0)
-        _write(tmp_path, "kamp", seed, 1, upto(1), 1.5)
-    _write(tmp_path, "kamp", 0, 2, upto(2), 3.0)  # seed 0 went one step further, every error beyond 2 mm
+        _write(tmp_path, "kamp", seed, 1, upto(1), 1.5, parent=f"step0{seed}0")
+    _write(tmp_path, "kamp", 0, 2, upto(2), 3.0, parent="kamp01")  # seed 0 went one step further, every error > 2 mm
 
     agg = report.aggregate(report.load_results(report.read_evals(tmp_path), protocol))
     assert agg["kamp"]["steps"] == 2
@@ -135,3 +135,31 @@ def test_a_row_that_stopped_early_gives_its_sdr_and_transfer_at_the_step_all_its
         "| kamp | 2 | 1.00 ± 0.00 | 1.50 ± 0.00 | … | … | … | -0.50 ± 0.00 (step 1) | -0.50 ± 0.00 (step 1) "
         "| 100.0% (step 1) |"
     ) in table
+
+
+def test_a_seed_of_fewer_scratch_steps_does_not_cut_the_oracles_row_short(data_root: Path, tmp_path: Path) -> None:
+    """A from-scratch oracle's seed 1 has run step 1 only: its row stays seed 0's steps 1-3, and the steps run
+    alone count every seed that ran each step (step 1: both)."""
+    protocol = load_protocol(data_root, "cld38-5step")
+    upto = protocol.landmarks_up_to
+    scratch = "joint@budget=scratch"
+    for seed in (0, 1):
+        _write(tmp_path, "step0", seed, 0, upto(0), 2.0)
+    for t, e in ((1, 1.6), (2, 1.7), (3, 1.6)):
+        _write(tmp_path, scratch, 0, t, upto(t), e)
+    _write(tmp_path, scratch, 1, 1, upto(1), 1.8)
+
+    evals = report.read_evals(tmp_path)
+    results = report.load_results(evals, protocol)
+    assert list(results[scratch]) == [0] and results[scratch][0].num_steps == 4
+    agg = report.aggregate(results)
+    assert agg[scratch]["steps"] == 4 and agg[scratch]["a_mre"][3]["mean"] == pytest.approx(1.6)
+    lone = report.lone_steps(evals)
+    assert lone[scratch][1]["seeds"] == {0: pytest.approx(1.6), 1: pytest.approx(1.8)}
+    assert lone[scratch][3]["n"] == 1
+    # A chain that grew from its parent is no oracle's: a shorter seed still ends the row where all reached.
+    _write(tmp_path, "kamp", 0, 1, upto(1), 1.5, parent="step000")
+    _write(tmp_path, "kamp", 0, 2, upto(2), 1.5, parent="kamp01")
+    _write(tmp_path, "kamp", 1, 1, upto(1), 1.5, parent="step010")
+    results = report.load_results(report.read_evals(tmp_path), protocol)
+    assert sorted(results["kamp"]) == [0, 1] and report.aggregate(results)["kamp"]["steps"] == 2
