@@ -114,9 +114,7 @@ def load_results(
     return results
 
 
-def _longest_scratch_chains(
-    results: dict[str, dict[int, IncrementalResult]], strategy: str, evals: Evals
-) -> None:  # fmt: skip
+def _longest_scratch_chains(results: dict[str, dict[int, IncrementalResult]], strategy: str, evals: Evals) -> None:
     """Keep only the longest of a from-scratch arm's chains (every step trained from nothing, `bench.ikl
     --steps`): its steps do not depend on each other, so a seed that has run fewer of them must not cut the
     row of the others short (aggregate keeps the steps every seed reached); its steps stay in lone_steps."""

@@ -100,7 +100,8 @@ def _best_weight(chosen: dict[str, Any], candidates: list[dict[str, Any]], score
 
 def again_path(out: Path, strategy: str, step: int, seed: int) -> Path:
     """Where the chosen values trained again at each local weight are recorded (see local_weight)."""
-    return out / "selection" / "local-weight" / f"{strategy}-step{step}-seed{seed}.json"
+    plan = select.record_path(out, strategy, step, seed)
+    return plan.parent / "local-weight" / plan.name
 
 
 def summary(out: Path, step: int, seed: int, strategies: tuple[str, ...] = STRATEGIES) -> str:
