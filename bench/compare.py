@@ -21,9 +21,9 @@ import numpy as np
 
 from models.datasets import default_data_root, load_protocol
 
+from .evals import EVAL, eval_name, record_errors
 from .ikl import RESULTS
 from .profiles import PROFILES
-from .report import EVAL, eval_name, record_errors
 
 
 def landmark_mre(record: dict[str, Any]) -> dict[str, float]:

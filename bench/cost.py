@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .evals import EVAL
 from .report_plots import pyplot
 
 
@@ -19,8 +20,6 @@ def step_seconds(evals: Path) -> dict[str, list[float | None]]:
     one kind of machine (their `trained_on`), a strategy has a row per kind, named "strategy [kind]": times of
     different machines are not averaged. Records from before the field keep the plain name: they ran on more
     than one kind, which they do not say (docs/benchmarks.md names the machine of each run)."""
-    from .report import EVAL  # here: bench.report imports this module for its tables
-
     seen: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in evals.glob("*.json"):
         match = EVAL.match(path.name)

@@ -35,6 +35,7 @@ from models.trainer import Progress, train_step
 
 from .arms import Arm, parse_arm
 from .compute import compute_kind, cpu_model
+from .evals import eval_name, record_errors
 from .jsonio import write_json
 from .profiles import (
     PROFILES,
@@ -48,7 +49,7 @@ from .profiles import (
     with_later_fields,
     with_precision,
 )
-from .report import eval_name, record_errors, write_report
+from .report import write_report
 from .steps import joint_budget, step_data, train_config
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -19,10 +19,10 @@ from typing import Any
 
 from models.datasets import Protocol, default_data_root, load_protocol
 
+from .evals import FIRST_STAGE, arm_order
 from .ikl import RESULTS
 from .jsonio import write_json
 from .profiles import PROFILES, step_cap
-from .report import FIRST_STAGE, arm_order
 from .report_plots import pyplot
 
 SHOTS = (1, 5, 10, 50)

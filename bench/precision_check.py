@@ -31,8 +31,8 @@ from models.metrics import summarize
 from models.precision import set_torch_threads
 from models.predictor import Predictor
 
+from .evals import record_errors
 from .ikl import RESULTS, machine
-from .report import record_errors
 
 STEP0 = RESULTS / "cld38-5step-cpu" / "checkpoints" / "seed0" / "shared" / "step0.safetensors"
 

@@ -28,9 +28,9 @@ from scipy.stats import wilcoxon
 
 from models.datasets import default_data_root, load_protocol
 
+from .evals import eval_name, record_errors
 from .ikl import RESULTS
 from .profiles import PROFILES
-from .report import eval_name, record_errors
 
 
 def recorded_unit(evals: Path) -> str:

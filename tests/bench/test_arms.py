@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ikl, report, steps
+from bench import evals, ikl, steps
 from bench.arms import Arm, parse_arm, parse_value
 from models.checkpoint import Checkpoint
 
@@ -39,14 +39,14 @@ def test_parse_arm_refuses_bad_spellings(spec: str) -> None:
 
 
 def test_report_reads_arm_names_and_orders_them_after_their_strategy() -> None:
-    m = report.EVAL.fullmatch("kamp@ka_mode=pseudo_label@lr=1e-3-seed2-step4.json")
+    m = evals.EVAL.fullmatch("kamp@ka_mode=pseudo_label@lr=1e-3-seed2-step4.json")
     assert m and (m["name"], m["seed"], m["step"]) == ("kamp@ka_mode=pseudo_label@lr=1e-3", "2", "4")
-    assert report.eval_name("kamp@ka_mode=pseudo_label@lr=1e-3", 2, 4) == m.string  # written as it is read
-    dotted = report.EVAL.fullmatch("kamp_ksd_only@refine.alpha=30-seed0-step1.json")
+    assert evals.eval_name("kamp@ka_mode=pseudo_label@lr=1e-3", 2, 4) == m.string  # written as it is read
+    dotted = evals.EVAL.fullmatch("kamp_ksd_only@refine.alpha=30-seed0-step1.json")
     assert dotted and dotted["name"] == "kamp_ksd_only@refine.alpha=30"
-    assert report.eval_name("kamp", 1, 0) == "step0-seed1-step0.json"  # step 0 is shared
+    assert evals.eval_name("kamp", 1, 0) == "step0-seed1-step0.json"  # step 0 is shared
     names = ["joint", "kamp@ka_weight=0", "lwf", "kamp"]
-    assert sorted(names, key=report.arm_order) == ["lwf", "kamp", "kamp@ka_weight=0", "joint"]
+    assert sorted(names, key=evals.arm_order) == ["lwf", "kamp", "kamp@ka_weight=0", "joint"]
 
 
 def test_arm_overrides_apply_from_step_one_only() -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench.cost import cost_table, step_seconds
-from bench.report import eval_name
+from bench.evals import eval_name
 
 
 def test_seconds_per_step_are_averaged_over_seeds_and_reused_steps_skipped(tmp_path: Path) -> None:

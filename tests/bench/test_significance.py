@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.report import eval_name
+from bench.evals import eval_name
 from bench.significance import holm, significance
 
 
