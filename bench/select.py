@@ -50,6 +50,7 @@ from models.step_data import StepData
 from models.trainer import train_step
 
 from .arms import is_override_name, parse_value
+from .compute import compute_kind
 from .ikl import RESULTS, Runner
 from .jsonio import write_json
 from .profiles import PROFILES, add_precision_argument, with_precision
@@ -221,7 +222,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
             config = train_config(profile, args.seed, t, args.device, overrides)
             model = _chain_step(model, trains[t], args.strategy, config, out, overrides, t, last=t == through)
         scores = measure(model, vals, reference, precision)
-        entry = {"overrides": overrides, "seconds": time.perf_counter() - t0, **scores}
+        seconds = time.perf_counter() - t0
+        entry = {"overrides": overrides, "seconds": seconds, "trained_on": compute_kind(args.device), **scores}
         record["candidates"].append(entry)
         write_json(out, record)  # atomic: the record of every finished candidate survives a run killed here
         learned = "" if entry["learned_mre"] is None else f" learned {entry['learned_mre']:.3f}"
@@ -286,13 +288,20 @@ def table(record: dict[str, Any], args: argparse.Namespace, n_train: dict[int, i
     for c in rows:
         lines.append(
             f"| {_overrides(c)} | {c['score']:.3f} | {c['new_mre']:.3f} | {c['learned_mre']:.3f} | "
-            f"{c['old_drift']:.3f} | {c['score_with_drift']:.3f} | {c['seconds']:.0f} |"
+            f"{c['old_drift']:.3f} | {c['score_with_drift']:.3f} | {_seconds(c)} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def _overrides(candidate: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in candidate["overrides"].items()) or "(profile defaults)"
+
+
+def _seconds(candidate: dict[str, Any]) -> str:
+    """A candidate's training seconds with the kind of machine that trained it, where recorded (candidates of
+    one table may come from different sessions' machines, whose speeds differ)."""
+    kind = candidate.get("trained_on")
+    return f"{candidate['seconds']:.0f}" + (f" ({kind})" if kind else "")
 
 
 def _table_one(
@@ -311,7 +320,7 @@ def _table_one(
     ]
     for c in rows:
         lines.append(
-            f"| {_overrides(c)} | {c['score']:.3f} | {c['new_mre']:.3f} | {c['old_drift']:.3f} | {c['seconds']:.0f} |"
+            f"| {_overrides(c)} | {c['score']:.3f} | {c['new_mre']:.3f} | {c['old_drift']:.3f} | {_seconds(c)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bench import ikl, select
+from bench.compute import compute_kind
 from models.datasets import load_protocol
 
 
@@ -46,7 +47,8 @@ def test_smoke_selection_measures_new_error_and_old_drift(data_root: Path, tmp_p
         assert c["unit"] == "mm" and all(math.isfinite(c[k]) and c[k] > 0 for k in ("score", "new_mre", "old_drift"))
         assert len(c["per_landmark"]) == 24  # 19 old (drift) + 5 new (error)
         assert c["score"] == pytest.approx(np.mean(list(c["per_landmark"].values())))
-    assert "| alpha=" in out.with_suffix(".md").read_text()
+        assert c["trained_on"] == compute_kind("cpu")  # candidates of one table may come from several machines
+    assert f"({compute_kind('cpu')}) |" in out.with_suffix(".md").read_text()
     # A rerun finds every candidate done and trains nothing.
     assert select.main(args) == 0
     assert json.loads(out.read_text()) == record
