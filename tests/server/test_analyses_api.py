@@ -14,8 +14,8 @@ import pytest
 from models.checkpoint import Checkpoint
 from server.db.entities import VersionStatus
 
+from .api_helpers import CEPH, assert_problem
 from .conftest import Api
-from .test_api_core import CEPH, assert_problem
 from .test_predict import _add_version
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from httpx import Response
 
+from .api_helpers import assert_problem
 from .conftest import Api, make_api
-from .test_api_core import assert_problem
 from .test_studies_annotations import _png, _project_with_set, upload
 
 

@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.body_guard import FORM_OVERHEAD, body_limit
 from server.settings import Settings
 
+from .api_helpers import assert_problem
 from .conftest import Api, make_api, serve
-from .test_api_core import assert_problem
 
 GIB = 1 << 30
 

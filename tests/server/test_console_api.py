@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .api_helpers import assert_problem
 from .conftest import Api, make_api
-from .test_api_core import assert_problem
 from .test_studies_annotations import _project_with_set, upload
 
 

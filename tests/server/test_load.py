@@ -13,8 +13,8 @@ import pytest
 
 from server.db.entities import VersionStatus
 
+from .api_helpers import CEPH
 from .conftest import Api, make_api, serve
-from .test_api_core import CEPH
 from .test_predict import _add_version, _image, tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,8 +20,8 @@ from models.trainer import train_step
 from server.db.entities import ModelVersion, Project, VersionStatus
 from server.storage import LocalBlobStore
 
+from .api_helpers import CEPH, assert_problem
 from .conftest import Api
-from .test_api_core import CEPH, assert_problem
 from .test_studies_annotations import dicom_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -15,8 +15,8 @@ from server.db.entities import JobStatus, PredictionJob, VersionStatus
 from worker.jobs import Outcome
 from worker.predict_jobs import reap_stale_prediction_jobs, run_prediction_job
 
+from .api_helpers import CEPH, assert_problem
 from .conftest import Api
-from .test_api_core import CEPH, assert_problem
 from .test_predict import _add_version, _image, tiny_checkpoint
 from .test_studies_annotations import dicom_file
 

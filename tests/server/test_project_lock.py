@@ -10,8 +10,8 @@ import uuid
 from server.db.session import session_factory
 from server.training.repository import lock_project
 
+from .api_helpers import CEPH
 from .conftest import Api
-from .test_api_core import CEPH
 
 
 def test_a_second_holder_waits_for_the_first_to_commit(api: Api) -> None:

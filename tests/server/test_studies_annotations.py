@@ -14,9 +14,9 @@ from PIL import Image
 
 from server.imaging.deid import METHOD
 
+from .api_helpers import CEPH, assert_problem
 from .conftest import Api, make_api
 from .imaging.cases import nifti_gz, tiff_with_a_page_without_size, with_unknown_vr
-from .test_api_core import CEPH, assert_problem
 
 ISBI_ID = "001"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from models.registry import strategy, with_validated
 from server.db.entities import JobStatus
 
+from .api_helpers import assert_problem
 from .conftest import Api, make_api
-from .test_api_core import assert_problem
 from .training_helpers import annotate_train_study, fake_queue, key_id, project, set_job, submit
 
 

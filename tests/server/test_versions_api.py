@@ -8,8 +8,8 @@ from typing import Any
 from server.db.entities import VersionStatus
 from server.storage import LocalBlobStore
 
+from .api_helpers import assert_problem
 from .conftest import Api
-from .test_api_core import assert_problem
 from .training_helpers import active_versions, add_versions, fake_queue, key_id, project, submit
 
 

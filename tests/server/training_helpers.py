@@ -15,8 +15,8 @@ from sqlalchemy import select
 from server.db.entities import JobStatus, ModelVersion, TrainingJob, VersionStatus
 from server.storage import LocalBlobStore
 
+from .api_helpers import CEPH, STEP0, STEP1
 from .conftest import Api
-from .test_api_core import CEPH, STEP0, STEP1
 
 _seeds = itertools.count(1)
 

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from requests import HTTPError
 
-from ..test_api_core import CEPH
+from ..api_helpers import CEPH
 from .conftest import Dicomweb, real_dataset
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

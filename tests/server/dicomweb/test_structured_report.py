@@ -16,7 +16,7 @@ from server.db.entities import VersionStatus
 from server.storage import LocalBlobStore
 from worker.sweep import sweep_orphan_blobs
 
-from ..test_api_core import CEPH
+from ..api_helpers import CEPH
 from ..test_predict import _add_version, tiny_checkpoint
 from .conftest import Dicomweb, real_dataset, to_bytes
 
