@@ -11,7 +11,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from models.config import merge_overrides
-from models.registry import switch_validated
+from models.registry import ASSOCIATING, switch_validated
 
 from ..db.entities import JobStatus, ModelVersion, Project, Role, TrainingJob, VersionStatus
 from ..jobs import repository as jobs
@@ -57,20 +57,28 @@ def submit_job(
         )
     log = f"submitted: {body.reason}\n" if body.reason else ""
     if step > 0 and studies < settings.few_train_studies:
-        log += few_studies_warning(step, studies, settings.few_train_studies)
+        log += few_studies_warning(step, studies, settings.few_train_studies, strategy)
     job = new_job(project, landmark_set.id, step, strategy, config, attempt=1, log=log, created_by=created_by)
     session.add(job)
     return job
 
 
-def few_studies_warning(step: int, studies: int, enough: int) -> str:
-    """The job log's line for an incremental step trained from fewer annotated studies than `enough`."""
-    return (
+def few_studies_warning(step: int, studies: int, enough: int, strategy: str) -> str:
+    """The job log's line for an incremental step trained from fewer annotated studies than `enough`; for a
+    strategy with KA-Net (kamp), a second line: it learns its association from these studies alone."""
+    line = (
         f"warning: landmark set {step} has {studies} annotated training {'study' if studies == 1 else 'studies'} "
         f"(fewer than {enough}): steps trained from so few moved the earlier landmarks in the benchmark "
         "(docs/benchmarks.md, low-shot profiles). The promotion gate decides whether the version becomes active; "
         "annotating more studies first is safer.\n"
     )
+    if strategy in ASSOCIATING:
+        line += (
+            f"warning: {strategy} fits KA-Net's association of old and new landmarks to these studies alone; from one "
+            "study a step it broke the landmarks it associated in the benchmark, where kamp_ksd_only, which has no "
+            "KA-Net, did not.\n"
+        )
+    return line
 
 
 def retry_job(

@@ -71,7 +71,8 @@ def test_a_step_of_another_strategy_trains_that_strategys_validated_settings(api
 
 def test_an_incremental_step_of_few_studies_is_warned_in_its_log(database_url: str, tmp_path: Path) -> None:
     """Fewer annotated training studies than the service's `few_train_studies` (here 2): the job is queued and
-    its log says so; step 0 (nothing to forget) and a step with enough studies are not warned."""
+    its log says so, and says KA-Net learns from those alone where the strategy has one; step 0 (nothing to
+    forget) and a step with enough studies are not warned."""
     api = make_api(database_url, tmp_path, few_train_studies=2)
     with api.client:
         _, admin = api.clinic()
@@ -82,6 +83,11 @@ def test_an_incremental_step_of_few_studies_is_warned_in_its_log(database_url: s
         assert r.status_code == 202, r.text
         assert r.json()["log"].startswith("submitted: new set\nwarning: landmark set 1 has 1 annotated training study")
         assert "(fewer than 2)" in r.json()["log"]
+        assert "warning: kamp fits KA-Net's association" in r.json()["log"]  # the project's strategy has KA-Net
+        other = project(api, admin, name="ksd")
+        submit(api, admin, other, 0)
+        log = submit(api, admin, other, 1, {"strategy": "kamp_ksd_only"}).json()["log"]
+        assert "(fewer than 2)" in log and "KA-Net" not in log  # KSD alone has none to fit
         enough = project(api, admin, name="enough")
         annotate_train_study(api, admin, enough, 1, "D")
         assert submit(api, admin, enough, 0).status_code == 202
