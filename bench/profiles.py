@@ -168,6 +168,16 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_candidate_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--candidate-precision: model-choice candidates trained in another precision than their folder's."""
+    parser.add_argument(
+        "--candidate-precision",
+        choices=PRECISIONS,
+        help="train and measure the candidates in this precision instead of the folder's (e.g. fp32 on a CPU "
+        "whose bf16 is emulated); each candidate records its own",
+    )
+
+
 def with_precision(profile: Profile, precision: str | None) -> Profile:
     """`profile`, in `precision` where one is given."""
     return replace(profile, precision=cast(Precision, precision)) if precision else profile

@@ -53,7 +53,13 @@ from .arms import is_override_name, parse_value
 from .compute import compute_kind
 from .ikl import RESULTS, Runner
 from .jsonio import write_json
-from .profiles import PROFILES, add_precision_argument, with_precision
+from .profiles import (
+    PROFILES,
+    add_candidate_precision_argument,
+    add_precision_argument,
+    checked_profile,
+    with_precision,
+)
 from .steps import step_data, train_config
 
 
@@ -162,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--device", default="auto")
     add_precision_argument(p)
+    add_candidate_precision_argument(p)
     args = p.parse_args(argv)
     try:
         grid = parse_grid(args.grid)
@@ -184,6 +191,9 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
             f"{len(protocol.steps) - 1}; got {through}"
         )
     runner = Runner(protocol, profile, root, args.out / f"{args.protocol}-{profile.name}", args.device)
+    # The folder's precision binds its chains; a candidate may train in another (recorded with it), e.g. fp32 on
+    # a CPU whose bf16 is emulated: docs/benchmarks.md measures what the precision moves a score.
+    profile = with_precision(profile, args.candidate_precision)
     prev_path = runner.ckpt_path(args.strategy, args.seed, args.step - 1)
     if not prev_path.is_file():
         raise FileNotFoundError(f"{prev_path} is missing: run bench.ikl for step {args.step - 1} first")
@@ -196,7 +206,7 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
         tr, va = split(len(data), args.val_fraction, args.seed)
         trains[t] = data.subset(tr.tolist())
         vals[t] = data.subset(va.tolist()).select(protocol.steps[t].landmarks)
-    precision = profile.precision
+    precision = checked_profile(profile, args.device)["precision"]
     reference = drift_labels(previous, vals[args.step], precision)
     span = f"{args.step}" if through == args.step else f"{args.step}-{through}"
     out = record_path(runner.out, args.strategy, span, args.seed)
@@ -223,7 +233,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
             model = _chain_step(model, trains[t], args.strategy, config, out, overrides, t, last=t == through)
         scores = measure(model, vals, reference, precision)
         seconds = time.perf_counter() - t0
-        entry = {"overrides": overrides, "seconds": seconds, "trained_on": compute_kind(args.device), **scores}
+        machine = {"trained_on": compute_kind(args.device), "precision": precision}
+        entry = {"overrides": overrides, "seconds": seconds, **machine, **scores}
         record["candidates"].append(entry)
         write_json(out, record)  # atomic: the record of every finished candidate survives a run killed here
         learned = "" if entry["learned_mre"] is None else f" learned {entry['learned_mre']:.3f}"
@@ -298,10 +309,10 @@ def _overrides(candidate: dict[str, Any]) -> str:
 
 
 def _seconds(candidate: dict[str, Any]) -> str:
-    """A candidate's training seconds with the kind of machine that trained it, where recorded (candidates of
-    one table may come from different sessions' machines, whose speeds differ)."""
-    kind = candidate.get("trained_on")
-    return f"{candidate['seconds']:.0f}" + (f" ({kind})" if kind else "")
+    """A candidate's training seconds with the kind of machine and the precision that trained it, where recorded
+    (candidates of one table may come from different sessions' machines, whose speeds differ)."""
+    made = ", ".join(str(candidate[k]) for k in ("trained_on", "precision") if candidate.get(k))
+    return f"{candidate['seconds']:.0f}" + (f" ({made})" if made else "")
 
 
 def _table_one(

@@ -23,7 +23,7 @@ from models.config import RefineTrainConfig, TrainConfig
 
 from . import select
 from .ikl import RESULTS
-from .profiles import PROFILES, add_precision_argument
+from .profiles import PROFILES, add_candidate_precision_argument, add_precision_argument
 
 #: Strategies that distil from the previous model, i.e. that have an alpha to choose.
 STRATEGIES = ("lwf", "cpr", "kamp_ksd_only", "kamp")
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--summary-only", action="store_true", help="only rewrite the summary table")
     add_precision_argument(p)
+    add_candidate_precision_argument(p)
     args = p.parse_args(argv)
     strategies = tuple(s for s in args.strategies.split(",") if s)
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--protocol", args.protocol, "--profile", args.profile, "--step", str(args.step)]
     common += ["--seed", str(args.seed), "--out", str(args.out)]
     common += ["--precision", args.precision] if args.precision else []
+    common += ["--candidate-precision", args.candidate_precision] if args.candidate_precision else []
     if not args.summary_only:
         for strategy in strategies:
             status = run_strategy(common, out, strategy, args.step, args.seed)

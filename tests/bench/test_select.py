@@ -48,13 +48,20 @@ def test_smoke_selection_measures_new_error_and_old_drift(data_root: Path, tmp_p
         assert len(c["per_landmark"]) == 24  # 19 old (drift) + 5 new (error)
         assert c["score"] == pytest.approx(np.mean(list(c["per_landmark"].values())))
         assert c["trained_on"] == compute_kind("cpu")  # candidates of one table may come from several machines
-    assert f"({compute_kind('cpu')}) |" in out.with_suffix(".md").read_text()
+    assert f"({compute_kind('cpu')}, " in out.with_suffix(".md").read_text()
     # A rerun finds every candidate done and trains nothing.
     assert select.main(args) == 0
     assert json.loads(out.read_text()) == record
     # Its candidates grew from the evaluated step-0 model; a record of another one (retrained) is refused.
     step0 = tmp_path / "cld38-5step-smoke" / "evals" / "step0-seed0-step0.json"
     assert record["previous_sha256"] == json.loads(step0.read_text())["checkpoint_sha256"]
+    # A candidate in another precision than the folder's (fp32 where bf16 is emulated) records its own.
+    folder = json.loads((tmp_path / "cld38-5step-smoke" / "profile.json").read_text())["precision"]
+    other = "fp32" if folder == "bf16" else "bf16"
+    assert select.main([*args[:-1], "alpha=1", "--candidate-precision", other]) == 0
+    mixed = json.loads(out.read_text())["candidates"]
+    assert [c["precision"] for c in mixed] == [folder, folder, other]
+    assert f"({compute_kind('cpu')}, {other}) |" in out.with_suffix(".md").read_text()
     out.write_text(json.dumps({**record, "previous_sha256": "0" * 64}))
     assert select.main(args) == 2
 
