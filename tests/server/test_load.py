@@ -4,8 +4,11 @@ answers within a second throughout, no request answers 500, and decodes beyond t
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,6 +26,31 @@ SUBMITTERS = 20
 IMAGES_PER_JOB = 4
 
 
+@contextmanager
+def gc_pauses() -> Iterator[list[float]]:
+    """The seconds of each garbage collection while the block runs, with the objects made before it frozen.
+
+    A collection stops every thread of the process. Late in the suite this process holds earlier tests' objects,
+    which a server process does not, and a full collection over millions of them lasts seconds: they are kept
+    out of collections here, and the pauses that remain go into the failure message."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.freeze()
+    gc.callbacks.append(timed)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(timed)
+        gc.unfreeze()
+
+
 def test_twenty_concurrent_job_submissions_leave_healthz_responsive(api: Api, data_root: Path) -> None:
     clinic, admin = api.clinic()
     pid = api.client.post("/v1/projects", json=CEPH, headers=api.headers(admin)).json()["id"]
@@ -33,7 +61,7 @@ def test_twenty_concurrent_job_submissions_leave_healthz_responsive(api: Api, da
     statuses: list[int] = []
     latencies: list[float] = []
 
-    with serve(api.client.app) as port:
+    with gc_pauses() as pauses, serve(api.client.app) as port:
         base = f"http://127.0.0.1:{port}"
 
         def submit() -> None:
@@ -54,7 +82,8 @@ def test_twenty_concurrent_job_submissions_leave_healthz_responsive(api: Api, da
         for t in threads:
             t.join()
     assert sorted(statuses) == [202] * SUBMITTERS
-    assert len(latencies) >= 5 and max(latencies) < 1.0, f"slowest /healthz {max(latencies):.2f} s"
+    slowest, longest_gc = max(latencies), max(pauses, default=0.0)
+    assert len(latencies) >= 5 and slowest < 1.0, f"slowest /healthz {slowest:.2f} s, longest GC {longest_gc:.2f} s"
 
 
 def test_uploads_beyond_the_decoding_slots_wait_then_answer_503(
