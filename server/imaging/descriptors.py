@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pydicom.charset import python_encoding
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -33,22 +34,32 @@ def descriptors_of(source: Dataset) -> dict[str, str | list[str]]:
     the list of them, which is written back as the same values), and with them the source's SpecificCharacterSet
     where every term of it is one pydicom can encode in: written back without it, text beyond ASCII would become
     '?'."""
-    found = {keyword: _values(source.get(keyword)) for keyword in DESCRIPTORS}
+    found = {keyword: _values(source[keyword]) for keyword in DESCRIPTORS if keyword in source}
     kept = {keyword: value for keyword, value in found.items() if value}
-    charset = _values(source.get("SpecificCharacterSet"))
+    charset = _values(source["SpecificCharacterSet"]) if "SpecificCharacterSet" in source else ""
     terms = [charset] if isinstance(charset, str) else charset
     if kept and charset and all(term in python_encoding for term in terms):
         kept["SpecificCharacterSet"] = charset
     return kept
 
 
-def _values(value: object) -> str | list[str]:
-    """An element's value as text, stripped: one string, or a list of strings where it has several; "" where it
-    has none but blanks."""
+#: Text VRs whose leading spaces are part of the value (PS3.5 6.2); the others' padding is insignificant.
+LEADING_SPACES_KEPT = frozenset({"ST", "LT", "UT"})
+
+
+def _values(element: DataElement) -> str | list[str]:
+    """An element's value as text without its insignificant padding (trailing spaces, and leading ones except
+    where its VR keeps them): one string, or a list of strings where it has several; "" where it has none but
+    blanks."""
+
+    def text(item: object) -> str:
+        return str(item).rstrip() if element.VR in LEADING_SPACES_KEPT else str(item).strip()
+
+    value = element.value
     if isinstance(value, MultiValue | list | tuple):
-        values = [str(item).strip() for item in value]
-        return values if any(values) else ""
-    return "" if value is None else str(value).strip()
+        values = [text(item) for item in value]
+        return values if any(v.strip() for v in values) else ""
+    return "" if value is None or not text(value).strip() else text(value)
 
 
 def with_descriptors(image: DecodedImage) -> DecodedImage:

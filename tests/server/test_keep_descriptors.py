@@ -52,6 +52,23 @@ def test_descriptors_are_written_back_with_the_method_that_says_so() -> None:
     assert image.dicom is not None and "StudyDescription" not in image.dicom  # the decode's dataset unchanged
 
 
+def test_padding_goes_and_significant_leading_spaces_stay() -> None:
+    ds = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"))
+    ds.StudyDescription = "  LATERAL CEPH "  # LO: leading and trailing spaces are padding
+    ds.ImageComments = "   1. pre-op\n   2. retake  "  # LT: leading spaces are text (PS3.5 6.2), trailing padding
+    ds.SeriesDescription = "   "  # only blanks: nothing to keep
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    image = decode_image(buffer.getvalue())
+    assert image.descriptors == {
+        "StudyDescription": "LATERAL CEPH",
+        "ImageComments": "   1. pre-op\n   2. retake",
+        "SpecificCharacterSet": "ISO_IR 100",
+    }
+    stored = pydicom.dcmread(io.BytesIO(with_descriptors(image).source_bytes_deidentified))
+    assert stored.ImageComments == "   1. pre-op\n   2. retake" and "SeriesDescription" not in stored
+
+
 @pytest.mark.parametrize(
     ("charset", "text"),
     [
