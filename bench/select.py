@@ -22,6 +22,11 @@ the labelled landmarks only (steps t..T: old ones by their forgetting, the last 
 learned); the drift of the older ones is reported beside it (`score_with_drift`, the one-step score's
 definition) but not scored, since it rewards a model for not moving whether or not moving was right.
 
+With --previous-arm ARM, step t-1's model is that arm's chain's (e.g. `kamp@alpha=10@refine.alpha=300`, as
+bench/ikl.py trained it) instead of the bare strategy's: how a chain at its chosen values would have fared at a
+later step under other settings (the record is then <strategy>-after-<ARM>-step<t>...; the grid gives every
+override, the arm's are not added).
+
 Results go to bench/results/<protocol>-<profile>/selection/<strategy>-step<t>[-T]-seed<s>.json (one entry per
 candidate, written as each finishes, so a rerun resumes; a multi-step candidate also keeps each step's model
 under selection/checkpoints/ to resume mid-chain) and a markdown table beside it.
@@ -49,7 +54,7 @@ from models.registry import STRATEGIES
 from models.step_data import StepData
 from models.trainer import train_step
 
-from .arms import is_override_name, parse_value
+from .arms import is_override_name, parse_arm, parse_value
 from .compute import compute_kind
 from .ikl import RESULTS, Runner
 from .jsonio import write_json
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=int, default=1)
     p.add_argument("--through", type=int, default=None, help="chain each candidate on through this step")
     p.add_argument("--strategy", choices=STRATEGIES, default="kamp")
+    p.add_argument("--previous-arm", default=None, help="take step t-1's model from this bench.ikl arm's chain")
     p.add_argument("--grid", action="append", default=[], help="TrainConfig field=v1,v2,... (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -194,7 +200,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
     # The folder's precision binds its chains; a candidate may train in another (recorded with it), e.g. fp32 on
     # a CPU whose bf16 is emulated: docs/benchmarks.md measures what the precision moves a score.
     profile = with_precision(profile, args.candidate_precision)
-    prev_path = runner.ckpt_path(args.strategy, args.seed, args.step - 1)
+    chain = args.strategy if args.previous_arm is None else parse_arm(args.previous_arm).name
+    prev_path = runner.ckpt_path(chain, args.seed, args.step - 1)
     if not prev_path.is_file():
         raise FileNotFoundError(f"{prev_path} is missing: run bench.ikl for step {args.step - 1} first")
     previous = Checkpoint.load(prev_path)
@@ -209,7 +216,8 @@ def _run(args: argparse.Namespace, grid: dict[str, list[Any]]) -> int:
     precision = checked_profile(profile, args.device)["precision"]
     reference = drift_labels(previous, vals[args.step], precision)
     span = f"{args.step}" if through == args.step else f"{args.step}-{through}"
-    out = record_path(runner.out, args.strategy, span, args.seed)
+    named = args.strategy if args.previous_arm is None else f"{args.strategy}-after-{chain}"
+    out = record_path(runner.out, named, span, args.seed)
     val_ids = {str(t): list(vals[t].ids) for t in steps}
     fresh: dict[str, Any] = {"val_ids": val_ids[str(args.step)], "candidates": []}
     if len(steps) > 1:
@@ -285,7 +293,8 @@ def table(record: dict[str, Any], args: argparse.Namespace, n_train: dict[int, i
         f"# Model choice: {args.strategy}, steps {first}-{last} of {args.protocol} (profile `{args.profile}`, "
         f"seed {args.seed})",
         "",
-        f"Each candidate is chained from the benchmark's step-{first - 1} model through steps {first}-{last}, each "
+        f"{_grown_from(args)}Each candidate is chained from the benchmark's step-{first - 1} model through "
+        f"steps {first}-{last}, each "
         f"step trained on its images minus a held-out share (trained on {trained}; held out {held}), and measured "
         f"after step {last}: the landmarks of {learned} ('learned') and of step {last} ('new') "
         f"against their labels on their own step's held-out images; the landmarks older than step {first} by drift "
@@ -302,6 +311,13 @@ def table(record: dict[str, Any], args: argparse.Namespace, n_train: dict[int, i
             f"{c['old_drift']:.3f} | {c['score_with_drift']:.3f} | {_seconds(c)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _grown_from(args: argparse.Namespace) -> str:
+    """The table's note of which chain's step t-1 model the candidates grew from, where it is not the strategy's."""
+    if args.previous_arm is None:
+        return ""
+    return f"Every candidate grows from the step-{args.step - 1} model of the chain `{args.previous_arm}`. "
 
 
 def _overrides(candidate: dict[str, Any]) -> str:
@@ -322,7 +338,8 @@ def _table_one(
         f"# Model choice: {args.strategy}, step {args.step} of {args.protocol} (profile `{args.profile}`, seed "
         f"{args.seed})",
         "",
-        f"Trained on {n_train} of the step's images, measured on the {len(record['val_ids'])} held out "
+        f"{_grown_from(args)}Trained on {n_train} of the step's images, measured on the "
+        f"{len(record['val_ids'])} held out "
         f"({', '.join(record['val_ids'])}). New landmarks: error against their labels; old landmarks: drift from "
         f"the previous model's predictions (no labels exist for them in IKL). Score: mean over landmarks ({unit}).",
         "",

@@ -64,6 +64,14 @@ def test_smoke_selection_measures_new_error_and_old_drift(data_root: Path, tmp_p
     assert f"({compute_kind('cpu')}, {other}) |" in out.with_suffix(".md").read_text()
     out.write_text(json.dumps({**record, "previous_sha256": "0" * 64}))
     assert select.main(args) == 2
+    # Step 2 from the lwf chain's step-1 model: KSD alone has no chain of its own, so only --previous-arm finds one.
+    later = [*common, "--step", "2", "--strategy", "kamp_ksd_only", "--grid", "alpha=1"]
+    assert select.main(later) == 2
+    assert select.main([*later, "--previous-arm", "lwf"]) == 0
+    after = tmp_path / "cld38-5step-smoke" / "selection" / "kamp_ksd_only-after-lwf-step2-seed0.json"
+    step1 = tmp_path / "cld38-5step-smoke" / "evals" / "lwf-seed0-step1.json"
+    assert json.loads(after.read_text())["previous_sha256"] == json.loads(step1.read_text())["checkpoint_sha256"]
+    assert "grows from the step-1 model of the chain `lwf`" in after.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow
