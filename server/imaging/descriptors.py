@@ -59,7 +59,8 @@ def _values(element: DataElement) -> str | list[str]:
     if isinstance(value, MultiValue | list | tuple):
         values = [text(item) for item in value]
         return values if any(v.strip() for v in values) else ""
-    return "" if value is None or not text(value).strip() else text(value)
+    one = "" if value is None else text(value)
+    return one if one.strip() else ""
 
 
 def with_descriptors(image: DecodedImage) -> DecodedImage:
