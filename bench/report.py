@@ -178,7 +178,7 @@ def table(
     return "\n".join(lines) + "\n"
 
 
-def _seed_a_mre(agg: dict[str, Any], lone: LoneSteps | None) -> dict[str, dict[int, dict[int, float]]]:
+def seed_a_mre(agg: dict[str, Any], lone: LoneSteps | None) -> dict[str, dict[int, dict[int, float]]]:
     """arm -> step >= 1 -> seed -> A-MRE_t: its chains' steps, and its steps run alone (`lone`) for the seeds
     whose chains do not reach them."""
     values: dict[str, dict[int, dict[int, float]]] = {}
@@ -194,7 +194,7 @@ def _seed_a_mre(agg: dict[str, Any], lone: LoneSteps | None) -> dict[str, dict[i
     return values
 
 
-def _like_for_like(oracle: dict[int, float], other: dict[int, float]) -> tuple[float, float, str] | None:
+def like_for_like(oracle: dict[int, float], other: dict[int, float]) -> tuple[float, float, str] | None:
     """Mean A-MRE of the oracle and of another arm at one step over the seeds both ran (a seed's model is
     compared with the model of the same step-0 model and split), with a note naming those seeds where either arm
     ran others; over all their seeds, so noted, where they share none. None where either has no value."""
@@ -213,7 +213,7 @@ def oracle_check(agg: dict[str, Any], lone: LoneSteps | None = None) -> list[str
     that none does: an oracle that loses is under-trained, not an upper bound. joint_partial, which sees only each
     image's own step's labels, is neither. A first-stage row is compared with the oracle's first stage only. An
     oracle's steps run alone (`lone`, see lone_steps) count as its steps where its chains do not reach them."""
-    values = _seed_a_mre(agg, lone)
+    values = seed_a_mre(agg, lone)
     lines: list[str] = []
     for oracle, o in values.items():
         if strategy_of(oracle) != "joint":
@@ -224,7 +224,7 @@ def oracle_check(agg: dict[str, Any], lone: LoneSteps | None = None) -> list[str
             if strategy_of(name) in ("joint", "joint_partial") or name.endswith(FIRST_STAGE) != first_stage:
                 continue
             for t in sorted(set(o) & set(by_step)):
-                pair = _like_for_like(o[t], by_step[t])
+                pair = like_for_like(o[t], by_step[t])
                 if pair is None:
                     continue
                 mine, theirs, note = pair

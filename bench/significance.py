@@ -126,16 +126,16 @@ def markdown(rows: Sequence[dict[str, Any]], unit: str, step: int) -> str:
         if not r["n"]:
             lines.append(f"| {r['a']} | {r['b']} | none in common | | | | | | | | |")
             continue
-        per_seed = ", ".join(f"{s}: {_fmt_p(p)}" for s, p in r["p_per_seed"].items())
+        per_seed = ", ".join(f"{s}: {fmt_p(p)}" for s, p in r["p_per_seed"].items())
         lines.append(
             f"| {r['a']} | {r['b']} | {len(r['seeds'])} | {r['n']} | {r['mean_a']:.2f} | {r['mean_b']:.2f} | "
-            f"{r['median_difference']:+.2f} | {r['a_better_share']:.0%} | {_fmt_p(r['p'])} | "
-            f"{_fmt_p(r['p_holm'])} | {per_seed} |"
+            f"{r['median_difference']:+.2f} | {r['a_better_share']:.0%} | {fmt_p(r['p'])} | "
+            f"{fmt_p(r['p_holm'])} | {per_seed} |"
         )
     return head + "\n".join(lines) + "\n"
 
 
-def _fmt_p(p: float | None) -> str:
+def fmt_p(p: float | None) -> str:
     if p is None:
         return "n/a"
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
