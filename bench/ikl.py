@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.atomic_file import write_bytes_atomically
 from models.checkpoint import Checkpoint
 from models.config import CodecConfig
 from models.datasets import Protocol, default_data_root, load_protocol
@@ -251,7 +251,7 @@ class Runner:
             raise SystemExit(f"{own_eval} is not the evaluation of {their_ckpt}: move it away to take that model")
         for src, dst in ((their_ckpt, own_ckpt), (their_eval, own_eval)):
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            write_bytes_atomically(dst, src.read_bytes())  # a run starting beside this one reads all or nothing
         tqdm.write(f"step 0 of seed {seed}: taken from {base}")
         return True
 
