@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ def lone_of(results: dict[str, Any]) -> LoneSteps:
 def role_values(results: dict[str, Any], entry: Entry) -> dict[str, dict[int, dict[int, float]]]:
     """role -> step >= 1 -> seed -> A-MRE_t, from the arm's chains and its steps run alone (report.seed_a_mre)."""
     lone = lone_of(results)
-    arms = {arm for arm in entry.arms.values()}
+    arms = set(entry.arms.values())
     values = seed_a_mre(
         {a: s for a, s in results["strategies"].items() if a in arms},
         {a: s for a, s in lone.items() if a in arms},
@@ -180,7 +180,7 @@ def targets(entry: Entry, results: dict[str, Any], last: int) -> dict[str, Any]:
     }
 
 
-def _status(value: float | None, holds: Any) -> str:
+def _status(value: float | None, holds: Callable[[float], bool]) -> str:
     return "not run" if value is None else ("met" if holds(value) else "missed")
 
 
