@@ -186,12 +186,14 @@ def _status(value: float | None, holds: Callable[[float], bool]) -> str:
 
 def summarize_entry(entry: Entry, root: Path) -> dict[str, Any] | None:
     """One entry's cells (role -> step -> cell), AT at the last step, p-values, minutes and targets; None where
-    its folder has no results.json yet."""
+    its folder has no results.json yet, or results of step 0 alone."""
     folder = root / entry.folder
     if not (folder / "results.json").is_file():
         return None
     results = json.loads((folder / "results.json").read_text())
     last = _last_step(results)
+    if last == 0:
+        return None  # step 0 alone: no incremental step to compare yet
     values = role_values(results, entry)
     main = [entry.arms[r] for r in MAIN if r in entry.arms]
     seconds = step_seconds(folder / "evals")
@@ -317,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(s)
     text = summary_markdown(summaries)
     if missing:
-        text += "\nNot run yet (no results.json): " + ", ".join(f"`{m}`" for m in missing) + "\n"
+        text += "\nNot run yet (no incremental step in results.json): " + ", ".join(f"`{m}`" for m in missing) + "\n"
     write_json(args.results / "fair-benchmark.json", {"entries": summaries, "not_run": missing})
     (args.results / "fair-benchmark.md").write_text(text)
     print(text, end="")

@@ -97,6 +97,11 @@ def test_a_low_shot_entry_reads_its_last_step_and_a_lone_oracle(tmp_path: Path) 
 
 
 def test_main_names_the_folders_not_yet_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder without results.json, or whose results hold step 0 alone (a low-shot folder that only took its
+    step-0 model), is named as not run."""
+    step0_only = tmp_path / "cld38-5step-lowshot-5"
+    step0_only.mkdir()
+    (step0_only / "results.json").write_text(json.dumps({"strategies": {}, "steps_run_alone": {}}))
     assert main(["--results", str(tmp_path)]) == 0
     written = json.loads((tmp_path / "fair-benchmark.json").read_text())
     assert written["entries"] == [] and len(written["not_run"]) == len(ENTRIES)
