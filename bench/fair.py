@@ -151,10 +151,12 @@ def ratio(values: dict[str, dict[int, dict[int, float]]], a: str, b: str, t: int
     return None if pair is None or pair[0] == 0 else pair[1] / pair[0]
 
 
-def targets(entry: Entry, results: dict[str, Any], last: int) -> dict[str, Any]:
+def targets(
+    entry: Entry, results: dict[str, Any], values: dict[str, dict[int, dict[int, float]]], last: int
+) -> dict[str, Any]:
     """Each target of the issue on one entry, from its figures: the oracle an upper bound, LwF / KAMP (reported),
-    KAMP within 10% of joint, AT at the last step of the best incremental role >= 0, and every cell 3 seeds."""
-    values = role_values(results, entry)
+    KAMP within 10% of joint, AT at the last step of the best incremental role >= 0, and every cell 3 seeds;
+    `values` is role_values(results, entry)."""
     steps = [last] if entry.last_only else list(range(1, last + 1))
     kamp_over_joint = ratio(values, "kamp", "joint", last)
     finals = {r: _mean(values, r, last) for r in INCREMENTAL if r in entry.arms}
@@ -207,7 +209,7 @@ def summarize_entry(entry: Entry, root: Path) -> dict[str, Any] | None:
         "at_last": {role: last_at(results, arm, last) for role, arm in entry.arms.items()},
         "significance": significance(folder / "evals", main, last, SEEDS),
         "minutes": {name: s for name, s in seconds.items() if _arm_of_row(name) in entry.arms.values()},
-        "targets": targets(entry, results, last),
+        "targets": targets(entry, results, values, last),
     }
 
 
