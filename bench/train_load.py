@@ -51,8 +51,8 @@ def training_step(
     and the teacher through torch.compile."""
     codec = HeatmapCodec(CodecConfig(input_size=size))
     config = BackboneConfig(name=backbone)
-    student = prepare_module(LandmarkNet(backbone=config, step_sizes=[landmarks, 5]), precision).to(device).train()
-    teacher = prepare_module(LandmarkNet(backbone=config, step_sizes=[landmarks]), precision).to(device).eval()
+    student = prepare_module(LandmarkNet(backbone=config, step_sizes=[landmarks, 5]).to(device), precision).train()
+    teacher = prepare_module(LandmarkNet(backbone=config, step_sizes=[landmarks]).to(device), precision).eval()
     teacher.requires_grad_(False)
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
     forward_s: Callable[[torch.Tensor], torch.Tensor] = torch.compile(student) if compile else student

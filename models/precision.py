@@ -2,9 +2,10 @@
 
 One setting for training and inference (TrainConfig.precision, Predictor's `precision`, the service's
 KAMP_PRECISION): "bf16" runs the network under bfloat16 autocast in channels_last memory layout, "fp32" in
-float32 as it is, "auto" picks bf16 on CUDA and on CPUs with AMX or AVX-512 BF16 instructions (where oneDNN has
-native bf16 convolutions) and fp32 elsewhere. Only the network runs in bf16: losses, the distillation softmaxes,
-heatmap decoding and metrics read its outputs cast back to float32 (docs/method.md, "Precision").
+float32 (channels_last on CPUs without AVX-512, the plain layout elsewhere: `memory_format`), "auto" picks bf16
+on CUDA and on CPUs with AMX or AVX-512 BF16 instructions (where oneDNN has native bf16 convolutions) and fp32
+elsewhere. Only the network runs in bf16: losses, the distillation softmaxes, heatmap decoding and metrics read
+its outputs cast back to float32 (docs/method.md, "Precision").
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ _BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The bf16 instruction flags this CPU reports (empty where /proc/cpuinfo is missing, e.g. not Linux)."""
     return frozenset(cpuinfo_field("flags", cpuinfo).split()) & _BF16_FLAGS
+
+
+@functools.cache
+def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU reports AVX-512 (`avx512f`); False where /proc/cpuinfo is missing."""
+    return "avx512f" in cpuinfo_field("flags", cpuinfo).split()
 
 
 def cpuinfo_field(key: str, cpuinfo: str = "/proc/cpuinfo") -> str:
@@ -64,14 +71,27 @@ def autocast(device: torch.device, precision: Resolved) -> contextlib.AbstractCo
     return contextlib.nullcontext()
 
 
-def memory_format(precision: Resolved) -> torch.memory_format:
-    """channels_last for bf16 (oneDNN's and cuDNN's fast bf16 convolutions read NHWC), else as it is."""
-    return torch.channels_last if precision == "bf16" else torch.contiguous_format
+def memory_format(precision: Resolved, device: torch.device | str = "cpu") -> torch.memory_format:
+    """The layout the network's weights and inputs take on `device`: channels_last for bf16 (oneDNN's and cuDNN's
+    fast bf16 convolutions read NHWC) and for fp32 on a CPU without AVX-512 (where oneDNN's fp32 convolutions
+    read it faster, measured in bench/layout_speed.py); the plain layout for fp32 elsewhere (on the AVX-512
+    machines measured, channels_last made fp32 training slower; CUDA's fp32 is not measured)."""
+    if precision == "bf16" or (torch.device(device).type == "cpu" and not cpu_has_avx512()):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where `module`'s first parameter lies (the CPU for a module without parameters)."""
+    first = next(module.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def prepare_module(module: M, precision: Resolved) -> M:
-    """`module` with its 4-D weights in the precision's memory layout (in place; parameters stay float32)."""
-    module.to(memory_format=memory_format(precision))  # type: ignore[call-overload]  # (missing from torch's stubs)
+    """`module` with its 4-D weights in the precision's memory layout on the device they lie on (in place;
+    parameters stay float32)."""
+    fmt = memory_format(precision, _device_of(module))
+    module.to(memory_format=fmt)  # type: ignore[call-overload]  # (missing from torch's stubs)
     return module
 
 
@@ -87,8 +107,8 @@ def prepare_frozen(module: M, precision: Resolved) -> M:
 
 
 def prepare_input(x: torch.Tensor, precision: Resolved) -> torch.Tensor:
-    """A (B, C, H, W) input in the precision's memory layout (same values, float32)."""
-    return x.contiguous(memory_format=memory_format(precision))
+    """A (B, C, H, W) input in the precision's memory layout on its device (same values, float32)."""
+    return x.contiguous(memory_format=memory_format(precision, x.device))
 
 
 def available_cores() -> int:

@@ -55,10 +55,11 @@ def test_smoke_selection_measures_new_error_and_old_drift(data_root: Path, tmp_p
     # Its candidates grew from the evaluated step-0 model; a record of another one (retrained) is refused.
     step0 = tmp_path / "cld38-5step-smoke" / "evals" / "step0-seed0-step0.json"
     assert record["previous_sha256"] == json.loads(step0.read_text())["checkpoint_sha256"]
-    # A candidate in another precision than the folder's (fp32 where bf16 is emulated) records its own.
+    # A candidate in another precision than the folder's (fp32 where bf16 is emulated) records its own; two
+    # iterations, as emulated bf16 trains several times slower than fp32.
     folder = json.loads((tmp_path / "cld38-5step-smoke" / "profile.json").read_text())["precision"]
     other = "fp32" if folder == "bf16" else "bf16"
-    assert select.main([*args[:-1], "alpha=1", "--candidate-precision", other]) == 0
+    assert select.main([*args[:-1], "alpha=1", "--grid", "iterations=2", "--candidate-precision", other]) == 0
     mixed = json.loads(out.read_text())["candidates"]
     assert [c["precision"] for c in mixed] == [folder, folder, other]
     assert f"({compute_kind('cpu')}, {other}) |" in out.with_suffix(".md").read_text()

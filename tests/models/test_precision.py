@@ -18,7 +18,9 @@ from models.network import LandmarkNet
 from models.precision import (
     autocast,
     cpu_bf16_flags,
+    cpu_has_avx512,
     default_threads,
+    memory_format,
     prepare_input,
     prepare_module,
     resolve_precision,
@@ -43,6 +45,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert cpu_bf16_flags(str(amx)) == {"amx_bf16", "avx512_bf16"}
     assert cpu_bf16_flags(str(old)) == frozenset()
     assert cpu_bf16_flags(str(tmp_path / "missing")) == frozenset()
+    assert cpu_has_avx512(str(amx)) and not cpu_has_avx512(str(old))
+    assert not cpu_has_avx512(str(tmp_path / "missing"))
 
 
 def test_auto_is_bf16_only_where_the_cpu_has_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +68,9 @@ def test_train_config_refuses_an_unknown_precision_and_reads_old_amp() -> None:
 
 def test_bf16_layout_keeps_values_and_float32_weights() -> None:
     net = prepare_module(LandmarkNet(backbone=BackboneConfig(name="hrnet_w18_tiny"), step_sizes=[3]), "bf16")
-    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)
+    conv = next(
+        m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1
+    )
     assert conv.weight.dtype == torch.float32 and conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(2, 1, 32, 24)
     y = prepare_input(x, "bf16")
@@ -73,6 +79,25 @@ def test_bf16_layout_keeps_values_and_float32_weights() -> None:
         assert net.eval()(y).dtype == torch.bfloat16
     with torch.no_grad(), autocast(torch.device("cpu"), "fp32"):
         assert net(x).dtype == torch.float32
+
+
+def test_fp32_is_channels_last_only_on_a_cpu_without_avx512(monkeypatch: pytest.MonkeyPatch) -> None:
+    nhwc, plain = torch.channels_last, torch.contiguous_format
+    for avx512 in (True, False):
+        monkeypatch.setattr(precision_module, "cpu_has_avx512", lambda avx512=avx512: avx512)
+        assert memory_format("bf16", "cpu") == nhwc and memory_format("bf16", "cuda") == nhwc
+        assert memory_format("fp32", "cuda") == plain
+        assert memory_format("fp32", "cpu") == (plain if avx512 else nhwc)
+    # prepare_module and prepare_input take the layout of the device their tensors lie on.
+    net = prepare_module(LandmarkNet(backbone=BackboneConfig(name="hrnet_w18_tiny"), step_sizes=[3]), "fp32")
+    conv = next(
+        m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1
+    )
+    assert conv.weight.is_contiguous(memory_format=nhwc)
+    x = torch.rand(2, 1, 32, 24)
+    assert prepare_input(x, "fp32").is_contiguous(memory_format=nhwc)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(prepare_input(x, "fp32")), net(x), atol=1e-5)
 
 
 def test_codec_round_trip_through_bf16_heatmaps_moves_no_peak() -> None:
