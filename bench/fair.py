@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .cost import cost_table, step_seconds
-from .evals import LoneSteps, mean_sd
+from .evals import mean_sd
 from .ikl import RESULTS
 from .jsonio import write_json
-from .report import like_for_like, seed_a_mre
+from .report import arms_seed_a_mre, last_at, like_for_like, seed_cell
 from .significance import fmt_p, significance
 
 #: The roles of a comparison, in table order; the oracle last.
@@ -87,37 +87,10 @@ ENTRIES = (
 )
 
 
-def lone_of(results: dict[str, Any]) -> LoneSteps:
-    """results.json's `steps_run_alone` with integer steps and seeds (bench.evals.LoneSteps)."""
-    return {
-        arm: {int(t): {**ms, "seeds": {int(s): v for s, v in ms["seeds"].items()}} for t, ms in steps.items()}
-        for arm, steps in results.get("steps_run_alone", {}).items()
-    }
-
-
 def role_values(results: dict[str, Any], entry: Entry) -> dict[str, dict[int, dict[int, float]]]:
     """role -> step >= 1 -> seed -> A-MRE_t, from the arm's chains and its steps run alone (report.seed_a_mre)."""
-    lone = lone_of(results)
-    arms = set(entry.arms.values())
-    values = seed_a_mre(
-        {a: s for a, s in results["strategies"].items() if a in arms},
-        {a: s for a, s in lone.items() if a in arms},
-    )
+    values = arms_seed_a_mre(results, set(entry.arms.values()))
     return {role: values.get(arm, {}) for role, arm in entry.arms.items()}
-
-
-def cell(by_seed: Mapping[int, float]) -> dict[str, Any]:
-    """Mean, SD and count over the seeds (bench.evals.mean_sd), and which seeds."""
-    return {**mean_sd(list(by_seed.values())), "seeds": sorted(by_seed)}
-
-
-def last_at(results: dict[str, Any], arm: str, last: int) -> float | None:
-    """AT at step `last` of `arm`'s chains (mean over seeds), None where no chain reached it."""
-    chain = results["strategies"].get(arm)
-    if chain is None or chain["steps"] <= last:
-        return None
-    mean: float | None = chain["at"][last]["mean"]
-    return mean
 
 
 def oracle_target(values: dict[str, dict[int, dict[int, float]]], steps: list[int]) -> dict[str, Any]:
@@ -205,7 +178,7 @@ def summarize_entry(entry: Entry, root: Path) -> dict[str, Any] | None:
         "unit": results.get("unit", "mm"),
         "last_step": last,
         "arms": dict(entry.arms),
-        "cells": {role: {str(t): cell(values[role].get(t, {})) for t in range(1, last + 1)} for role in entry.arms},
+        "cells": {role: {str(t): seed_cell(values[role].get(t, {})) for t in range(1, last + 1)} for role in values},
         "at_last": {role: last_at(results, arm, last) for role, arm in entry.arms.items()},
         "significance": significance(folder / "evals", main, last, SEEDS),
         "minutes": {name: s for name, s in seconds.items() if _arm_of_row(name) in entry.arms.values()},

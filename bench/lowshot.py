@@ -23,6 +23,7 @@ from .evals import FIRST_STAGE, arm_order
 from .ikl import RESULTS
 from .jsonio import write_json
 from .profiles import PROFILES, step_cap
+from .report import arms_seed_a_mre, last_at, seed_cell
 from .report_plots import pyplot
 
 SHOTS = (1, 5, 10, 50)
@@ -42,18 +43,11 @@ def source(protocol: Protocol, shots: int, root: Path) -> tuple[Path, str | None
 
 
 def final_cell(results: dict[str, Any], arm: str, last: int) -> dict[str, Any] | None:
-    """A-MRE after step `last` of `arm` in one results.json (mean, sd, n seeds), and its AT there; from a chain
-    that reached that step, else from that step trained alone (a from-scratch oracle); None where neither ran."""
-    chain = results["strategies"].get(arm)
-    if chain is not None and chain["steps"] > last and chain["a_mre"][last]["n"]:
-        return {**chain["a_mre"][last], "at": chain["at"][last]["mean"], "seeds": chain["seeds"]}
-    alone = results.get("steps_run_alone", {}).get(arm, {}).get(str(last))
-    if alone is not None and alone["n"]:
-        return {key: alone[key] for key in ("mean", "sd", "n")} | {
-            "at": None,
-            "seeds": sorted(map(int, alone["seeds"])),
-        }
-    return None
+    """A-MRE after step `last` of `arm` in one results.json (mean, sd, n and which seeds: its chains that
+    reached that step, and that step trained alone for the other seeds, as bench.fair reads them) and its chains'
+    AT there; None where neither ran."""
+    by_seed = arms_seed_a_mre(results, {arm}).get(arm, {}).get(last, {})
+    return {**seed_cell(by_seed), "at": last_at(results, arm, last)} if by_seed else None
 
 
 def arms_of(results: dict[str, Any]) -> list[str]:

@@ -194,6 +194,38 @@ def seed_a_mre(agg: dict[str, Any], lone: LoneSteps | None) -> dict[str, dict[in
     return values
 
 
+def lone_of(results: dict[str, Any]) -> LoneSteps:
+    """results.json's `steps_run_alone` with integer steps and seeds (bench.evals.LoneSteps)."""
+    return {
+        arm: {int(t): {**ms, "seeds": {int(s): v for s, v in ms["seeds"].items()}} for t, ms in steps.items()}
+        for arm, steps in results.get("steps_run_alone", {}).items()
+    }
+
+
+def arms_seed_a_mre(results: dict[str, Any], arms: set[str]) -> dict[str, dict[int, dict[int, float]]]:
+    """seed_a_mre of `arms` read from one results.json: arm -> step >= 1 -> seed -> A-MRE_t, from the arm's
+    chains and its steps run alone."""
+    lone = lone_of(results)
+    return seed_a_mre(
+        {a: s for a, s in results["strategies"].items() if a in arms},
+        {a: s for a, s in lone.items() if a in arms},
+    )
+
+
+def seed_cell(by_seed: dict[int, float]) -> dict[str, Any]:
+    """Mean, SD and count over the seeds (bench.evals.mean_sd), and which seeds."""
+    return {**mean_sd(list(by_seed.values())), "seeds": sorted(by_seed)}
+
+
+def last_at(results: dict[str, Any], arm: str, last: int) -> float | None:
+    """AT at step `last` of `arm`'s chains in one results.json (mean over seeds), None where none reached it."""
+    chain = results["strategies"].get(arm)
+    if chain is None or chain["steps"] <= last:
+        return None
+    mean: float | None = chain["at"][last]["mean"]
+    return mean
+
+
 def like_for_like(oracle: dict[int, float], other: dict[int, float]) -> tuple[float, float, str] | None:
     """Mean A-MRE of the oracle and of another arm at one step over the seeds both ran (a seed's model is
     compared with the model of the same step-0 model and split), with a note naming those seeds where either arm
