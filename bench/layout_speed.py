@@ -4,9 +4,10 @@ layout against channels_last (NHWC), which `models.precision.memory_format` choo
     python -m bench.layout_speed --backbones hrnet_w18_small --sizes 256x320 --threads 2
 
 Per backbone and input size: the trainer's steady-state seconds per training image (bench.train_speed's
-measure: strategy finetune, and kamp_ksd_only with the frozen teacher's forward) and the seconds of one
-prediction forward of a frozen model (batch 1, the fastest of `--forwards`), each with the layout forced for
-the network's weights and inputs. The layouts alternate `--repeats` times in one process and each keeps its
+measure: strategy finetune, and kamp_ksd_only with the frozen teacher's forward), the seconds of one
+prediction forward of a frozen model (batch 1, the fastest of `--forwards`) and of the default local stage's
+network on one image's crops (one per landmark), each with the layout forced for the networks' weights and
+inputs. The layouts alternate `--repeats` times in one process and each keeps its
 fastest repeat, so both see the same machine. Writes bench/results/layout_speed-<cpu>.json.
 """
 
@@ -23,9 +24,10 @@ import torch
 
 from models import precision as precision_module
 from models.checkpoint import Checkpoint
-from models.config import BackboneConfig, CodecConfig, TrainConfig
+from models.config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig
 from models.datasets import default_data_root, load_protocol
-from models.precision import cpu_has_avx512, prepare_input, set_torch_threads
+from models.precision import cpu_has_avx512, prepare_frozen, prepare_input, set_torch_threads
+from models.refine import build_crop_network
 from models.trainer import train_step
 
 from .ikl import RESULTS, machine
@@ -60,6 +62,21 @@ def forward_seconds(v0: Checkpoint, size: tuple[int, int], forwards: int) -> flo
     return best
 
 
+def crops_forward_seconds(landmarks: int, forwards: int) -> float:
+    """Seconds of one fp32 forward of the default local stage's frozen network (models.refine) on one image's
+    crops, (landmarks, 1, crop, crop), the fastest of `forwards`."""
+    config = RefineConfig()
+    net = prepare_frozen(build_crop_network(config, [landmarks]).frozen(), "fp32")
+    x = prepare_input(torch.rand(landmarks, 1, config.crop_size, config.crop_size), "fp32")
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(forwards + 1):
+            t = time.perf_counter()
+            net(x)
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
 def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """{"backbone", "input_size", layout -> {s_per_image, s_per_image_with_teacher, forward_s}} for fp32."""
     protocol = load_protocol(root, "cld38-5step")
@@ -78,9 +95,10 @@ def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root
                     for s, key in STRATEGIES.items()
                 }
                 timed["forward_s"] = forward_seconds(v0, size, args.forwards)
+                timed["crops_forward_s"] = crops_forward_seconds(len(protocol.steps[0].landmarks), args.forwards)
             for key, s in timed.items():
                 best[name, key] = min(s, best.get((name, key), float("inf")))
-    keys = [*STRATEGIES.values(), "forward_s"]
+    keys = [*STRATEGIES.values(), "forward_s", "crops_forward_s"]
     return {
         "backbone": backbone,
         "input_size": list(size),
