@@ -52,14 +52,7 @@ def forced_layout(fmt: torch.memory_format) -> Iterator[None]:
 def forward_seconds(v0: Checkpoint, size: tuple[int, int], forwards: int) -> float:
     """Seconds of one fp32 forward of v0's frozen model on a (1, 1, H, W) input, the fastest of `forwards`."""
     net = v0.build_frozen(torch.device("cpu"), "fp32")
-    x = prepare_input(torch.rand(1, 1, size[1], size[0]), "fp32")
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(forwards + 1):  # the first warms the kernels up
-            t = time.perf_counter()
-            net(x)
-            best = min(best, time.perf_counter() - t)
-    return best
+    return _fastest_forward(net, prepare_input(torch.rand(1, 1, size[1], size[0]), "fp32"), forwards)
 
 
 def crops_forward_seconds(landmarks: int, forwards: int) -> float:
@@ -68,9 +61,15 @@ def crops_forward_seconds(landmarks: int, forwards: int) -> float:
     config = RefineConfig()
     net = prepare_frozen(build_crop_network(config, [landmarks]).frozen(), "fp32")
     x = prepare_input(torch.rand(landmarks, 1, config.crop_size, config.crop_size), "fp32")
+    return _fastest_forward(net, x, forwards)
+
+
+def _fastest_forward(net: torch.nn.Module, x: torch.Tensor, forwards: int) -> float:
+    """Seconds of the fastest of `forwards` forward passes of `net` on `x`, after one that warms the kernels up."""
     best = float("inf")
     with torch.no_grad():
-        for _ in range(forwards + 1):
+        net(x)
+        for _ in range(forwards):
             t = time.perf_counter()
             net(x)
             best = min(best, time.perf_counter() - t)
