@@ -24,15 +24,14 @@ import torch
 
 from models import precision as precision_module
 from models.checkpoint import Checkpoint
-from models.config import BackboneConfig, CodecConfig, RefineConfig, TrainConfig
-from models.datasets import default_data_root, load_protocol
+from models.config import RefineConfig
+from models.datasets import default_data_root
 from models.precision import cpu_has_avx512, prepare_frozen, prepare_input, set_torch_threads
 from models.refine import build_crop_network
-from models.trainer import train_step
 
 from .ikl import RESULTS, machine
 from .jsonio import write_json
-from .train_speed import STRATEGIES, steady_seconds_per_image
+from .train_speed import STRATEGIES, steady_seconds_per_image, timed_steps
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -77,14 +76,9 @@ def _fastest_forward(net: torch.nn.Module, x: torch.Tensor, forwards: int) -> fl
 
 
 def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """{"backbone", "input_size", layout -> {s_per_image, s_per_image_with_teacher, forward_s}} for fp32."""
-    protocol = load_protocol(root, "cld38-5step")
-    ds = protocol.load_dataset(root)
-    s0 = ds.step_data(protocol.steps[0].images[: args.batch], protocol.steps[0].landmarks, protocol.annotator)
-    s1 = ds.step_data(protocol.steps[1].images[: args.batch], protocol.steps[1].landmarks, protocol.annotator)
-    base = TrainConfig(iterations=1, batch_size=args.batch, warmup=1, state_every=0, precision="fp32")
-    codec = CodecConfig(input_size=size)
-    v0, _ = train_step(None, s0, "finetune", base, backbone=BackboneConfig(name=backbone), codec=codec)
+    """{"backbone", "input_size", layout -> {s_per_image, s_per_image_with_teacher, forward_s, crops_forward_s}}
+    for fp32."""
+    v0, s1 = timed_steps(backbone, size, args.batch, root)
     best: dict[tuple[str, str], float] = {}
     for _ in range(args.repeats):
         for name, fmt in LAYOUTS.items():
@@ -94,7 +88,7 @@ def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root
                     for s, key in STRATEGIES.items()
                 }
                 timed["forward_s"] = forward_seconds(v0, size, args.forwards)
-                timed["crops_forward_s"] = crops_forward_seconds(len(protocol.steps[0].landmarks), args.forwards)
+                timed["crops_forward_s"] = crops_forward_seconds(len(v0.landmarks), args.forwards)
             for key, s in timed.items():
                 best[name, key] = min(s, best.get((name, key), float("inf")))
     keys = [*STRATEGIES.values(), "forward_s", "crops_forward_s"]

@@ -43,14 +43,21 @@ def steady_seconds_per_image(
     return (seconds[1] - seconds[0]) / (iterations * batch)
 
 
-def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+def timed_steps(backbone: str, size: tuple[int, int], batch: int, root: Path) -> tuple[Checkpoint, StepData]:
+    """What the speed benchmarks time a step from: a step-0 model of `backbone` at input `size` (W, H) after one
+    fp32 iteration on the first `batch` images of cld38-5step's step 0, and step 1's first `batch` images."""
     protocol = load_protocol(root, "cld38-5step")
     ds = protocol.load_dataset(root)
-    s0 = ds.step_data(protocol.steps[0].images[: args.batch], protocol.steps[0].landmarks, protocol.annotator)
-    s1 = ds.step_data(protocol.steps[1].images[: args.batch], protocol.steps[1].landmarks, protocol.annotator)
+    s0 = ds.step_data(protocol.steps[0].images[:batch], protocol.steps[0].landmarks, protocol.annotator)
+    s1 = ds.step_data(protocol.steps[1].images[:batch], protocol.steps[1].landmarks, protocol.annotator)
     codec = CodecConfig(input_size=size)
-    base = TrainConfig(iterations=1, batch_size=args.batch, warmup=1, state_every=0, precision="fp32")
+    base = TrainConfig(iterations=1, batch_size=batch, warmup=1, state_every=0, precision="fp32")
     v0, _ = train_step(None, s0, "finetune", base, backbone=BackboneConfig(name=backbone), codec=codec)
+    return v0, s1
+
+
+def measure(backbone: str, size: tuple[int, int], args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    v0, s1 = timed_steps(backbone, size, args.batch, root)
     flops = network_flops(v0.build_model().train(), size, backward=True)
     best: dict[tuple[str, str], float] = {}
     for _ in range(args.repeats):
