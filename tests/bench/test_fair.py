@@ -12,7 +12,7 @@ import pytest
 
 from bench.arms import parse_arm
 from bench.evals import eval_name
-from bench.fair import ENTRIES, Entry, main, summarize_entry
+from bench.fair import ENTRIES, Entry, main, oracle_status, summarize_entry, summary_markdown
 from models.config import RefineTrainConfig, TrainConfig, to_dict
 from models.registry import strategy
 
@@ -81,7 +81,8 @@ def test_targets_are_read_from_the_figures(tmp_path: Path) -> None:
 
 
 def test_a_low_shot_entry_reads_its_last_step_and_a_lone_oracle(tmp_path: Path) -> None:
-    """Low-shot: only the last step counts, and a from-scratch oracle run alone at it is the joint cell."""
+    """Low-shot: the last step makes the cells and ratios, and a from-scratch oracle run alone at it is the joint
+    cell; the oracle target reads the steps the oracle ran."""
     entry = Entry("toy-3step", "p", {"kamp": "kamp", "joint": "joint@budget=scratch"}, last_only=True)
     _folder(
         tmp_path,
@@ -91,9 +92,28 @@ def test_a_low_shot_entry_reads_its_last_step_and_a_lone_oracle(tmp_path: Path) 
     summary = summarize_entry(entry, tmp_path)
     assert summary is not None
     t = summary["targets"]
-    assert t["oracle"] == {"status": "met", "beaten": [], "compared": 1}  # step 1 (9.0) is not a low-shot cell
+    assert t["oracle"] == {"status": "met", "beaten": [], "compared": 1, "steps": [2], "of": 2}
+    assert oracle_status(t["oracle"]) == "met at step 2 (1 of 2 not run)"
     assert t["kamp_over_joint"] == pytest.approx(1.5 / 1.4) and t["cells"] == 2
     assert t["short_of_seeds"] == ["kamp step 2 (1)", "joint step 2 (1)"]
+
+
+def test_a_low_shot_oracle_run_at_its_first_steps_is_held_to_them(tmp_path: Path) -> None:
+    """Low-shot oracle steps run before the last one count for "at every step": beaten at step 1 here, while
+    its last step is not run yet (no KAMP / joint ratio)."""
+    entry = Entry("toy-3step", "p", {"kamp": "kamp", "joint": "joint@budget=scratch"}, last_only=True)
+    _folder(
+        tmp_path,
+        {"kamp": _chain({0: [2.0, 1.5, 1.6], 1: [2.0, 1.7, 1.8]}, 0.1)},
+        {"joint@budget=scratch": {"1": {"mean": 1.65, "sd": 0.05, "n": 2, "seeds": {"0": 1.6, "1": 1.7}}}},
+    )
+    summary = summarize_entry(entry, tmp_path)
+    assert summary is not None
+    o = summary["targets"]["oracle"]
+    assert o["beaten"] == ["step 1: kamp 1.60 < 1.65"] and o["steps"] == [1] and o["of"] == 2
+    assert oracle_status(o) == "missed at step 1 (1 of 2 not run)"
+    assert summary["targets"]["kamp_over_joint"] is None and summary["targets"]["kamp_within"] == "not run"
+    assert "missed at step 1 (1 of 2 not run)" in summary_markdown([summary])
 
 
 def test_main_names_the_folders_not_yet_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
